@@ -1,0 +1,1 @@
+"""kdtui: a terminal experiment manager for knowledge-distillation research."""

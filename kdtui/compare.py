@@ -1,0 +1,500 @@
+"""Side-by-side comparison of run records, and their export (CSV / JSON / Markdown).
+
+Pure standard library, so the CLI and the terminal app can import it without torch. The data part
+works on run records as PRODUCT.md describes them ("The run record"); only `render_rich` touches
+rich, and imports it inside the function.
+
+- `compare(records, diff_only=..., agg=..., by_group=...)` builds a `Comparison`: runs (or seed
+  groups) as columns, config rows (the flattened resolved spec) then metric rows.
+- `to_csv` / `to_markdown` / `to_json` / `from_json` export a comparison; `export_runs` /
+  `import_runs_json` export whole records (one row per run), as `kdtui runs export` does.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "METRICS", "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "AGGREGATIONS", "EXPORT_FORMATS",
+    "MeanStd", "Comparison",
+    "flatten_spec", "metric_series", "metric_value", "best_epoch", "higher_is_better",
+    "group_label", "strip_seed", "compare",
+    "format_cell", "to_csv", "to_markdown", "to_json", "from_json", "render_rich",
+    "export_runs", "import_runs_json",
+]
+
+# The metric rows a comparison shows, in this order (names are PRODUCT.md's contract).
+METRICS: tuple[str, ...] = (
+    "train_agreement", "train_agreement_eval", "test_agreement", "test_kl", "test_acc", "test_nll",
+    "test_ece", "teacher_test_acc", "teacher_train_acc", "train_loss",
+)
+HIGHER_IS_BETTER: frozenset[str] = frozenset({
+    "train_agreement", "train_agreement_eval", "test_agreement", "test_acc",
+    "teacher_test_acc", "teacher_train_acc",
+})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"test_kl", "test_nll", "test_ece", "train_loss"})
+
+AGGREGATIONS: tuple[str, ...] = ("last", "best", "min", "max")
+EXPORT_FORMATS: tuple[str, ...] = ("csv", "json", "md")
+
+# Spec keys a comparison never shows: the free-text name (the column says which run) and the sweep
+# (a run is one point of it; its values are already in the spec).
+_DROPPED_SPEC_KEYS = ("name", "sweep")
+_MISSING = "—"
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """A metric across the runs of one group: mean, sample standard deviation (0.0 for one run), and
+    how many runs had a value."""
+    mean: float
+    std: float
+    n: int
+
+    def format(self, digits: int = 4) -> str:
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+@dataclass
+class Comparison:
+    """Runs (or groups) as columns; `config_rows` and `metric_rows` are `(key, [value per column])`.
+
+    With `by_group`, metric values are `MeanStd` (or None where no run of the group has the metric)
+    and `members[i]` lists the run ids behind column i; otherwise `members[i] == [columns[i]]`.
+    """
+    columns: list[str]
+    config_rows: list[tuple[str, list[Any]]]
+    metric_rows: list[tuple[str, list[Any]]]
+    agg: str = "last"
+    by_group: bool = False
+    members: list[list[str]] = field(default_factory=list)
+
+    def config(self, key: str) -> list[Any] | None:
+        """The config row `key`'s values, or None if the comparison has no such row."""
+        return next((values for k, values in self.config_rows if k == key), None)
+
+    def metric(self, name: str) -> list[Any] | None:
+        """The metric row `name`'s values, or None if the comparison has no such row."""
+        return next((values for k, values in self.metric_rows if k == name), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs and metrics of one record
+# ---------------------------------------------------------------------------------------------
+
+def _join(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def flatten_spec(spec: dict | None) -> dict[str, Any]:
+    """The spec as dotted keys in spec order ("seed", "distill.temperature", ...); lists become
+    comma-joined strings ("crop, hflip"); "name" and "sweep" are left out."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, table: dict) -> None:
+        for key, value in table.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(path + ".", value)
+            elif isinstance(value, (list, tuple)):
+                flat[path] = _join(value)
+            else:
+                flat[path] = value
+
+    walk("", {k: v for k, v in (spec or {}).items() if k not in _DROPPED_SPEC_KEYS})
+    return flat
+
+
+def _check_agg(agg: str) -> None:
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {agg!r}: expected one of {', '.join(AGGREGATIONS)}")
+
+
+def higher_is_better(metric: str) -> bool:
+    """True for agreements and accuracies, False for KL, NLL, ECE and loss; ValueError otherwise."""
+    if metric in HIGHER_IS_BETTER:
+        return True
+    if metric in LOWER_IS_BETTER:
+        return False
+    raise ValueError(f"metric {metric!r} has no 'best' direction: use one of {', '.join(METRICS)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metric_series(record: dict, metric: str) -> list[tuple[Any, float]]:
+    """`(epoch, value)` for every history entry that has `metric` (a curve to plot)."""
+    return [(entry.get("epoch"), entry[metric]) for entry in (record.get("history") or [])
+            if isinstance(entry, dict) and _is_number(entry.get(metric))]
+
+
+def _final(record: dict, metric: str) -> float | None:
+    value = (record.get("metrics") or {}).get(metric)
+    return value if _is_number(value) else None
+
+
+def _best_index(values: Sequence[float], higher: bool) -> int | None:
+    """Index of the best finite value (the first one on ties); None when no value is finite."""
+    best = None
+    for i, value in enumerate(values):
+        if math.isnan(value):
+            continue
+        if best is None or (value > values[best] if higher else value < values[best]):
+            best = i
+    return best
+
+
+def metric_value(record: dict, metric: str, agg: str = "last") -> float | None:
+    """`metric` of one run aggregated over its history: `last` (the last epoch that has it), `best`
+    (max for agreements and accuracies, min for KL, NLL, ECE, loss), `min` or `max` (NaN ignored).
+
+    Epochs without the metric are skipped; when no epoch has it (no history, or a metric only the
+    final values carry, such as `teacher_train_acc` in some runs) the value is `record["metrics"]`'s.
+    None when neither has it.
+    """
+    _check_agg(agg)
+    higher = higher_is_better(metric) if agg == "best" else agg == "max"
+    values = [value for _, value in metric_series(record, metric)]
+    if not values:
+        return _final(record, metric)
+    if agg == "last":
+        return values[-1]
+    index = _best_index(values, higher)
+    return values[-1] if index is None else values[index]
+
+
+def best_epoch(record: dict, metric: str) -> Any:
+    """The epoch of the best value of `metric` in the history (the first on ties); None if the
+    history has no value of it."""
+    series = metric_series(record, metric)
+    index = _best_index([value for _, value in series], higher_is_better(metric))
+    return None if index is None else series[index][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups (runs that differ only by seed)
+# ---------------------------------------------------------------------------------------------
+
+_SUFFIX = re.compile(r"(.*)\[(.*)\]\s*", re.S)
+_SEED_PART = re.compile(r"(?:^|,)\s*seed=-?\d+\s*(?=,|$)")
+
+
+def strip_seed(name: str) -> str:
+    """A sweep point's name without its seed: "kd[seed=1]" -> "kd", "kd[seed=1,distill.alpha=0.5]"
+    -> "kd[distill.alpha=0.5]"; other names unchanged."""
+    match = _SUFFIX.fullmatch(name or "")
+    if not match:
+        return name or ""
+    base, inner = match.groups()
+    rest = _SEED_PART.sub("", inner).lstrip(",").strip()
+    if rest == inner.strip():
+        return name
+    return f"{base}[{rest}]" if rest else base.rstrip()
+
+
+def _group_key(record: dict) -> str:
+    return str(record.get("group_hash") or record.get("spec_hash") or record.get("id") or "")
+
+
+def group_label(records: Sequence[dict]) -> str:
+    """A group column's label: the common name without the seed, the short group hash, n=K."""
+    names = [strip_seed(str(r.get("name") or "")) for r in records]
+    name = names[0] if names else ""
+    short = _group_key(records[0])[:8] if records else ""
+    inside = ", ".join(part for part in (short, f"n={len(records)}") if part)
+    return f"{name} ({inside})" if name else f"({inside})"
+
+
+def _groups(records: Sequence[dict]) -> list[list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for record in records:
+        grouped.setdefault(_group_key(record), []).append(record)
+    return list(grouped.values())
+
+
+def _common(values: list[Any]) -> Any:
+    """One group's config value: the common value, or the distinct values joined by " | "."""
+    distinct: list[Any] = []
+    for value in values:
+        if not any(value == seen and type(value) is type(seen) for seen in distinct):
+            distinct.append(value)
+    if len(distinct) == 1:
+        return distinct[0]
+    return " | ".join(_MISSING if v is None else str(v) for v in distinct)
+
+
+def _seeds(values: list[Any]) -> str:
+    known = [v for v in values if v is not None]
+    if all(_is_number(v) for v in known):
+        known = sorted(known)
+    return _join(known)
+
+
+def _mean_std(values: list[float | None]) -> MeanStd | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    mean = statistics.mean(present)
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    return MeanStd(float(mean), float(std), len(present))
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------------
+
+def _all_equal(values: list[Any]) -> bool:
+    first = values[0] if values else None
+    return all(v == first and type(v) is type(first) for v in values)
+
+
+def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "last",
+            by_group: bool = False) -> Comparison:
+    """Runs as columns (in the given order), config rows (flattened spec) then `METRICS` rows.
+
+    `diff_only` hides config rows whose value is the same in every column. `agg` picks each
+    metric's value over a run's history (last | best | min | max). `by_group` makes one column per
+    seed group (same `group_hash`, in order of first appearance): metric cells are `MeanStd`, config
+    cells the group's common value, and `seed` the group's seeds.
+    """
+    _check_agg(agg)
+    records = list(records)
+    flats = [flatten_spec(r.get("spec")) for r in records]
+    keys: list[str] = []
+    for flat in flats:
+        keys.extend(k for k in flat if k not in keys)
+
+    if not by_group:
+        columns = [str(r.get("id")) for r in records]
+        members = [[c] for c in columns]
+        config_rows = [(key, [flat.get(key) for flat in flats]) for key in keys]
+        metric_rows = [(m, [metric_value(r, m, agg) for r in records]) for m in METRICS]
+    else:
+        groups = _groups(records)
+        flat_of = {id(r): f for r, f in zip(records, flats)}
+        columns = [group_label(g) for g in groups]
+        members = [[str(r.get("id")) for r in g] for g in groups]
+        config_rows = []
+        for key in keys:
+            per_group = [[flat_of[id(r)].get(key) for r in g] for g in groups]
+            combine = _seeds if key == "seed" else _common
+            config_rows.append((key, [combine(values) for values in per_group]))
+        metric_rows = [(m, [_mean_std([metric_value(r, m, agg) for r in g]) for g in groups])
+                       for m in METRICS]
+
+    if diff_only:
+        config_rows = [(key, values) for key, values in config_rows if not _all_equal(values)]
+    return Comparison(columns=columns, config_rows=config_rows, metric_rows=metric_rows, agg=agg,
+                      by_group=by_group, members=members)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export of a comparison
+# ---------------------------------------------------------------------------------------------
+
+def format_cell(value: Any, digits: int | None = 4, missing: str = _MISSING) -> str:
+    """A cell as text: None -> `missing`; MeanStd -> "0.8123 ± 0.0100"; floats to `digits` decimals
+    (full precision with digits=None); everything else str()."""
+    if value is None:
+        return missing
+    if isinstance(value, MeanStd):
+        if digits is None:
+            return f"{value.mean!r} ± {value.std!r}"
+        return value.format(digits)
+    if isinstance(value, float) and digits is not None:
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _config_text(value: Any, missing: str) -> str:
+    return missing if value is None else str(value)
+
+
+def to_csv(comparison: Comparison) -> str:
+    """`section,key,<column>...`: config rows (section "config") then metric rows ("metric").
+    Numbers at full precision, None empty, MeanStd as "mean ± std"."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "key", *comparison.columns])
+    for key, values in comparison.config_rows:
+        writer.writerow(["config", key, *(_config_text(v, "") for v in values)])
+    for key, values in comparison.metric_rows:
+        writer.writerow(["metric", key, *(format_cell(v, None, "") for v in values)])
+    return out.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: Iterable[list[str]]) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(comparison: Comparison, digits: int = 4) -> str:
+    """A GitHub table: runs as columns, config rows, a "**metrics**" separator row, metric rows."""
+    width = len(comparison.columns)
+    rows = [[key, *(_config_text(v, _MISSING) for v in values)]
+            for key, values in comparison.config_rows]
+    rows.append(["**metrics**", *([""] * width)])
+    rows.extend([key, *(format_cell(v, digits) for v in values)]
+                for key, values in comparison.metric_rows)
+    header = ["group" if comparison.by_group else "run", *comparison.columns]
+    return _md_table(header, rows)
+
+
+def _encode_cell(value: Any) -> Any:
+    if isinstance(value, MeanStd):
+        return {"mean": value.mean, "std": value.std, "n": value.n}
+    return value
+
+
+def _decode_cell(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"mean", "std", "n"}:
+        return MeanStd(value["mean"], value["std"], value["n"])
+    return value
+
+
+def to_json(comparison: Comparison, indent: int | None = 2) -> str:
+    """A JSON object with columns, members, agg, by_group, config and metrics (lists of
+    `{"key": ..., "values": [...]}`); MeanStd cells are `{"mean", "std", "n"}`. See `from_json`."""
+    payload = {
+        "columns": list(comparison.columns),
+        "members": [list(m) for m in comparison.members],
+        "agg": comparison.agg,
+        "by_group": comparison.by_group,
+        "config": [{"key": k, "values": list(vs)} for k, vs in comparison.config_rows],
+        "metrics": [{"key": k, "values": [_encode_cell(v) for v in vs]}
+                    for k, vs in comparison.metric_rows],
+    }
+    return json.dumps(payload, indent=indent, ensure_ascii=False)
+
+
+def from_json(text: str) -> Comparison:
+    """The `Comparison` that `to_json` wrote (equal to the original)."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or "columns" not in data:
+        raise ValueError("not a kdtui comparison: expected an object with 'columns'")
+    return Comparison(
+        columns=list(data["columns"]),
+        config_rows=[(row["key"], list(row["values"])) for row in data.get("config", [])],
+        metric_rows=[(row["key"], [_decode_cell(v) for v in row["values"]])
+                     for row in data.get("metrics", [])],
+        agg=data.get("agg", "last"),
+        by_group=bool(data.get("by_group", False)),
+        members=[list(m) for m in data.get("members", [])],
+    )
+
+
+def render_rich(comparison: Comparison, digits: int = 4):
+    """A rich Table: config rows, then a section of metric rows (the best value per row in bold
+    when there are several columns); None shown as "—"."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=True, header_style="bold", show_lines=False)
+    table.add_column(Text("group" if comparison.by_group else "run"), style="cyan", no_wrap=True)
+    for column in comparison.columns:
+        table.add_column(Text(str(column)), justify="right")
+    for key, values in comparison.config_rows:
+        table.add_row(Text(key), *(Text(_config_text(v, _MISSING)) for v in values))
+    if comparison.metric_rows:
+        table.add_section()
+        table.add_row(Text(f"metrics ({comparison.agg})", style="bold"),
+                      *(Text("") for _ in comparison.columns))
+    for key, values in comparison.metric_rows:
+        best = None
+        if len(values) > 1 and (key in HIGHER_IS_BETTER or key in LOWER_IS_BETTER):
+            numbers = [v.mean if isinstance(v, MeanStd) else v for v in values]
+            numbers = [float("nan") if v is None else float(v) for v in numbers]
+            best = _best_index(numbers, key in HIGHER_IS_BETTER)
+        cells = [Text(format_cell(v, digits), style="bold green" if i == best else "")
+                 for i, v in enumerate(values)]
+        table.add_row(Text(key), *cells)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Export of whole records (`kdtui runs export`)
+# ---------------------------------------------------------------------------------------------
+
+_RUN_FIELDS = ("id", "name", "status", "group_hash", "spec_hash", "created")
+
+
+def _run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
+    """Header and one row per run: run fields, flattened spec keys, final metrics."""
+    flats = [flatten_spec(r.get("spec")) for r in records]
+    spec_keys: list[str] = []
+    for flat in flats:
+        spec_keys.extend(k for k in flat if k not in spec_keys)
+    metric_names: set[str] = set()
+    for record in records:
+        metric_names.update((record.get("metrics") or {}).keys())
+    ordered = [m for m in METRICS if m in metric_names] + sorted(metric_names - set(METRICS))
+    taken = set(_RUN_FIELDS) | set(spec_keys)
+    metric_columns = [f"metrics.{m}" if m in taken else m for m in ordered]
+    header = [*_RUN_FIELDS, *spec_keys, *metric_columns]
+    rows = []
+    for record, flat in zip(records, flats):
+        metrics = record.get("metrics") or {}
+        rows.append([*(record.get(f) for f in _RUN_FIELDS), *(flat.get(k) for k in spec_keys),
+                     *(metrics.get(m) for m in ordered)])
+    return header, rows
+
+
+def _plain_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def export_runs(records: Sequence[dict], fmt: str) -> str:
+    """Runs for `kdtui runs export --format csv|json|md`.
+
+    json: the full records (history included) as a JSON list; `import_runs_json` reads it back
+    equal. csv: one row per run with id, name, status, group_hash, spec_hash, created, the
+    flattened spec and the final metrics (empty cell for None). md: the same as a GitHub table.
+    """
+    fmt = (fmt or "").lower()
+    if fmt == "markdown":
+        fmt = "md"
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    records = list(records)
+    if fmt == "json":
+        return json.dumps(records, indent=2, ensure_ascii=False, default=str) + "\n"
+    header, rows = _run_table(records)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[_plain_text(v) for v in row] for row in rows])
+        return out.getvalue()
+    md_rows = [[format_cell(v, 4) if isinstance(v, float) else
+                (_MISSING if v is None else _plain_text(v)) for v in row] for row in rows]
+    return _md_table(header, md_rows)
+
+
+def import_runs_json(text: str) -> list[dict]:
+    """The records `export_runs(records, "json")` wrote (a single record object is accepted too)."""
+    data = json.loads(text)
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(r, dict) and "id" in r for r in data):
+        raise ValueError("not a kdtui runs export: expected a JSON list of run records with 'id'")
+    return data

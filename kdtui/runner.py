@@ -1,0 +1,180 @@
+"""Execute one run: teachers from the store (or trained), then the student, recorded as it goes.
+
+The runner is the only place where the engine's events meet files: each event becomes a line of
+`runs/<id>/events.jsonl`, and the registry document is updated at start and at the end. It is
+used in the foreground by `kdtui run` and in the background by `kdtui.worker`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from kdtui.eventlog import EventWriter
+from kdtui.registry import RunStore
+from kdtui.spec import Spec, group_hash, spec_hash
+from kdtui.teachers import TeacherStore
+from kdtui.workspace import Workspace
+
+STOP_FILE = "STOP"
+STOP_POLL_S = 0.5
+FINAL_STATUSES = ("done", "failed", "stopped", "interrupted")
+
+
+def new_record(run_id: str, spec: Spec, status: str = "queued") -> dict:
+    return {"id": run_id, "name": spec.name, "status": status, "spec": spec.model_dump(mode="json"),
+            "spec_hash": spec_hash(spec), "group_hash": group_hash(spec), "metrics": {}, "teachers": [],
+            "device": None, "host": socket.gethostname(), "pid": None, "created": time.time(),
+            "started": None, "finished": None, "error": None}
+
+
+def create_run(workspace: Workspace, store: RunStore, spec: Spec, status: str = "queued") -> str:
+    """Register a run and write its resolved spec; the spec is validated before this is called."""
+    run_id = workspace.new_run_id(spec.name)
+    folder = workspace.create_run_dir(run_id)
+    tmp = folder / "spec.toml.tmp"
+    tmp.write_text(spec.to_toml())
+    os.replace(tmp, folder / "spec.toml")
+    store.add(new_record(run_id, spec, status))
+    return run_id
+
+
+def request_stop(workspace: Workspace, store: RunStore, record: dict) -> str:
+    """Ask a run to stop; a queued run is taken out of the queue at once. Returns what happened."""
+    run_id, status = record["id"], record["status"]
+    if status == "queued":
+        store.update(run_id, status="stopped", finished=time.time())
+        return f"{run_id} removed from the queue (stopped)"
+    if status == "running":
+        (workspace.run_dir(run_id) / STOP_FILE).touch()
+        return f"{run_id}: stop requested; it keeps its last checkpoint (kdtui runs resume {run_id})"
+    return f"{run_id} is already {status}"
+
+
+class StopSignal:
+    """Stop requests: a STOP file in the run folder (from `kdtui runs stop`), SIGTERM or SIGINT."""
+
+    def __init__(self, run_dir: Path):
+        self.stop_file = run_dir / STOP_FILE
+        self.signalled: int | None = None
+        self._next_poll = 0.0
+        self._requested = False
+
+    def __call__(self) -> bool:
+        if self.signalled is not None:
+            return True
+        now = time.monotonic()
+        if now >= self._next_poll:  # a stat per step would be wasted work; twice a second is enough
+            self._next_poll = now + STOP_POLL_S
+            self._requested = self.stop_file.exists()
+        return self._requested
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.signalled = signum
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool = False,
+            on_event: Callable[[dict], None] | None = None, device: str | None = None,
+            install_signals: bool = True) -> dict:
+    """Run `run_id` to its end (or resume it from its checkpoints) and return its registry record.
+
+    Never raises for a failed or stopped run: the record says what happened.
+    """
+    import torch  # noqa: F401  (imported here so the CLI's other commands never pay for it)
+    from kernels import engine
+    from kernels.data import DataError
+    from kernels.events import Done
+
+    from kdtui.spec import load_spec
+
+    run_dir = workspace.run_dir(run_id)
+    spec = load_spec(run_dir / "spec.toml")
+    config = spec.to_run_config()
+    if device:
+        config = _with_device(config, device)
+    stop = StopSignal(run_dir)
+    stop.stop_file.unlink(missing_ok=True)
+    if install_signals:
+        stop.install()
+    teachers_used: list[dict] = []
+
+    with EventWriter(run_dir / "events.jsonl") as events:
+        def emit(event) -> None:
+            payload = event if isinstance(event, dict) else event.to_dict()
+            events.write(payload)
+            if on_event is not None:
+                on_event(payload)
+
+        store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+                     started=time.time(), error=None, finished=None)
+        try:
+            dev = engine.resolve_device(config.device)
+            store.update(run_id, device=str(dev))
+            emit({"type": "log", "message": f"run {run_id} on {dev}"})
+            prepared = engine.prepare(config, dev)
+            teacher_store = TeacherStore(workspace.teachers_dir)
+            teachers = []
+            for k in range(config.members):
+                teacher, key, reused = teacher_store.obtain(
+                    spec, k,
+                    train=lambda ckpt, k=k: engine.train_teacher(config, k, prepared, checkpoint=ckpt,
+                                                                  on_event=emit, should_stop=stop),
+                    load=lambda path: _load_teacher(path, dev),
+                    save=_save_teacher,
+                    retrain=retrain_teachers)
+                if reused:
+                    emit({"type": "phase_start", "phase": "teacher", "index": k, "total": config.members,
+                          "epochs": 0, "steps_per_epoch": 0, "reused": True})
+                    emit({"type": "phase_end", "phase": "teacher", "index": k, "total": config.members,
+                          "metrics": teacher.metrics})
+                teachers.append(teacher)
+                teachers_used.append({"key": key, "member": k, "reused": reused, **_rounded(teacher.metrics)})
+            store.update(run_id, teachers=teachers_used)
+            result = engine.distill(config, prepared, teachers, checkpoint=run_dir / "student.pt",
+                                    on_event=emit, should_stop=stop)
+            emit(Done(result["metrics"]))
+            store.update(run_id, status="done", metrics=result["metrics"], finished=time.time())
+        except engine.StopRequested as exc:
+            emit({"type": "stopped", "message": str(exc)})
+            store.update(run_id, status="stopped", finished=time.time())
+        except (engine.RunFailed, DataError) as exc:
+            emit({"type": "failed", "error": str(exc), "phase": getattr(exc, "phase", ""),
+                  "epoch": getattr(exc, "epoch", -1), "step": getattr(exc, "step", -1)})
+            store.update(run_id, status="failed", error=str(exc), finished=time.time())
+        except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            emit({"type": "failed", "error": message, "phase": "", "epoch": -1, "step": -1})
+            store.update(run_id, status="failed", error=message, finished=time.time())
+    return store.get(run_id)
+
+
+def _with_device(config, device: str):
+    from dataclasses import replace
+    return replace(config, device=device)
+
+
+def _save_teacher(teacher, path: Path) -> None:
+    import torch
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"initial_state": teacher.initial_state, "final_state": teacher.final_state,
+                "metrics": teacher.metrics}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_teacher(path: Path, device):
+    import torch
+    from kernels.engine import TeacherResult
+    state = torch.load(path, map_location=device, weights_only=True)
+    return TeacherResult(state["initial_state"], state["final_state"], state["metrics"])
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -1,0 +1,56 @@
+"""The teacher store: trained teachers kept by a content hash of everything that determines them.
+
+A figure needs many students per teacher set, so a teacher is trained once per (teacher settings,
+data settings, member seed) and reused. Training happens under a per-key file lock: a second run
+that needs the same teacher waits, then loads it. Files are written whole (temp file + rename), so
+no reader ever sees half a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from kdtui.spec import Spec, teacher_key
+
+
+class TeacherStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key / "teacher.pt"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def obtain(self, spec: Spec, member: int, train: Callable[[Path], "object"], load: Callable[[Path], "object"],
+               save: Callable[["object", Path], None], retrain: bool = False):
+        """The teacher for `member`: loaded when stored, else trained (once, even across processes).
+
+        `train(checkpoint_path)` trains and returns the teacher; its progress checkpoint lives in the
+        store, so a teacher interrupted mid-training resumes instead of starting over.
+        Returns (teacher, key, reused).
+        """
+        key = teacher_key(spec, member)
+        folder = self.root / key
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / "lock")):
+            final = self.path(key)
+            if final.exists() and not retrain:
+                return load(final), key, True
+            progress = folder / "progress.pt"
+            if retrain and progress.exists():
+                progress.unlink()
+            teacher = train(progress)
+            save(teacher, final)
+            meta = {"key": key, "member": member, "teacher": spec.teacher.model_dump(mode="json"),
+                    "data": spec.data.model_dump(mode="json"), "seed": spec.seed}
+            tmp = folder / "meta.json.tmp"
+            tmp.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp, folder / "meta.json")
+            progress.unlink(missing_ok=True)
+            return teacher, key, False

@@ -1,0 +1,402 @@
+"""Train teachers and distil a student, on tensors that live on the run's device.
+
+The loop follows the speed levers of ENGINEERING.md: uint8 data on the device, batches as slices of
+a seeded permutation, batched augmentation, metrics summed on the device and read once per epoch.
+Progress goes out as typed events (kernels.events); nothing here knows about files other than the
+checkpoint paths it is given.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from kernels import data as data_mod
+from kernels import models
+from kernels.augment import Augmenter
+from kernels.config import RunConfig, TrainConfig, member_seed, student_seed
+from kernels.ensemble import Ensemble
+from kernels.events import Done, EpochMetrics, EventCallback, PhaseEnd, PhaseStart, Progress, ignore
+from kernels.init import has_batch_norm, interpolate_state, recompute_batch_norm
+from kernels.losses import label_loss, total_loss
+from kernels.metrics import FidelityAccumulator
+
+EVAL_BATCH = 1024
+PROGRESS_INTERVAL_S = 0.5
+
+
+class RunFailed(Exception):
+    """The run cannot go on (e.g. a non-finite loss); the message says where and what to try."""
+
+    def __init__(self, message: str, phase: str = "", epoch: int = -1, step: int = -1):
+        super().__init__(message)
+        self.phase, self.epoch, self.step = phase, epoch, step
+
+
+class StopRequested(Exception):
+    """The caller asked the run to stop; the last epoch checkpoint is kept for a resume."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunFailed(f"device = {name!r} but CUDA is not available here; use device = 'cpu' or 'auto'")
+    return device
+
+
+@dataclass
+class Prepared:
+    """The run's data, loaded once and moved to its device."""
+    dataset: data_mod.Dataset
+    teacher_set: data_mod.ImageSet
+    distill_set: data_mod.ImageSet
+    test_set: data_mod.ImageSet
+    device: torch.device
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def channels_last(self) -> bool:
+        # Measured (bench/engine.py): faster on CUDA; on CPU it slowed LeNet and ResNet-20 down.
+        return self.device.type == "cuda"
+
+    def to_input(self, images_u8: torch.Tensor, augment: Augmenter | None = None,
+                 generator: torch.Generator | None = None):
+        """uint8 batch -> augmented, normalised float batch (and the mixing applied, if any)."""
+        x = images_u8.float().div_(255.0)
+        mix = None
+        if augment is not None:
+            x, mix = augment(x, generator)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, mix
+
+
+def prepare(cfg: RunConfig, device: torch.device) -> Prepared:
+    dataset, teacher_set, distill_set = data_mod.build_splits(cfg.data)
+    mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
+    return Prepared(dataset, teacher_set.to(device), distill_set.to(device), dataset.test.to(device),
+                    device, mean, std)
+
+
+def build_model(train: TrainConfig, prepared: Prepared) -> nn.Module:
+    ds = prepared.dataset
+    model = models.create(train.model, ds.num_classes, ds.in_channels, ds.image_size, norm=train.norm)
+    model = model.to(prepared.device)
+    if prepared.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_optimizer(train: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
+                               nesterov=train.nesterov and train.momentum > 0, weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    raise ValueError(f"unknown optimizer {train.optimizer!r}; allowed: sgd, adam")
+
+
+def learning_rate(train: TrainConfig, step: int, total_steps: int) -> float:
+    """Per-step cosine from lr to final_lr, or constant."""
+    if train.schedule == "constant":
+        return train.lr
+    progress = min(step / max(total_steps, 1), 1.0)
+    return train.final_lr + (train.lr - train.final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
+    return torch.randperm(n, generator=generator, device=device).split(batch_size)
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, prepared: Prepared, images: torch.Tensor) -> torch.Tensor:
+    """Logits of a clean (unaugmented) set in eval mode, in fp32."""
+    was_training = model.training
+    model.eval()
+    out = [_forward(model, prepared, prepared.to_input(chunk)[0]).float() for chunk in images.split(EVAL_BATCH)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, prepared.dataset.num_classes, device=prepared.device)
+
+
+def _forward(model: nn.Module, prepared: Prepared, x: torch.Tensor) -> torch.Tensor:
+    if prepared.device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(x)
+    return model(x)
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    """A checkpoint is replaced whole or not at all: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+@dataclass
+class _Loop:
+    """What one training phase shares between its epochs (model, optimiser, RNG, events)."""
+    phase: str
+    index: int
+    total: int
+    train: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    steps_per_epoch: int
+    on_event: EventCallback
+    should_stop: Callable[[], bool]
+    checkpoint: Path | None
+    _last_progress: float = field(default=0.0)
+
+    def set_lr(self, epoch: int, step: int) -> float:
+        lr = learning_rate(self.train, (epoch - 1) * self.steps_per_epoch + step,
+                           self.train.epochs * self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def tick(self, epoch: int, step: int) -> None:
+        """Between steps: honour a stop request and emit throttled progress (no device sync)."""
+        if self.should_stop():
+            raise StopRequested(f"stopped during {self.phase} epoch {epoch}")
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL_S or step == self.steps_per_epoch:
+            self._last_progress = now
+            self.on_event(Progress(self.phase, self.index, epoch, step, self.steps_per_epoch))
+
+    def check_finite(self, first_bad_step: torch.Tensor, epoch: int) -> None:
+        bad = int(first_bad_step)
+        if bad >= 0:
+            raise RunFailed(f"non-finite loss in {self.phase} epoch {epoch}, step {bad}; "
+                            f"try a lower lr or another loss", self.phase, epoch, bad)
+
+    def save(self, epoch: int, history: list[dict], extra: dict | None = None) -> None:
+        if self.checkpoint is None:
+            return
+        _save_atomic({"epoch": epoch, "model": self.model.state_dict(),
+                      "optimizer": self.optimizer.state_dict(),
+                      "generator": self.generator.get_state(), "history": history, **(extra or {})},
+                     self.checkpoint)
+
+    def restore(self, device: torch.device) -> tuple[int, list[dict], dict]:
+        """Load the phase checkpoint if there is one; returns (last finished epoch, history, state)."""
+        state = load_checkpoint(self.checkpoint, device) if self.checkpoint else None
+        if state is None:
+            return 0, [], {}
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())  # RNG states are CPU byte tensors on every device
+        return int(state["epoch"]), list(state["history"]), state
+
+
+def _new_generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+@dataclass
+class TeacherResult:
+    initial_state: dict
+    final_state: dict
+    metrics: dict[str, float]
+
+
+def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint: Path | None = None,
+                  on_event: EventCallback = ignore, should_stop: Callable[[], bool] = lambda: False) -> TeacherResult:
+    """Train teacher member k with cross-entropy; seeds differ only by member."""
+    seed = member_seed(cfg.seed, member)
+    torch.manual_seed(seed)
+    model = build_model(cfg.teacher, prepared)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    train = cfg.teacher
+    loop = _Loop("teacher", member, cfg.members, train, model, make_optimizer(train, model),
+                 _new_generator(seed, prepared.device), _steps_per_epoch(len(prepared.teacher_set), train.batch_size),
+                 on_event, should_stop, checkpoint)
+    start, history, saved = loop.restore(prepared.device)
+    if saved:
+        initial_state = saved["initial_state"]
+    augment = Augmenter(train.augment, mixup_alpha=cfg.distill.mixup_alpha)
+    on_event(PhaseStart("teacher", member, cfg.members, train.epochs, loop.steps_per_epoch))
+    images, labels = prepared.teacher_set.images, prepared.teacher_set.labels
+    for epoch in range(start + 1, train.epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=prepared.device)
+        first_bad = torch.full((), -1, device=prepared.device, dtype=torch.long)
+        for step, idx in enumerate(_batches(len(images), train.batch_size, loop.generator, prepared.device), 1):
+            lr = loop.set_lr(epoch, step - 1)
+            x, mix = prepared.to_input(images[idx], augment, loop.generator)
+            logits = _forward(model, prepared, x)
+            loss = label_loss(logits, labels[idx], mix)
+            loop.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loop.optimizer.step()
+            loss = loss.detach()
+            loss_sum += loss * len(idx)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            loop.tick(epoch, step)
+        loop.check_finite(first_bad, epoch)
+        metrics = {"train_loss": float(loss_sum) / len(images), "lr": lr}
+        if epoch % cfg.eval_every == 0 or epoch == train.epochs:
+            acc = FidelityAccumulator(prepared.device)
+            acc.add(predict(model, prepared, prepared.test_set.images), labels=prepared.test_set.labels)
+            result = acc.result()
+            metrics.update(test_acc=result["acc"], test_nll=result["nll"])
+        history.append({"epoch": epoch, **metrics})
+        on_event(EpochMetrics("teacher", member, epoch, metrics))
+        loop.save(epoch, history, {"initial_state": initial_state})
+    final_metrics = history[-1] if history else {}
+    on_event(PhaseEnd("teacher", member, cfg.members, final_metrics))
+    return TeacherResult(initial_state, {k: v.detach().clone() for k, v in model.state_dict().items()}, final_metrics)
+
+
+def load_teacher_ensemble(cfg: RunConfig, prepared: Prepared, states: list[dict]) -> Ensemble:
+    members = []
+    for state in states:
+        model = build_model(cfg.teacher, prepared)
+        model.load_state_dict(state)
+        model.eval()
+        members.append(model)
+    ensemble = Ensemble(members).eval()
+    ensemble.requires_grad_(False)
+    return ensemble
+
+
+def init_student(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult]) -> nn.Module:
+    torch.manual_seed(student_seed(cfg.seed))
+    student = build_model(cfg.student, prepared)
+    how = cfg.distill.init
+    if how == "teacher-init":
+        student.load_state_dict(teachers[0].initial_state)
+    elif how == "interpolate":
+        student.load_state_dict(interpolate_state(teachers[0].final_state, student.state_dict(), cfg.distill.init_lambda))
+        if has_batch_norm(student):
+            clean = prepared.distill_set.images.split(EVAL_BATCH)
+            recompute_batch_norm(student, (prepared.to_input(chunk)[0] for chunk in clean))
+    elif how != "random":
+        raise ValueError(f"unknown init {how!r}; allowed: random, teacher-init, interpolate")
+    return student
+
+
+def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *, checkpoint: Path | None = None,
+            on_event: EventCallback = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Distil one student from the teachers' ensemble; returns {"metrics": final, "history": [...]}."""
+    teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
+    student = init_student(cfg, prepared, teachers)
+    train, spec = cfg.student, cfg.distill
+    distill_set = prepared.distill_set
+    loop = _Loop("student", 0, 1, train, student, make_optimizer(train, student),
+                 _new_generator(student_seed(cfg.seed), prepared.device),
+                 _steps_per_epoch(len(distill_set), train.batch_size), on_event, should_stop, checkpoint)
+    start, history, _ = loop.restore(prepared.device)
+    augment = Augmenter(spec.augment, mixup_alpha=spec.mixup_alpha)
+
+    # The teacher is fixed: its outputs on the clean sets are computed once, not every evaluation.
+    teacher_test = predict(teacher, prepared, prepared.test_set.images)
+    teacher_distill = predict(teacher, prepared, distill_set.images)
+    constants = _teacher_constants(teacher, prepared, teacher_test)
+
+    def evaluate(epoch: int, online: dict) -> dict:
+        test = FidelityAccumulator(prepared.device)
+        test.add(predict(student, prepared, prepared.test_set.images), teacher_test, prepared.test_set.labels)
+        clean = FidelityAccumulator(prepared.device)
+        clean.add(predict(student, prepared, distill_set.images), teacher_distill)
+        t, c = test.result(), clean.result()
+        return {"epoch": epoch, **online, "train_agreement_eval": c["agreement"],
+                "test_agreement": t["agreement"], "test_kl": t["kl"], "test_acc": t["acc"],
+                "test_nll": t["nll"], "test_ece": t["ece"], **constants}
+
+    on_event(PhaseStart("student", 0, 1, train.epochs, loop.steps_per_epoch))
+    if start == 0:
+        history = [evaluate(0, {"lr": learning_rate(train, 0, 1)})]
+        on_event(EpochMetrics("student", 0, 0, _without_epoch(history[-1])))
+    images, labels = distill_set.images, distill_set.labels
+    for epoch in range(start + 1, train.epochs + 1):
+        student.train()
+        sums = torch.zeros(2, device=prepared.device)  # [Σ loss·batch, Σ agreeing rows]
+        first_bad = torch.full((), -1, device=prepared.device, dtype=torch.long)
+        for step, idx in enumerate(_batches(len(images), train.batch_size, loop.generator, prepared.device), 1):
+            lr = loop.set_lr(epoch, step - 1)
+            x, mix = prepared.to_input(images[idx], augment, loop.generator)
+            with torch.no_grad():  # not inference_mode: its tensors may not enter the autograd graph
+                teacher_logits = _forward(teacher, prepared, x).float()
+            student_logits = _forward(student, prepared, x)
+            loss = total_loss(student_logits, teacher_logits, labels[idx], spec.loss, spec.temperature, spec.alpha, mix)
+            loop.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loop.optimizer.step()
+            loss = loss.detach()
+            sums[0] += loss * len(idx)
+            sums[1] += (student_logits.detach().argmax(-1) == teacher_logits.argmax(-1)).sum()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            loop.tick(epoch, step)
+        loop.check_finite(first_bad, epoch)
+        loss_total, agreeing = sums.tolist()
+        online = {"train_loss": loss_total / len(images), "train_agreement": agreeing / len(images), "lr": lr}
+        if epoch % cfg.eval_every == 0 or epoch == train.epochs:
+            record = evaluate(epoch, online)
+        else:
+            record = {"epoch": epoch, **online}
+        history.append(record)
+        on_event(EpochMetrics("student", 0, epoch, _without_epoch(record)))
+        loop.save(epoch, history)
+    final = final_metrics(history)
+    on_event(PhaseEnd("student", 0, 1, final))
+    return {"metrics": final, "history": history}
+
+
+def _teacher_constants(teacher: Ensemble, prepared: Prepared, teacher_test: torch.Tensor) -> dict:
+    test = FidelityAccumulator(prepared.device)
+    test.add(teacher_test, labels=prepared.test_set.labels)
+    train = FidelityAccumulator(prepared.device)
+    train.add(predict(teacher, prepared, prepared.teacher_set.images), labels=prepared.teacher_set.labels)
+    return {"teacher_test_acc": test.result()["acc"], "teacher_train_acc": train.result()["acc"]}
+
+
+def _without_epoch(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "epoch"}
+
+
+def final_metrics(history: list[dict]) -> dict:
+    """The last value of every metric over the history (the last evaluated epoch for test metrics)."""
+    final: dict = {}
+    for record in history:
+        final.update(record)
+    return final
+
+
+def run(cfg: RunConfig, workdir: Path | None = None, on_event: EventCallback = ignore,
+        should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Teachers then student, checkpointing under `workdir` (resumes from what is there)."""
+    device = resolve_device(cfg.device)
+    prepared = prepare(cfg, device)
+    ckpt = (lambda name: Path(workdir) / name) if workdir else (lambda name: None)
+    teachers = [train_teacher(cfg, k, prepared, checkpoint=ckpt(f"teacher-{k}.pt"), on_event=on_event,
+                              should_stop=should_stop) for k in range(cfg.members)]
+    result = distill(cfg, prepared, teachers, checkpoint=ckpt("student.pt"), on_event=on_event, should_stop=should_stop)
+    on_event(Done(result["metrics"]))
+    return result

@@ -1,0 +1,421 @@
+"""The registry on a real disk with real processes: concurrent writers, SIGKILL mid-write, prefix
+resolution, stale-run reconciliation and the history join."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kdtui.eventlog import EventWriter
+from kdtui.registry import (
+    AmbiguousRunId,
+    RunExists,
+    RunNotFound,
+    RunStore,
+    reconcile,
+    record_with_history,
+)
+from kdtui.workspace import Workspace, resolve_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = socket.gethostname()
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _raw_docs(store: RunStore) -> list[dict]:
+    """The registry file parsed with plain json, as another tool would."""
+    data = json.loads(store.path.read_text())
+    return list(data["_default"].values())
+
+
+def _temp_files(store: RunStore) -> list[str]:
+    return [n for n in os.listdir(store.path.parent) if n.startswith(".kdtui.json.")]
+
+
+# Workers wait for a start file so they all write at the same moment.
+WORKER_PRELUDE = """
+    import os, sys, time
+    from pathlib import Path
+    from kdtui.registry import RunStore
+    registry, start, ready = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    worker = int(sys.argv[4])
+    store = RunStore(registry, auto_reconcile=False)
+    ready.touch()
+    deadline = time.monotonic() + 30
+    while not start.exists():
+        if time.monotonic() > deadline:
+            sys.exit("start file never appeared")
+        time.sleep(0.001)
+"""
+
+
+def _run_workers(tmp_path: Path, store: RunStore, script: Path, n: int, *, watch=None) -> None:
+    start = tmp_path / "start"
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(store.path), str(start),
+                          str(tmp_path / f"ready-{i}"), str(i)],
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(n)
+    ]
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):
+        assert time.monotonic() < deadline, "workers did not start"
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.005)
+    start.touch()
+    while watch is not None and any(p.poll() is None for p in procs):
+        watch()
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+
+
+def test_concurrent_adds_lose_nothing(tmp_path):
+    store = RunStore(tmp_path / "ws")
+    script = _script(tmp_path, "adder.py", WORKER_PRELUDE + """
+    for i in range(25):
+        store.add({"id": f"w{worker}-{i:02d}", "name": f"worker {worker}", "status": "done",
+                   "metrics": {"test_agreement": i / 25}})
+    """)
+    counts = []
+    reader = RunStore(store.path, auto_reconcile=False)
+
+    def watch():  # a reader with no lock sees whole files only, and never fewer records
+        counts.append(len(reader.all()))
+
+    _run_workers(tmp_path, store, script, 8, watch=watch)
+    records = store.all()
+    assert len(records) == 200
+    assert {r["id"] for r in records} == {f"w{w}-{i:02d}" for w in range(8) for i in range(25)}
+    assert counts == sorted(counts)
+    assert len(_raw_docs(store)) == 200
+    assert _temp_files(store) == []
+
+
+def test_concurrent_updates_lose_nothing(tmp_path):
+    store = RunStore(tmp_path / "ws")
+    ids = [f"run-{k}" for k in range(6)]
+    for run_id in ids:
+        store.add({"id": run_id, "status": "running"})
+    script = _script(tmp_path, "updater.py", WORKER_PRELUDE + """
+    ids = [f"run-{k}" for k in range(6)]
+    for rnd in range(3):
+        for run_id in ids:
+            store.update(run_id, **{f"field_{worker}": rnd})
+    # each worker also owns one record outright
+    store.update(ids[worker], status="done", metrics={"by": worker})
+    """)
+    _run_workers(tmp_path, store, script, 6)
+    for k, record in enumerate(sorted(store.all(), key=lambda r: r["id"])):
+        assert record["id"] == ids[k]
+        for worker in range(6):
+            assert record[f"field_{worker}"] == 2, (record["id"], worker)
+        assert record["status"] == "done" and record["metrics"] == {"by": k}
+
+
+def test_writer_killed_mid_write_leaves_a_whole_registry(tmp_path):
+    store = RunStore(tmp_path / "ws")
+    originals = [f"orig-{k:02d}" for k in range(20)]
+    for run_id in originals:
+        store.add({"id": run_id, "status": "done", "spec": {"seed": 1}})
+    size = 1_500_000
+    store.add({"id": "big", "payload": "a" * size, "n": -1})
+    script = _script(tmp_path, "writer.py", """
+        import random, string, sys
+        from kdtui.registry import RunStore
+        store = RunStore(sys.argv[1], auto_reconcile=False)
+        size, tag = int(sys.argv[2]), sys.argv[3]
+        print("ready", flush=True)
+        i = 0
+        while True:
+            store.update("big", payload=random.choice(string.ascii_letters) * size, n=i)
+            store.add({"id": f"{tag}-{i}", "status": "done"})
+            print(i, flush=True)  # committed: the rename happened before this line
+            i += 1
+    """)
+    rng = random.Random(1234)
+    committed: set[str] = set()
+    for attempt in range(10):
+        proc = subprocess.Popen([sys.executable, str(script), str(store.path), str(size), f"k{attempt}"],
+                                env=_env(), stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.02, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        committed |= {f"k{attempt}-{line}" for line in out.split() if line.isdigit()}
+
+        docs = _raw_docs(store)  # parses: no partial file was renamed into place
+        ids = {d["id"] for d in docs}
+        assert set(originals) <= ids
+        assert committed <= ids
+        big = next(d for d in docs if d["id"] == "big")
+        assert len(big["payload"]) == size and len(set(big["payload"])) == 1
+    assert committed, "the writer never committed anything before being killed"
+    # A killed writer may leave its temp file behind; the next locked write removes it.
+    store.update("orig-00", status="done")
+    assert _temp_files(store) == []
+    assert set(originals) | committed <= {r["id"] for r in store.all()}
+
+
+def test_writes_replace_the_file_never_rewrite_it(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "ws")
+    store.add({"id": "a", "status": "done"})
+    before = store.path.read_bytes()
+    with open(store.path, "rb") as old:  # a reader that opened the file before the write
+        inode = os.fstat(old.fileno()).st_ino
+        store.add({"id": "b"})
+        assert old.read() == before  # still the whole old file, not a truncated one
+    assert os.stat(store.path).st_ino != inode
+
+    # Dying after the temp file is written but before the rename leaves the old file untouched.
+    def die(*args):
+        raise KeyboardInterrupt
+
+    before = store.path.read_bytes()
+    monkeypatch.setattr(os, "replace", die)
+    with pytest.raises(KeyboardInterrupt):
+        store.update("a", status="failed")
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
+    assert _temp_files(store) == []  # cleaned up on the way out
+    assert store.get("a")["status"] == "done"
+
+
+def test_add_get_update_remove_and_errors(tmp_path):
+    store = RunStore(Workspace(tmp_path / "ws"))
+    doc = store.add({"id": "251128-101010-abcd", "name": "digits-selfdistill", "created": 2.0,
+                     "history": [{"epoch": 1}], "group_hash": "g123"})
+    store.add({"id": "251128-101011-beef", "name": "Other", "created": 1.0, "status": "done",
+               "group_hash": "g999"})
+    assert doc["schema_version"] == 1 and doc["status"] == "queued" and "history" not in doc
+    for raw in _raw_docs(store):
+        assert raw["schema_version"] == 1
+        assert "history" not in raw
+    with pytest.raises(RunExists):
+        store.add({"id": "251128-101010-abcd"})
+    with pytest.raises(ValueError):
+        store.add({"name": "no id"})
+    assert [r["id"] for r in store.all()] == ["251128-101011-beef", "251128-101010-abcd"]
+    assert store.get("251128-101010-abcd")["name"] == "digits-selfdistill"
+    assert store.get("nope") is None
+    updated = store.update("251128-101010-abcd", status="running", pid=1, history=[1])
+    assert updated["status"] == "running" and "history" not in updated
+    assert [r["id"] for r in store.find(status="done")] == ["251128-101011-beef"]
+    assert [r["id"] for r in store.find(status=["done", "running"])] == [
+        "251128-101011-beef", "251128-101010-abcd"]
+    assert [r["id"] for r in store.find(name="SELFDIST")] == ["251128-101010-abcd"]
+    assert [r["id"] for r in store.find(group="g1")] == ["251128-101010-abcd"]
+    with pytest.raises(RunNotFound):
+        store.update("nope", status="done")
+    store.remove("251128-101011-beef")
+    assert [r["id"] for r in store.all()] == ["251128-101010-abcd"]
+    with pytest.raises(RunNotFound):
+        store.remove("251128-101011-beef")
+
+
+def test_prefix_resolution(tmp_path):
+    store = RunStore(tmp_path / "ws")
+    for run_id in ("251128-101010-abcd", "251128-101010-abef", "251129-090000-0001"):
+        store.add({"id": run_id})
+    assert store.resolve("251129")["id"] == "251129-090000-0001"
+    assert store.resolve("251128-101010-abc")["id"] == "251128-101010-abcd"
+    assert store.resolve("251128-101010-abef")["id"] == "251128-101010-abef"
+    with pytest.raises(AmbiguousRunId) as ambiguous:
+        store.resolve("251128-101010-ab")
+    assert ambiguous.value.matches == ["251128-101010-abcd", "251128-101010-abef"]
+    assert "251128-101010-abcd" in str(ambiguous.value) and "251128-101010-abef" in str(ambiguous.value)
+    with pytest.raises(RunNotFound) as missing:
+        store.resolve("999")
+    assert "\n" not in str(missing.value) and "999" in str(missing.value)
+    with pytest.raises(RunNotFound):
+        store.resolve("")
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: the pid no longer exists
+    return proc.pid
+
+
+def test_reconcile_stale_runs(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws, auto_reconcile=False)
+    dead = _exited_pid()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{zombie.pid}/stat").exists() and \
+            Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    now = time.time()
+    base = {"host": HOST, "status": "running", "started": now}
+    store.add({**base, "id": "dead", "pid": dead})
+    store.add({**base, "id": "zombie", "pid": zombie.pid})
+    store.add({**base, "id": "alive", "pid": os.getpid()})
+    store.add({**base, "id": "alive-no-start", "pid": os.getpid(), "started": None})
+    store.add({**base, "id": "reused-pid", "pid": os.getpid(), "started": now - 86400})
+    store.add({**base, "id": "queued-dead", "pid": dead, "status": "queued"})
+    store.add({**base, "id": "other-host", "pid": dead, "host": HOST + "-elsewhere"})
+    store.add({**base, "id": "done-event", "pid": dead})
+    store.add({**base, "id": "failed-event", "pid": dead})
+    store.add({**base, "id": "resumed-after-stop", "pid": dead})
+    store.add({**base, "id": "finished", "pid": dead, "status": "done", "metrics": {"a": 1}})
+
+    with EventWriter(ws.events_path("done-event")) as w:
+        w.write({"type": "epoch", "phase": "student", "index": 0, "epoch": 1,
+                 "metrics": {"test_agreement": 0.9}})
+        w.write({"type": "done", "metrics": {"test_agreement": 0.9, "test_acc": 0.95}, "t": 1234.5})
+        w.write({"type": "log", "message": "results in ..."})
+    with EventWriter(ws.events_path("failed-event")) as w:
+        w.write({"type": "failed", "error": "loss is NaN at epoch 3", "phase": "student",
+                 "epoch": 3, "step": 7})
+    with EventWriter(ws.events_path("resumed-after-stop")) as w:
+        w.write({"type": "stopped", "epoch": 2})
+        w.write({"type": "phase_start", "phase": "student", "index": 0, "total": 1})
+
+    # The first read through a fresh store reconciles.
+    fresh = RunStore(ws)
+    by_id = {r["id"]: r for r in fresh.all()}
+    assert by_id["dead"]["status"] == "interrupted" and by_id["dead"]["finished"] >= now
+    assert by_id["zombie"]["status"] == "interrupted"
+    assert by_id["queued-dead"]["status"] == "interrupted"
+    assert by_id["alive"]["status"] == "running"
+    assert by_id["alive-no-start"]["status"] == "running"
+    assert by_id["reused-pid"]["status"] == "interrupted"  # that pid belongs to a newer process
+    assert by_id["other-host"]["status"] == "running"
+    assert by_id["done-event"]["status"] == "done"
+    assert by_id["done-event"]["metrics"] == {"test_agreement": 0.9, "test_acc": 0.95}
+    assert by_id["done-event"]["finished"] == 1234.5
+    assert by_id["failed-event"]["status"] == "failed"
+    assert by_id["failed-event"]["error"] == "loss is NaN at epoch 3"
+    assert by_id["resumed-after-stop"]["status"] == "interrupted"
+    assert by_id["finished"]["status"] == "done" and by_id["finished"]["metrics"] == {"a": 1}
+    # ... and wrote it to the file, so other readers see the same.
+    raw = {d["id"]: d for d in _raw_docs(store)}
+    assert raw["dead"]["status"] == "interrupted" and raw["done-event"]["status"] == "done"
+    # Nothing left to do the second time; the function form works too.
+    assert reconcile(store, ws) == []
+    zombie.wait()
+
+
+def test_reconcile_via_get_and_resolve(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    RunStore(ws, auto_reconcile=False).add(
+        {"id": "251128-000000-dead", "host": HOST, "status": "running", "pid": _exited_pid()})
+    assert RunStore(ws).get("251128-000000-dead")["status"] == "interrupted"
+    store = RunStore(ws, auto_reconcile=False)
+    store.update("251128-000000-dead", status="running")
+    assert RunStore(ws).resolve("251128")["status"] == "interrupted"
+
+
+def test_record_with_history(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws)
+    store.add({"id": "r1", "status": "done", "metrics": {"test_agreement": 0.8}})
+    with EventWriter(ws.events_path("r1")) as w:
+        w.write({"type": "epoch", "phase": "teacher", "index": 0, "epoch": 1, "metrics": {"test_acc": 0.9}})
+        for epoch in range(3):
+            w.write({"type": "progress", "phase": "student", "index": 0, "epoch": epoch, "step": 1, "steps": 2})
+            w.write({"type": "epoch", "phase": "student", "index": 0, "epoch": epoch,
+                     "metrics": {"test_agreement": 0.5 + epoch / 10, "epoch": epoch}})
+        w.write({"type": "done", "metrics": {"test_agreement": 0.8}})
+    record = record_with_history(store, ws, "r1")
+    assert record["metrics"] == {"test_agreement": 0.8}
+    assert record["history"] == [
+        {"epoch": 0, "test_agreement": 0.5},
+        {"epoch": 1, "test_agreement": 0.6},
+        {"epoch": 2, "test_agreement": 0.7},
+    ]
+    assert "history" not in _raw_docs(store)[0]
+    store.add({"id": "r2"})
+    assert record_with_history(store, None, "r2")["history"] == []  # no events file yet
+    with pytest.raises(RunNotFound):
+        record_with_history(store, ws, "nope")
+
+
+def test_workspace_resolution_and_run_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KDTUI_HOME", raising=False)
+    assert resolve_workspace(None) == tmp_path / "runs" and (tmp_path / "runs").is_dir()
+    monkeypatch.setenv("KDTUI_HOME", str(tmp_path / "home"))
+    assert resolve_workspace(None) == tmp_path / "home"
+    assert resolve_workspace("rel/ws") == tmp_path / "rel" / "ws"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_workspace("~/tilde") == tmp_path / "tilde"
+
+    ws = Workspace("w")
+    assert ws.registry_path == tmp_path / "w" / "kdtui.json"
+    assert ws.teachers_dir == tmp_path / "w" / "teachers"
+    ids = [ws.new_run_id("a name / with slashes") for _ in range(50)]
+    assert len(set(ids)) == 50
+    for run_id in ids:
+        date, clock, suffix = run_id.split("-")
+        assert len(date) == 6 and len(clock) == 6 and len(suffix) == 4
+    path = ws.create_run_dir(ids[0])
+    assert path == ws.run_dir(ids[0]) and path.is_dir()
+    with pytest.raises(FileExistsError):
+        ws.create_run_dir(ids[0])
+    with pytest.raises(ValueError):
+        ws.run_dir("../escape")
+
+
+def test_threads_share_the_lock_and_a_held_lock_times_out(tmp_path):
+    import threading
+
+    import filelock
+
+    from kdtui.registry import RegistryBusy
+
+    store = RunStore(tmp_path / "ws")
+    store.add({"id": "x"})
+
+    def work(k: int, s: RunStore) -> None:
+        for i in range(10):
+            s.update("x", **{f"f{k}": i})
+
+    threads = [threading.Thread(target=work, args=(k, store if k % 2 else RunStore(store.path)))
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(store.get("x")[f"f{k}"] == 9 for k in range(4))
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another holder of the registry lock (as another process would be)
+        with filelock.FileLock(str(store.lock_path), timeout=5):
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    try:
+        with pytest.raises(RegistryBusy):
+            RunStore(store.path, lock_timeout=0.2).update("x", status="done")
+        assert store.get("x")["status"] == "queued"  # reads need no lock
+    finally:
+        release.set()
+        holder.join()
