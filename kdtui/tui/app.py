@@ -1,0 +1,310 @@
+"""The kdtui terminal app: one client of the workspace, like the CLI.
+
+Threads: a registry watcher and an event streamer run as `@work(thread=True)` loops and post
+`RunsLoaded` / `EventsBatch`; actions that touch disk (launch, stop, resume, delete, save, export)
+run as one-shot thread workers and post `TaskDone`. The UI thread only folds those messages into
+`records` / `live` and redraws the active screen, at most `REDRAW_HZ` times a second.
+Runs are separate processes in their own session: quitting the app never stops them.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.css.query import NoMatches
+from textual.worker import get_current_worker
+
+from kdtui.registry import RunStore
+from kdtui.tui.commands import KdtuiCommands
+from kdtui.tui.messages import EventsBatch, RunsLoaded, TaskDone
+from kdtui.tui.state import ACTIVE, RunLive
+from kdtui.tui.streaming import EventStreamer, RegistryWatcher
+from kdtui.workspace import Workspace
+
+REGISTRY_POLL_S = 1.0
+EVENTS_POLL_S = 0.1
+REDRAW_HZ = 10
+
+
+class KdtuiApp(App):
+    CSS_PATH = str(Path(__file__).with_name("kdtui.tcss"))  # absolute: subclasses live elsewhere
+    TITLE = "kdtui"
+    COMMANDS = App.COMMANDS | {KdtuiCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", show=False),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("f1,question_mark", "help", "Help"),
+    ]
+
+    def __init__(self, workspace: Workspace | str | None = None, *, registry_poll: float = REGISTRY_POLL_S,
+                 events_poll: float = EVENTS_POLL_S):
+        super().__init__()
+        self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        self.sub_title = str(self.workspace.root)
+        self.records: list[dict] = []           # oldest first, as the registry lists them
+        self.by_id: dict[str, dict] = {}
+        self.live: dict[str, RunLive] = {}
+        self.marked: list[str] = []
+        self.loaded = False                     # the registry has been read once
+        self.streamer = EventStreamer(self.workspace)
+        self.watcher = RegistryWatcher(self.workspace)
+        self.registry_poll = registry_poll
+        self.events_poll = events_poll
+        self._dirty_records = False
+        self._dirty_live: set[str] = set()
+        self._flush_pending = False
+        self._last_flush = 0.0
+        self._closing = False
+
+    # -- start ------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        from kdtui.tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen())
+        self._registry_loop()
+        self._events_loop()
+
+    @work(thread=True, exclusive=True, group="registry", exit_on_error=False)
+    def _registry_loop(self) -> None:
+        worker = get_current_worker()
+        records: list[dict] | None = None
+        last_error = ""
+        while not (worker.is_cancelled or self._closing):
+            try:
+                fresh = self.watcher.poll(records)
+                last_error = ""
+            except Exception as exc:  # a corrupt or unreadable registry: say so once, keep watching
+                if str(exc) != last_error:
+                    last_error = str(exc)
+                    self.post_message(TaskDone(f"registry: {exc}", "error"))
+                fresh = None
+            if fresh is not None:
+                records = fresh
+                self.post_message(RunsLoaded(fresh))
+            self.watcher.force.wait(self.registry_poll)
+
+    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    def _events_loop(self) -> None:
+        worker = get_current_worker()
+        while not (worker.is_cancelled or self._closing):
+            batch = self.streamer.poll()
+            if batch:
+                self.post_message(EventsBatch(batch, time.time()))
+            self.streamer.wake.wait(self.events_poll)
+            self.streamer.wake.clear()
+
+    def on_unmount(self) -> None:
+        # Wake the loops so their threads end now; the runs themselves are other processes.
+        self._closing = True
+        self.watcher.force.set()
+        self.streamer.wake.set()
+
+    def refresh_registry(self) -> None:
+        """Reread the registry now (after this app changed it)."""
+        self.watcher.force.set()
+
+    # -- folding the workers' news in --------------------------------------------------------
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        old_ids = set(self.by_id)
+        self.records = message.records
+        self.by_id = {r["id"]: r for r in message.records if isinstance(r.get("id"), str)}
+        for run_id in old_ids - set(self.by_id):  # deleted (here or from the shell)
+            self.streamer.forget(run_id)
+            self.live.pop(run_id, None)
+            if run_id in self.marked:
+                self.marked.remove(run_id)
+        for run_id, record in self.by_id.items():
+            if record.get("status") in ACTIVE:
+                self.live_state(run_id)
+                self.streamer.want(run_id, "active")
+            else:
+                self.streamer.unwant(run_id, "active")
+        self.loaded = True
+        self._dirty_records = True
+        self._schedule_flush()
+
+    def on_events_batch(self, message: EventsBatch) -> None:
+        for run_id, events in message.events.items():
+            self.live_state(run_id).feed(events)
+            self._dirty_live.add(run_id)
+        self._schedule_flush()
+
+    def live_state(self, run_id: str) -> RunLive:
+        live = self.live.get(run_id)
+        if live is None:
+            live = self.live[run_id] = RunLive(run_id)
+        return live
+
+    def _schedule_flush(self) -> None:
+        if self._flush_pending:
+            return
+        self._flush_pending = True
+        delay = self._last_flush + 1.0 / REDRAW_HZ - time.monotonic()
+        if delay > 0.002:
+            self.set_timer(delay, self._redraw_now)
+        else:
+            self.call_later(self._redraw_now)
+
+    def _redraw_now(self) -> None:
+        self._flush_pending = False
+        self._last_flush = time.monotonic()
+        records_changed, live_ids = self._dirty_records, self._dirty_live
+        self._dirty_records, self._dirty_live = False, set()
+        if self._closing or not self.screen_stack:
+            return  # shutting down
+        # The active screen redraws what changed; a screen under a modal (help, confirm) that
+        # asks to (`keep_current`) keeps up too. One being taken down (quitting) is skipped.
+        screens = [self.screen] + [s for s in self.screen_stack[:-1] if getattr(s, "keep_current", False)]
+        for screen in screens:
+            handler = getattr(screen, "on_data", None)
+            if handler is None or not screen.is_attached:
+                continue
+            try:
+                handler(records_changed, live_ids)
+            except NoMatches:
+                pass
+
+    # -- background actions ------------------------------------------------------------------
+
+    def run_task(self, kind: str, fn: Callable[[], TaskDone | str]) -> None:
+        """Run `fn` in a worker thread; its result (or its error, in one line) comes back as TaskDone."""
+        def job() -> None:
+            try:
+                result = fn()
+                done = result if isinstance(result, TaskDone) else TaskDone(str(result))
+            except Exception as exc:
+                done = TaskDone(_one_line(exc), "error")
+            done.kind = done.kind or kind
+            self.post_message(done)
+        self.run_worker(job, thread=True, group=f"task-{kind}", exit_on_error=False)
+
+    def on_task_done(self, message: TaskDone) -> None:
+        if self._closing or not self.screen_stack:
+            return
+        if message.message:
+            self.notify(message.message, severity=message.severity,
+                        timeout=8 if message.severity == "error" else 5)
+        self.refresh_registry()
+        handler = getattr(self.screen, "on_task_done_here", None)
+        if handler is not None:
+            handler(message)
+
+    def store(self) -> RunStore:
+        return RunStore(self.workspace)
+
+    def stop_runs(self, run_ids: list[str]) -> None:
+        from kdtui.runner import request_stop
+
+        def stop() -> TaskDone:
+            store = self.store()
+            messages = []
+            for run_id in run_ids:
+                record = store.get(run_id)
+                messages.append(request_stop(self.workspace, store, record) if record else f"{run_id}: gone")
+            return TaskDone("\n".join(messages), run_ids=run_ids)
+        self.run_task("stop", stop)
+
+    def resume_runs(self, run_ids: list[str]) -> None:
+        def resume() -> TaskDone:
+            from kdtui.launcher import launch_detached
+
+            store = self.store()
+            resumable = []
+            for run_id in run_ids:
+                record = store.get(run_id)
+                if record is None:
+                    continue
+                if record["status"] not in ("stopped", "interrupted", "failed"):
+                    return TaskDone(f"run {run_id} is {record['status']}; only stopped, interrupted or failed "
+                                    "runs resume", "warning")
+                store.update(run_id, status="queued", error=None)
+                resumable.append(run_id)
+            if not resumable:
+                return TaskDone("nothing to resume", "warning")
+            pid = launch_detached(self.workspace, store, resumable)
+            return TaskDone(f"{', '.join(resumable)} resumed in the background (pid {pid})", run_ids=resumable)
+        self.run_task("resume", resume)
+
+    def delete_runs(self, run_ids: list[str]) -> None:
+        def delete() -> TaskDone:
+            store = self.store()
+            done = []
+            for run_id in run_ids:
+                record = store.get(run_id)
+                if record is None:
+                    continue
+                if record["status"] in ACTIVE:
+                    return TaskDone(f"{run_id} still active; stop it first", "warning")
+                store.remove(run_id)
+                shutil.rmtree(self.workspace.run_dir(run_id), ignore_errors=True)
+                done.append(run_id)
+            return TaskDone(f"deleted {', '.join(done)}" if done else "nothing deleted", run_ids=done)
+        self.run_task("delete", delete)
+
+    def launch_spec(self, spec, source: str = "spec") -> None:
+        """Register every point of the spec's sweep and start them in one detached worker process:
+        the same as `kdtui run SPEC --detach`."""
+        def launch() -> TaskDone:
+            from kdtui.launcher import launch_detached
+            from kdtui.runner import create_run
+            from kdtui.spec import expand_sweep
+
+            points = [point.resolved() for point in expand_sweep(spec, source=source)]
+            store = self.store()
+            run_ids = [create_run(self.workspace, store, point) for point in points]
+            pid = launch_detached(self.workspace, store, run_ids)
+            what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
+            return TaskDone(f"launched {what} in the background (pid {pid})", run_ids=run_ids)
+        self.run_task("launch", launch)
+
+    # -- navigation (keys, the command palette) ----------------------------------------------
+
+    def action_help(self) -> None:
+        from kdtui.tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def open_run(self, run_id: str) -> None:
+        from kdtui.tui.screens.live import LiveScreen
+
+        self.push_screen(LiveScreen(run_id))
+
+    def open_editor(self, source_id: str | None = None) -> None:
+        from kdtui.tui.screens.editor import EditorScreen
+
+        self.push_screen(EditorScreen(source_id))
+
+    def open_compare(self, run_ids: list[str] | None = None) -> None:
+        from kdtui.tui.screens.compare import CompareScreen
+
+        run_ids = list(run_ids if run_ids is not None else self.marked)
+        if len(run_ids) < 2:
+            self.notify("mark two or more runs first (space or m on the runs screen)", severity="warning")
+            return
+        self.push_screen(CompareScreen(run_ids))
+
+    def go_home(self) -> None:
+        from kdtui.tui.screens.runs import RunsScreen
+
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, RunsScreen):
+            self.pop_screen()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def run_app(workspace: str | None = None, mouse: bool = True) -> None:
+    """Start the terminal app on `workspace` (--workspace, else $KDTUI_HOME, else ./runs)."""
+    KdtuiApp(workspace).run(mouse=mouse)

@@ -1,0 +1,28 @@
+"""Messages the worker threads post to the app (dataclasses, one per kind of news)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+
+@dataclass
+class RunsLoaded(Message):
+    """The registry changed; these are all its records, oldest first."""
+    records: list[dict]
+
+
+@dataclass
+class EventsBatch(Message):
+    """New events of followed runs since the last poll (run id -> compacted events)."""
+    events: dict[str, list[dict]]
+    read_at: float = 0.0
+
+
+@dataclass
+class TaskDone(Message):
+    """A background action (launch, stop, resume, delete, save, export) finished."""
+    message: str
+    severity: str = "information"
+    run_ids: list[str] = field(default_factory=list)
+    kind: str = ""

@@ -1,0 +1,160 @@
+"""The compare screen: kdtui.compare's table (diff only, last/best/min/max, mean ± std by group)
+with the runs' agreement curves overlaid; export to CSV or Markdown into the workspace's reports/."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from kdtui.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, MeanStd, compare, format_cell,
+                           metric_series, to_csv, to_markdown)
+from kdtui.tui.widgets.curves import Curves
+
+
+@dataclass
+class RecordsRead(Message):
+    records: list[dict]
+    error: str = ""
+
+
+def _short_label(record: dict) -> str:
+    name = str(record.get("name") or "")
+    return name if len(name) <= 24 else name[:23] + "…"
+
+
+class CompareScreen(Screen):
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("d", "toggle_diff", "Diff only"),
+        Binding("a", "cycle_agg", "Agg"),
+        Binding("g", "toggle_group", "By group"),
+        Binding("x", "export('csv')", "CSV"),
+        Binding("k", "export('md')", "Markdown"),
+        Binding("r", "reload", "Reload", show=False),
+    ]
+
+    def __init__(self, run_ids: list[str]):
+        super().__init__()
+        self.run_ids = list(run_ids)
+        self.records: list[dict] = []
+        self.diff_only = True   # the terminal is small: show what differs
+        self.agg = "last"
+        self.by_group = False
+        self.comparison = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("reading runs…", id="compare-info")
+        yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="compare-plots"):
+            yield Curves("test agreement", y_range=(0.0, 1.0), id="compare-test")
+            yield Curves("train agreement", y_range=(0.0, 1.0), id="compare-train")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        workspace, ids = self.app.workspace, list(self.run_ids)
+
+        def read() -> None:
+            from kdtui.registry import RunStore, record_with_history
+
+            store = RunStore(workspace)
+            records, missing = [], []
+            for run_id in ids:
+                try:
+                    records.append(record_with_history(store, workspace, run_id))
+                except KeyError:
+                    missing.append(run_id)
+            self.post_message(RecordsRead(records, f"gone: {', '.join(missing)}" if missing else ""))
+        self.run_worker(read, thread=True, group="compare-read", exclusive=True, exit_on_error=False)
+
+    def on_records_read(self, message: RecordsRead) -> None:
+        self.records = message.records
+        if message.error:
+            self.notify(message.error, severity="warning")
+        self.redraw()
+        self._draw_curves()
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def redraw(self) -> None:
+        info = self.query_one("#compare-info", Static)
+        if not self.records:
+            info.update("no runs to compare")
+            return
+        self.comparison = c = compare(self.records, diff_only=self.diff_only, agg=self.agg, by_group=self.by_group)
+        info.update(f"{len(self.records)} runs · agg {self.agg} (a) · diff only {'on' if self.diff_only else 'off'} (d)"
+                    f" · by group {'on' if self.by_group else 'off'} (g) · export: x csv, k md")
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        table.add_column("group" if c.by_group else "run", key="key")
+        for i, column in enumerate(c.columns):
+            table.add_column(Text(str(column), justify="right"), key=f"c{i}")
+        for key, values in c.config_rows:
+            table.add_row(key, *(Text("—" if v is None else str(v), justify="right") for v in values))
+        table.add_row(Text(f"metrics ({c.agg})", style="bold"), *([""] * len(c.columns)), key="__metrics__")
+        for key, values in c.metric_rows:
+            best = None
+            if len(values) > 1 and (key in HIGHER_IS_BETTER or key in LOWER_IS_BETTER):
+                numbers = [v.mean if isinstance(v, MeanStd) else v for v in values]
+                present = [(n, i) for i, n in enumerate(numbers) if isinstance(n, (int, float)) and n == n]
+                if present:
+                    best = (max if key in HIGHER_IS_BETTER else min)(present)[1]
+            table.add_row(key, *(Text(format_cell(v, 4), justify="right", style="bold green" if i == best else "")
+                                 for i, v in enumerate(values)), key=key)
+
+    def _draw_curves(self) -> None:
+        for metric, widget_id in (("test_agreement", "#compare-test"), ("train_agreement", "#compare-train")):
+            series = []
+            for record in self.records:
+                points = metric_series(record, metric)
+                series.append((_short_label(record), [e or 0 for e, _ in points], [v for _, v in points]))
+            self.query_one(widget_id, Curves).set_series(series)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_toggle_diff(self) -> None:
+        self.diff_only = not self.diff_only
+        self.redraw()
+
+    def action_cycle_agg(self) -> None:
+        self.agg = AGGREGATIONS[(AGGREGATIONS.index(self.agg) + 1) % len(AGGREGATIONS)]
+        self.redraw()
+
+    def action_toggle_group(self) -> None:
+        self.by_group = not self.by_group
+        self.redraw()
+
+    def action_export(self, fmt: str) -> None:
+        if self.comparison is None:
+            return
+        text = to_csv(self.comparison) if fmt == "csv" else to_markdown(self.comparison)
+        folder = self.app.workspace.reports_dir
+        stem = time.strftime("compare-%Y%m%d-%H%M%S")
+
+        def write() -> str:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{stem}.{fmt}"
+            n = 1
+            while path.exists():
+                n += 1
+                path = folder / f"{stem}-{n}.{fmt}"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+            self.last_export = path
+            return f"wrote {path}"
+        self.app.run_task("export", write)

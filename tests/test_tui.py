@@ -1,0 +1,626 @@
+"""The terminal app, driven through Textual's Pilot on workspaces of real (tiny) digits runs.
+
+The runs are made once per session by the real CLI (`kdtui run SPEC --json` in a subprocess) and
+each test that changes its workspace gets a copy. Tests wait on conditions, never on fixed sleeps.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kdtui.registry import RunStore, pid_alive
+from kdtui.spec import SpecError, spec_from_dict
+from kdtui.workspace import Workspace
+
+pytest.importorskip("textual")
+
+from textual.widgets import DataTable, Input, TextArea  # noqa: E402
+
+from kdtui.tui.app import KdtuiApp  # noqa: E402
+from kdtui.tui.screens.compare import CompareScreen  # noqa: E402
+from kdtui.tui.screens.editor import EditorScreen, widget_id  # noqa: E402
+from kdtui.tui.screens.help import HelpScreen  # noqa: E402
+from kdtui.tui.screens.live import LiveScreen  # noqa: E402
+from kdtui.tui.screens.modals import ConfirmScreen  # noqa: E402
+from kdtui.tui.screens.runs import COLUMNS, RunsScreen  # noqa: E402
+from kdtui.tui.state import LOG_LINES  # noqa: E402
+from kdtui.tui.widgets.curves import Curves  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = socket.gethostname()
+# Tiny and quick: the teacher sees 200 images; batch 64. Each point takes a few seconds on 2 cores.
+TINY = """\
+name = "tiny"
+[data]
+dataset = "digits"
+teacher_subset = 200
+[teacher]
+epochs = 2
+batch_size = 64
+[student]
+epochs = {student_epochs}
+batch_size = 64
+"""
+SIZE = (100, 30)
+
+
+def tiny_spec(student_epochs: int = 2, seeds: list[int] | None = None) -> str:
+    text = TINY.format(student_epochs=student_epochs)
+    if seeds is not None:
+        text += f"[sweep]\nseed = {json.dumps(seeds)}\n"
+    return text
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"  # a loaded 2-core machine: one thread per run is faster
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "condition"):
+    """Let the app run until `predicate()` is true (an exception counts as false)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """The same without an app (the app has exited): poll, sleeping between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text lines (the screen and any modal over it)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def table_rows(table: DataTable) -> list[list[str]]:
+    return [[getattr(c, "plain", str(c)) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def status_of(app, run_id: str) -> str | None:
+    return (app.by_id.get(run_id) or {}).get("status")
+
+
+def make_app(ws: Path) -> KdtuiApp:
+    return KdtuiApp(str(ws), registry_poll=0.3, events_poll=0.05)
+
+
+async def loaded(pilot, rows: int | None = None):
+    app = pilot.app
+    await wait_for(pilot, lambda: app.loaded and isinstance(app.screen, RunsScreen), what="the registry")
+    table = app.screen.query_one(DataTable)
+    await wait_for(pilot, lambda: table.row_count == (rows if rows is not None else len(app.records)),
+                   what="the runs table")
+    return table
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def template_ws(tmp_path_factory) -> Path:
+    """A workspace with two real finished runs (seeds 0 and 1 of the tiny spec, one group), made the
+    way `kdtui run SPEC` makes them: registered, then run by the worker process."""
+    from kdtui.runner import create_run
+    from kdtui.spec import expand_sweep, parse_spec
+
+    ws = tmp_path_factory.mktemp("tui") / "ws"
+    workspace = Workspace(ws)
+    store = RunStore(workspace)
+    spec = parse_spec(tiny_spec(seeds=[0, 1]), "tiny.toml")
+    run_ids = [create_run(workspace, store, point.resolved()) for point in expand_sweep(spec)]
+    proc = subprocess.run([sys.executable, "-m", "kdtui.worker", "--workspace", str(ws), *run_ids],
+                          env=_worker_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert [store.get(i)["status"] for i in run_ids] == ["done", "done"]
+    return ws
+
+
+@pytest.fixture
+def ws(template_ws, tmp_path, monkeypatch) -> Path:
+    """A private copy of the template workspace; runs the test started are stopped at the end."""
+    copy = tmp_path / "ws"
+    shutil.copytree(template_ws, copy)
+    for key, value in _worker_env().items():
+        monkeypatch.setenv(key, value)  # launch_detached hands the environment on to the runs
+    yield copy
+    store = RunStore(Workspace(copy), auto_reconcile=False)
+    for record in store.all():
+        pid = record.get("pid")
+        if record.get("status") in ("running", "queued") and isinstance(pid, int) and pid != os.getpid() \
+                and pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)  # a process this test launched
+
+
+def ids_by_seed(ws: Path) -> dict[int, str]:
+    return {r["spec"]["seed"]: r["id"] for r in RunStore(Workspace(ws)).all()}
+
+
+# -- runs screen ----------------------------------------------------------------------------------
+
+async def test_runs_screen_layout_fits_80x24(template_ws):
+    app = make_app(template_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await loaded(pilot, rows=2)
+        headers = [str(c.label).strip() for c in table.columns.values()]
+        assert headers == [header for _, header, _, _ in COLUMNS]
+        assert headers == ["status", "name", "id", "progress", "train", "test", "acc", "age"]
+        assert table.virtual_size.width <= table.size.width <= 80  # no sideways scrolling
+        text = screen_text(app)
+        lines = text.splitlines()
+        assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+        header_line = next(line for line in lines if "status" in line and "progress" in line)
+        positions = [header_line.index(h) for h in headers]
+        assert positions == sorted(positions)
+        seeds = ids_by_seed(template_ws)
+        rows = {r[2].strip(): r for r in table_rows(table)}
+        assert set(rows) == set(seeds.values())
+        for run_id in seeds.values():
+            assert run_id in text
+            assert rows[run_id][0].strip() == "done"
+            assert rows[run_id][3].strip() == "S 2/2"
+            assert rows[run_id][5].strip().startswith("0.")  # test agreement from the record
+        # newest first
+        assert table_rows(table)[0][2].strip() == seeds[1]
+        assert "2 runs" in text and "Launch" in text
+
+
+async def test_filter_and_help(template_ws):
+    app = make_app(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=2)
+        await pilot.press("slash")
+        for ch in "seed=0":
+            await pilot.press("equals_sign" if ch == "=" else ch)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the filter")
+        assert "seed=0" in table_rows(table)[0][1]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: table.row_count == 2, what="the filter cleared")
+
+        await pilot.press("f1")
+        help_screen = await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen,
+                                     what="help")
+        rows = dict((what, keys) for keys, what in help_screen.rows)
+        for binding in RunsScreen.BINDINGS:  # generated from the screen's bindings
+            assert binding.description in rows
+        assert rows["Launch"] == "l" and rows["Filter"] == "/" and rows["Mark"] == "space / m"
+        assert rows["Quit"] == "q / ctrl+c" and rows["Help"] == "f1 / ?"
+        text = screen_text(app)
+        assert "Launch" in text and "Compare" in text and "Delete" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="help closed")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help by ?")
+
+
+async def test_command_palette_opens_the_editor(template_ws):
+    app = make_app(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette", what="the palette")
+        for ch in "launch":
+            await pilot.press(ch)
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen), what="the editor")
+
+
+# -- live screen ----------------------------------------------------------------------------------
+
+async def test_open_finished_run_shows_curves_table_and_log(template_ws):
+    app = make_app(template_ws)
+    seeds = ids_by_seed(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("enter")  # the newest run: seed 1
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen, what="live")
+        assert screen.run_id == seeds[1]
+        agreement = screen.query_one("#plot-agreement", Curves)
+        await wait_for(pilot, lambda: [len(xs) for _, xs, _ in agreement.series] == [2, 3],
+                       what="train (epochs 1-2) and test (epochs 0-2) agreement curves")
+        assert screen.query_one("#plot-acc", Curves).point_count() == 3
+        assert screen.query_one("#plot-kl", Curves).point_count() == 3
+        table = screen.query_one("#live-epochs", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 5, what="2 teacher + 3 student epoch rows")
+        rows = table_rows(table)
+        assert [r[0] for r in rows] == ["T1", "T1", "S", "S", "S"]
+        record = RunStore(Workspace(template_ws)).get(seeds[1])
+        headers = [str(c.label) for c in table.columns.values()]
+        test_col = headers.index("test agr")
+        assert rows[-1][test_col] == f"{record['metrics']['test_agreement']:.4f}"
+        live = app.live[seeds[1]]
+        assert live.final and live.final["type"] == "done"
+        await wait_for(pilot, lambda: all(c.drawn for c in screen.query(Curves)), what="the plots drawn")
+        text = screen_text(app)
+        assert "done" in text and "agreement (train, test)" in text and "test accuracy" in text
+        assert any("done" in line for line in live.log)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+
+
+# -- compare --------------------------------------------------------------------------------------
+
+async def test_mark_two_runs_compare_and_export(ws):
+    app = make_app(ws)
+    seeds = ids_by_seed(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("space", "m")
+        assert app.marked == [seeds[1], seeds[0]]
+        await pilot.press("c")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen,
+                                what="compare")
+        await wait_for(pilot, lambda: screen.comparison is not None, what="the comparison")
+        table = screen.query_one(DataTable)
+        headers = [str(c.label) for c in table.columns.values()]
+        assert headers == ["run", seeds[1], seeds[0]]
+        keys = [r[0] for r in table_rows(table)]
+        assert keys[0] == "seed" and "data.dataset" not in keys  # diff only is on: only the seed differs
+        assert keys.index("test_agreement") > keys.index("metrics (last)")
+        curves = screen.query_one("#compare-test", Curves)
+        assert [len(xs) for _, xs, _ in curves.series] == [3, 3]
+        await wait_for(pilot, lambda: curves.drawn, what="the overlaid curves drawn")
+        assert "test agreement" in screen_text(app)
+        text = screen_text(app)
+        assert all(len(line) <= 80 for line in text.splitlines())
+        assert "test_agreement" in text and seeds[1] in text
+
+        await pilot.press("d")
+        await wait_for(pilot, lambda: "data.dataset" in [r[0] for r in table_rows(table)], what="all rows")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: screen.agg == "best" and "metrics (best)" in [r[0] for r in table_rows(table)],
+                       what="agg best")
+        await pilot.press("g")
+        await wait_for(pilot, lambda: len(table.columns) == 2, what="one group column")
+        group_label = str(list(table.columns.values())[1].label)
+        assert "n=2" in group_label
+        assert "±" in dict((r[0], r[1]) for r in table_rows(table))["test_agreement"]
+
+        await pilot.press("x")
+        reports = ws / "reports"
+        csv_path = await wait_for(pilot, lambda: next(reports.glob("*.csv"), None), what="the CSV export")
+        assert csv_path.read_text().startswith("section,key,")
+        notes = [n.message for n in app._notifications]
+        assert any(str(csv_path) in m for m in notes)
+        await pilot.press("k")
+        md_path = await wait_for(pilot, lambda: next(reports.glob("*.md"), None), what="the Markdown export")
+        assert md_path.read_text().startswith("| group |")
+
+
+# -- editor ---------------------------------------------------------------------------------------
+
+async def test_editor_validates_as_you_type_with_the_cli_message(template_ws):
+    app = make_app(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("l")
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+        name = editor.query_one(f"#{widget_id('name')}", Input)
+        await wait_for(pilot, lambda: name.value == "digits-selfdistill", what="the digits preset")
+        assert "valid" in editor.status_text
+
+        epochs = editor.query_one(f"#{widget_id('teacher.epochs')}", Input)
+        epochs.focus()
+        epochs.value = ""
+        await pilot.press("0")
+        expected = None
+        try:
+            spec_from_dict({**editor.data}, source=editor.source)
+        except SpecError as exc:
+            expected = exc.message
+        assert expected is not None and "teacher.epochs = 0: must be >= 1" in expected
+        await wait_for(pilot, lambda: editor.status_text == f"error: {expected}", what="the error message")
+        assert epochs.has_class("-invalid")
+        assert expected in screen_text(app)
+
+        await pilot.press("backspace", "5")
+        await wait_for(pilot, lambda: "valid" in editor.status_text and "error" not in editor.status_text,
+                       what="valid again")
+        assert editor.data["teacher"]["epochs"] == 5 and not epochs.has_class("-invalid")
+
+        # a sweep, and how many runs it expands to
+        sweep = editor.query_one("#editor-sweep", TextArea)
+        sweep.load_text('seed = [0, 1, 2]\n"distill.temperature" = [1.0, 4.0]\n')
+        await wait_for(pilot, lambda: "6 runs" in editor.status_text, what="the sweep size")
+        sweep.load_text("seed = [0, -1]\n")
+        await wait_for(pilot, lambda: "sweep.'seed'[1] = -1" in editor.status_text, what="a bad sweep value")
+
+        # the raw TOML tab shows the same spec, and is validated too
+        sweep.load_text("")
+        await pilot.pause(0.1)
+        editor.query_one("#editor-tabs").active = "tab-toml"
+        toml = editor.query_one("#editor-toml", TextArea)
+        await wait_for(pilot, lambda: "epochs = 5" in toml.text, what="the TOML tab")
+        toml.load_text(toml.text.replace('loss = "kl"', 'loss = "kll"'))
+        await wait_for(pilot, lambda: "distill.loss = 'kll': unknown loss" in editor.status_text,
+                       what="the TOML error")
+
+
+async def test_editor_starts_from_a_past_run_and_saves(template_ws, tmp_path):
+    app = make_app(template_ws)
+    seeds = ids_by_seed(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("e")  # edit a copy of the run under the cursor (seed 1)
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+        seed = editor.query_one(f"#{widget_id('seed')}", Input)
+        await wait_for(pilot, lambda: seed.value == "1", what="the run's spec")
+        assert editor.data["teacher"]["batch_size"] == 64 and editor.source == f"run {seeds[1]}"
+        target = tmp_path / "saved.toml"
+        await pilot.press("ctrl+s")
+        prompt = await wait_for(pilot, lambda: app.screen.query_one("#prompt-input", Input), what="save prompt")
+        prompt.value = str(target)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: target.exists(), what="the saved file")
+        assert spec_from_dict(__import__("tomllib").loads(target.read_text())).seed == 1
+
+
+# -- launching, following, stopping: real detached runs --------------------------------------------
+
+async def _launch_from_editor(pilot, spec_path: Path) -> EditorScreen:
+    app = pilot.app
+    await pilot.press("l")
+    editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+    box = editor.query_one("#editor-path", Input)
+    box.focus()
+    box.value = str(spec_path)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: editor.source == str(spec_path) and "valid" in editor.status_text,
+                   what="the spec file loaded")
+    await pilot.press("ctrl+l")
+    await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back on the runs screen")
+    return editor
+
+
+async def test_launch_follow_to_done_and_runs_outlive_the_app(ws, tmp_path):
+    spec_path = tmp_path / "two.toml"
+    spec_path.write_text(tiny_spec(seeds=[0, 1]))  # same teachers as the template: reused
+    app = make_app(ws)
+    before = set(ids_by_seed(ws).values())
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=2)
+        await _launch_from_editor(pilot, spec_path)
+        await wait_for(pilot, lambda: len(app.records) == 4, what="the launched runs in the list")
+        first, second = [r["id"] for r in app.records if r["id"] not in before]
+        assert app.by_id[first]["pid"] != os.getpid()
+        seen = set()
+
+        def first_status():
+            seen.add(status_of(app, first))
+            return status_of(app, first) == "done"
+        await wait_for(pilot, lambda: status_of(app, first) == "running" and seen.add("running") is None,
+                       timeout=120, what="the first run running")
+        await wait_for(pilot, lambda: app.live[first].phase and app.live[first].phase["phase"] == "student",
+                       timeout=120, what="the student phase streamed")
+        await wait_for(pilot, first_status, timeout=120, what="the first run done")
+        assert "running" in seen
+        row = await wait_for(pilot, lambda: next(r for r in table_rows(table) if r[2].strip() == first
+                                                  and r[0].strip() == "done"), what="the row done")
+        assert row[3].strip() == "S 2/2" and row[5].strip().startswith(("0.", "1.0"))
+        assert app.live[first].final["type"] == "done"
+        assert status_of(app, second) in ("queued", "running")
+        await pilot.press("q")  # quitting leaves the runs going
+        await wait_for(pilot, lambda: app._exit, what="the app to quit")
+    # The app is gone; the second run goes on in its own process and lands in the registry.
+    store = RunStore(Workspace(ws), auto_reconcile=False)
+    record = wait_until(lambda: (r := store.get(second)) and r["status"] not in ("queued", "running") and r,
+                        timeout=180, what="the second run to finish after the app exited")
+    assert record["status"] == "done" and 0 <= record["metrics"]["test_agreement"] <= 1
+
+    # Reopening the app finds both, finished.
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=4)
+        assert status_of(app, first) == status_of(app, second) == "done"
+
+
+async def _launch_long_run(pilot, tmp_path: Path) -> str:
+    """Launch a 200-epoch run from the editor and wait until its student epochs stream in."""
+    app = pilot.app
+    spec_path = tmp_path / "long.toml"
+    spec_path.write_text(tiny_spec(student_epochs=200).replace('name = "tiny"', 'name = "long"\nseed = 0'))
+    table = await loaded(pilot, rows=2)
+    await _launch_from_editor(pilot, spec_path)
+    await wait_for(pilot, lambda: len(app.records) == 3 and table.row_count == 3, what="the launched run")
+    run_id = app.records[-1]["id"]
+    for _ in range(3):
+        if app.screen.current_id() == run_id:
+            break
+        await pilot.press("up")
+    assert app.screen.current_id() == run_id
+    await wait_for(pilot, lambda: status_of(app, run_id) == "running", timeout=120, what="running")
+    await wait_for(pilot, lambda: app.live[run_id].phase["phase"] == "student" and app.live[run_id].epoch >= 1,
+                   timeout=120, what="student epochs streaming")
+    progress = await wait_for(pilot, lambda: next(r for r in table_rows(table) if r[2].strip() == run_id
+                                                  and r[3].strip().startswith("S "))[3].strip(),
+                              what="the progress cell")
+    assert progress.endswith("/200")
+    return run_id
+
+
+async def test_stop_a_running_run(ws, tmp_path):
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        run_id = await _launch_long_run(pilot, tmp_path)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: status_of(app, run_id) == "stopped", timeout=60, what="stopped")
+        await wait_for(pilot, lambda: (app.live[run_id].final or {}).get("type") == "stopped",
+                       what="the stopped event streamed")
+
+
+@pytest.mark.slow
+async def test_resume_a_stopped_run(ws, tmp_path):
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        run_id = await _launch_long_run(pilot, tmp_path)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: status_of(app, run_id) == "stopped", timeout=60, what="stopped")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: status_of(app, run_id) in ("queued", "running"), timeout=30,
+                       what="resumed")
+        await wait_for(pilot, lambda: status_of(app, run_id) == "running" and app.live[run_id].final is None,
+                       timeout=120, what="running again")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: status_of(app, run_id) == "stopped", timeout=60, what="stopped again")
+
+
+async def test_delete_asks_first(ws):
+    app = make_app(ws)
+    seeds = ids_by_seed(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert seeds[1] in screen_text(app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="cancelled")
+        assert (ws / seeds[1]).exists()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(app.records) == 1, what="the run gone from the list")
+        assert not (ws / seeds[1]).exists()
+        assert RunStore(Workspace(ws)).get(seeds[1]) is None
+
+
+# -- streaming, with a fake run this process writes ------------------------------------------------
+
+def _fake_running(ws: Path, run_id: str, name: str = "fake", epochs: int = 10) -> Path:
+    workspace = Workspace(ws)
+    workspace.create_run_dir(run_id)
+    RunStore(workspace).add({"id": run_id, "name": name, "status": "running", "pid": os.getpid(), "host": HOST,
+                             "started": time.time(), "spec": {"student": {"epochs": epochs}}})
+    return workspace.events_path(run_id)
+
+
+def _append(path: Path, events: list[dict]) -> None:
+    with open(path, "a") as f:
+        for event in events:
+            f.write(json.dumps({"t": time.time(), **event}) + "\n")
+
+
+async def test_streams_a_running_run_with_bounded_memory(tmp_path):
+    ws = tmp_path / "ws"
+    events = _fake_running(ws, "260101-000000-aaaa", epochs=10)
+    _append(events, [{"type": "phase_start", "phase": "student", "index": 0, "total": 1, "epochs": 10,
+                      "steps_per_epoch": 100, "reused": False}])
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=1)
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen, what="live")
+        curves = screen.query_one("#plot-agreement", Curves)
+        for epoch in range(1, 4):
+            _append(events, [{"type": "progress", "phase": "student", "index": 0, "epoch": epoch, "step": s,
+                              "steps": 100} for s in range(1, 101)])
+            _append(events, [{"type": "epoch", "phase": "student", "index": 0, "epoch": epoch,
+                              "metrics": {"train_agreement": 0.5 + epoch / 10, "test_agreement": 0.4 + epoch / 10,
+                                          "test_acc": 0.9, "test_kl": 0.1}}])
+            await wait_for(pilot, lambda: len(curves.series[1][1]) == epoch, what=f"epoch {epoch} on the curve")
+        assert "student epoch 3/10" in screen_text(app)
+        live = app.live["260101-000000-aaaa"]
+        assert live.fraction() == (300.0, 1000.0)
+        # Thousands of log lines later, the app still keeps only the last LOG_LINES of them.
+        _append(events, [{"type": "log", "message": f"line {i}"} for i in range(3 * LOG_LINES)])
+        await wait_for(pilot, lambda: live.log_total >= 3 * LOG_LINES + 4, what="the log lines")
+        assert len(live.log) == LOG_LINES and live.log[-1].endswith(f"line {3 * LOG_LINES - 1}")
+        assert len(live.rows) == 3
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "S 3/10" in [r[3].strip() for r in table_rows(table)], what="progress cell")
+        # The run fails: the status comes from the registry, the reason from the stream.
+        _append(events, [{"type": "failed", "error": "loss is NaN at epoch 4 (try a lower lr)", "phase": "student",
+                          "epoch": 4, "step": 7}])
+        RunStore(Workspace(ws)).update("260101-000000-aaaa", status="failed", error="loss is NaN at epoch 4 (try a lower lr)")
+        await wait_for(pilot, lambda: status_of(app, "260101-000000-aaaa") == "failed", what="failed")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "failed: loss is NaN at epoch 4" in screen_text(app), what="the error shown")
+
+
+async def test_run_started_from_the_shell_appears(tmp_path):
+    ws = tmp_path / "ws"
+    Workspace(ws)
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=0)
+        assert "press l to launch one" in screen_text(app)
+        _fake_running(ws, "260101-000000-bbbb", name="from-the-shell")
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the new run")
+        assert table_rows(table)[0][1].strip() == "from-the-shell"
+
+
+async def test_no_color_and_ctrl_c(template_ws, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(template_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, rows=2)
+        assert app.no_color
+        assert "status" in screen_text(app)
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app._exit, what="ctrl+c to quit")
+
+
+def test_run_app_passes_no_mouse(monkeypatch, tmp_path):
+    import kdtui.tui.app as tui_app
+    from kdtui.tui import run_app
+
+    calls = []
+    monkeypatch.setattr(tui_app.KdtuiApp, "run", lambda self, **kwargs: calls.append((self.workspace, kwargs)))
+    run_app(str(tmp_path), mouse=False)
+    assert calls == [(Workspace(tmp_path), {"mouse": False})]
+
+
+def test_app_does_not_import_torch(template_ws):
+    code = (
+        "import asyncio, sys\n"
+        "from kdtui.tui.app import KdtuiApp\n"
+        "async def main():\n"
+        f"    app = KdtuiApp({str(template_ws)!r})\n"
+        "    async with app.run_test(size=(100, 30)) as pilot:\n"
+        "        while not app.loaded: await pilot.pause(0.05)\n"
+        "        await pilot.press('enter')\n"
+        "        await pilot.pause(0.5)\n"
+        "        await pilot.press('escape', 'l')\n"
+        "        await pilot.pause(0.5)\n"
+        "asyncio.run(main())\n"
+        "assert 'torch' not in sys.modules, 'the app imported torch'\n"
+        "import kdtui.tui.app\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=_worker_env())
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
