@@ -62,18 +62,24 @@ class Workspace:
     def events_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / EVENTS_NAME
 
-    def new_run_id(self, name: str = "") -> str:
+    def new_run_id(self) -> str:
         """A short id that sorts by creation time: `YYMMDD-HHMMSS-xxxx` (UTC, 4 random hex digits).
 
-        `name` is accepted for callers' convenience but not put into the id: names are free text and
-        ids must be safe folder names. The id is checked against existing run folders; call
-        `create_run_dir` to claim it (that fails if another process claimed the same id meanwhile).
+        Not yet claimed: two ids of the same second collide with probability 1/65536, so use
+        `claim_run_dir`, which makes the folder and retries on a collision.
         """
         stamp = time.strftime("%y%m%d-%H%M%S", time.gmtime())  # UTC: sorts right across DST changes
+        return f"{stamp}-{secrets.token_hex(2)}"
+
+    def claim_run_dir(self) -> tuple[str, Path]:
+        """A new run id and its folder, created here: (id, folder). Safe across processes (the
+        folder's creation is the claim), however many runs a sweep registers in one second."""
         for _ in range(1000):
-            run_id = f"{stamp}-{secrets.token_hex(2)}"
-            if not (self.root / run_id).exists():
-                return run_id
+            run_id = self.new_run_id()
+            try:
+                return run_id, self.create_run_dir(run_id)
+            except FileExistsError:
+                continue
         raise RuntimeError(f"could not find a free run id in {self.root}")
 
     def create_run_dir(self, run_id: str) -> Path:

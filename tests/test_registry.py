@@ -367,13 +367,14 @@ def test_workspace_resolution_and_run_ids(tmp_path, monkeypatch):
     ws = Workspace("w")
     assert ws.registry_path == tmp_path / "w" / "kdtui.json"
     assert ws.teachers_dir == tmp_path / "w" / "teachers"
-    ids = [ws.new_run_id("a name / with slashes") for _ in range(50)]
-    assert len(set(ids)) == 50
+    # Far more ids in one second than 4 random hex digits keep apart without the claim's retry.
+    claimed = [ws.claim_run_dir() for _ in range(2000)]
+    ids = [run_id for run_id, _ in claimed]
+    assert len(set(ids)) == len(ids)
+    assert all(path == ws.run_dir(run_id) and path.is_dir() for run_id, path in claimed)
     for run_id in ids:
         date, clock, suffix = run_id.split("-")
         assert len(date) == 6 and len(clock) == 6 and len(suffix) == 4
-    path = ws.create_run_dir(ids[0])
-    assert path == ws.run_dir(ids[0]) and path.is_dir()
     with pytest.raises(FileExistsError):
         ws.create_run_dir(ids[0])
     with pytest.raises(ValueError):
