@@ -29,7 +29,7 @@ class RunProgress:
     def _label(self, event: dict) -> str:
         if event.get("phase") == "teacher":
             return f"{self.title} teacher {event.get('index', 0) + 1}/{event.get('total', 1)}"
-        return f"{self.title} student"
+        return f"{self.title} {event.get('phase') or 'student'}"  # student, or E12's independent student
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -32,14 +33,18 @@ def new_record(run_id: str, spec: Spec, status: str = "queued") -> dict:
             "started": None, "finished": None, "error": None}
 
 
-def create_run(workspace: Workspace, store: RunStore, spec: Spec, status: str = "queued") -> str:
-    """Register a run and write its resolved spec; the spec is validated before this is called."""
-    run_id = workspace.new_run_id(spec.name)
-    folder = workspace.create_run_dir(run_id)
+def create_run(workspace: Workspace, store: RunStore, spec: Spec, status: str = "queued",
+               pid: int | None = None) -> str:
+    """Register a run and write its resolved spec; the spec is validated before this is called.
+
+    `pid` is the process that owns the queued run until it starts (the CLI, or the worker): a
+    queued run whose owner dies is then reconciled to `interrupted` instead of staying queued.
+    """
+    run_id, folder = workspace.claim_run_dir()
     tmp = folder / "spec.toml.tmp"
     tmp.write_text(spec.to_toml())
     os.replace(tmp, folder / "spec.toml")
-    store.add(new_record(run_id, spec, status))
+    store.add({**new_record(run_id, spec, status), "pid": pid})
     return run_id
 
 
@@ -73,11 +78,19 @@ class StopSignal:
             self._requested = self.stop_file.exists()
         return self._requested
 
-    def install(self) -> None:
+    def install(self) -> dict:
+        """Catch SIGTERM and SIGINT from now on; returns the previous handlers (see `restore`)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread; the STOP file still works
+
         def handler(signum, frame):
             self.signalled = signum
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    @staticmethod
+    def restore(previous: dict) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool = False,
@@ -85,24 +98,48 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
             install_signals: bool = True) -> dict:
     """Run `run_id` to its end (or resume it from its checkpoints) and return its registry record.
 
-    Never raises for a failed or stopped run: the record says what happened.
+    Never raises for a failed or stopped run: the record says what happened. A run that was
+    stopped (or removed) while it waited in the queue is not started: the returned record then has
+    `skipped: True` (or is `{"id": run_id, "status": "removed", "skipped": True}`).
     """
-    import torch  # noqa: F401  (imported here so the CLI's other commands never pay for it)
+    run_dir = workspace.run_dir(run_id)
+    stop = StopSignal(run_dir)
+    # Catch Ctrl-C / SIGTERM before the heavy imports: an interrupt that lands inside an import can
+    # leave half-initialised modules behind (numpy then recurses forever on its next import).
+    previous_handlers = stop.install() if install_signals else {}
+    try:
+        import torch  # noqa: F401  (imported here so the CLI's other commands never pay for it)
+        from kernels import engine  # noqa: F401  (the slow imports come before the claim below)
+
+        from kdtui.spec import load_spec
+
+        # Claim the run. `kdtui runs stop` on a queued run marks it stopped, and `runs rm` removes
+        # it; either may have happened while this process was importing torch.
+        current = store.get(run_id)
+        if current is None:
+            return {"id": run_id, "status": "removed", "skipped": True}
+        if current.get("status") == "stopped":
+            return {**current, "skipped": True}
+        if stop.signalled is not None:  # interrupted while starting up: nothing ran, resumable
+            return store.update(run_id, status="stopped", finished=time.time())
+
+        spec = load_spec(run_dir / "spec.toml")
+        config = spec.to_run_config()
+        if device:
+            config = _with_device(config, device)
+        stop.stop_file.unlink(missing_ok=True)
+        return _execute(workspace, store, run_id, spec, config, stop, retrain_teachers, on_event)
+    finally:
+        StopSignal.restore(previous_handlers)
+
+
+def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, config, stop: StopSignal,
+             retrain_teachers: bool, on_event: Callable[[dict], None] | None) -> dict:
     from kernels import engine
     from kernels.data import DataError
     from kernels.events import Done
 
-    from kdtui.spec import load_spec
-
     run_dir = workspace.run_dir(run_id)
-    spec = load_spec(run_dir / "spec.toml")
-    config = spec.to_run_config()
-    if device:
-        config = _with_device(config, device)
-    stop = StopSignal(run_dir)
-    stop.stop_file.unlink(missing_ok=True)
-    if install_signals:
-        stop.install()
     teachers_used: list[dict] = []
 
     with EventWriter(run_dir / "events.jsonl") as events:
@@ -120,25 +157,34 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
             emit({"type": "log", "message": f"run {run_id} on {dev}"})
             prepared = engine.prepare(config, dev)
             teacher_store = TeacherStore(workspace.teachers_dir)
-            teachers = []
-            for k in range(config.members):
-                teacher, key, reused = teacher_store.obtain(
-                    spec, k,
-                    train=lambda ckpt, k=k: engine.train_teacher(config, k, prepared, checkpoint=ckpt,
-                                                                  on_event=emit, should_stop=stop),
-                    load=lambda path: _load_teacher(path, dev),
-                    save=_save_teacher,
-                    retrain=retrain_teachers)
-                if reused:
-                    emit({"type": "phase_start", "phase": "teacher", "index": k, "total": config.members,
-                          "epochs": 0, "steps_per_epoch": 0, "reused": True})
-                    emit({"type": "phase_end", "phase": "teacher", "index": k, "total": config.members,
-                          "metrics": teacher.metrics})
-                teachers.append(teacher)
-                teachers_used.append({"key": key, "member": k, "reused": reused, **_rounded(teacher.metrics)})
-            store.update(run_id, teachers=teachers_used)
+
+            def obtain_teachers(spec, config, role: str) -> list:
+                teachers = []
+                for k in range(config.members):
+                    teacher, key, reused = teacher_store.obtain(
+                        spec, k,
+                        train=lambda ckpt, k=k: engine.train_teacher(config, k, prepared, checkpoint=ckpt,
+                                                                      on_event=emit, should_stop=stop),
+                        load=lambda path: _load_teacher(path, dev),
+                        save=_save_teacher,
+                        retrain=retrain_teachers)
+                    if reused:
+                        emit({"type": "phase_start", "phase": "teacher", "index": k, "total": config.members,
+                              "epochs": 0, "steps_per_epoch": 0, "reused": True})
+                        emit({"type": "phase_end", "phase": "teacher", "index": k, "total": config.members,
+                              "metrics": teacher.metrics})
+                    teachers.append(teacher)
+                    teachers_used.append({"key": key, "member": k, "reused": reused, "role": role,
+                                          **_rounded(teacher.metrics)})
+                    store.update(run_id, teachers=teachers_used)
+                return teachers
+
+            teachers = obtain_teachers(spec, config, "distilled")
             result = engine.distill(config, prepared, teachers, checkpoint=run_dir / "student.pt",
                                     on_event=emit, should_stop=stop)
+            if spec.eval.independent:
+                result["metrics"].update(_independent_control(
+                    spec, config, prepared, teachers, run_dir, obtain_teachers, emit, stop))
             emit(Done(result["metrics"]))
             store.update(run_id, status="done", metrics=result["metrics"], finished=time.time())
         except engine.StopRequested as exc:
@@ -154,6 +200,31 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
             emit({"type": "failed", "error": message, "phase": "", "epoch": -1, "step": -1})
             store.update(run_id, status="failed", error=message, finished=time.time())
     return store.get(run_id)
+
+
+# The E12 control's teachers and student use the run's seed plus this offset: the same settings,
+# independent initialisations and data order. Member seeds are seed*1000+k (kernels.config), so the
+# offset keeps them apart from every run seed below it, and runs with the same seed share the set.
+INDEPENDENT_SEED_OFFSET = 1000
+
+
+def _independent_control(spec: Spec, config, prepared, teachers: list, run_dir: Path, obtain_teachers,
+                         emit, stop) -> dict:
+    """The paper's E12 baseline: a student distilled from an independent teacher set, measured
+    against *this* run's teachers. Its agreement is what fidelity would be without the transfer."""
+    from dataclasses import replace
+
+    from kernels import engine
+
+    seed = spec.seed + INDEPENDENT_SEED_OFFSET
+    other_spec = spec.model_copy(update={"seed": seed})
+    other_config = replace(config, seed=seed)
+    other_teachers = obtain_teachers(other_spec, other_config, "independent")
+    other = engine.distill(other_config, prepared, other_teachers, checkpoint=run_dir / "independent.pt",
+                           on_event=emit, should_stop=stop, phase="independent")
+    fidelity = engine.fidelity_on_test_set(config, prepared, other["student"], teachers)
+    return {"independent_test_agreement": fidelity["agreement"], "independent_test_kl": fidelity["kl"],
+            "independent_test_acc": other["metrics"]["test_acc"]}
 
 
 def _with_device(config, device: str):

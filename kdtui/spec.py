@@ -240,6 +240,9 @@ class DistillSpec(_Section):
 
 class EvalSpec(_Section):
     every: PositiveInt = 1
+    # extension, the paper's E12 control: also distil a student from an independent teacher set
+    # (same settings, other seeds) and report its agreement with this run's teacher.
+    independent: Bool = False
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:[0-9]+")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from kdtui.registry import RunStore
 from kdtui.runner import execute
@@ -24,12 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace(args.workspace)
     store = RunStore(workspace)
     worst = 0
-    for run_id in args.run_ids:
+    for position, run_id in enumerate(args.run_ids):
         record = store.get(run_id)
         if record is None or record["status"] != "queued":
             continue  # removed, or stopped while it waited
         record = execute(workspace, store, run_id, retrain_teachers=args.retrain_teachers, device=args.device)
+        if record.get("skipped"):
+            continue  # stopped or removed while this process started up
         if record["status"] == "stopped":
+            # Stopped (kdtui runs stop, or SIGTERM): the rest of the sweep stops too, resumable.
+            for later in args.run_ids[position + 1:]:
+                current = store.get(later)
+                if current is not None and current["status"] == "queued":
+                    store.update(later, status="stopped", finished=time.time())
             return 130
         worst = max(worst, 0 if record["status"] == "done" else 1)
     return worst

@@ -303,13 +303,18 @@ def init_student(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResul
 
 
 def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *, checkpoint: Path | None = None,
-            on_event: EventCallback = ignore, should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Distil one student from the teachers' ensemble; returns {"metrics": final, "history": [...]}."""
+            on_event: EventCallback = ignore, should_stop: Callable[[], bool] = lambda: False,
+            phase: str = "student") -> dict:
+    """Distil one student from the teachers' ensemble.
+
+    Returns {"metrics": final values, "history": per-epoch records, "student": the trained model}.
+    `phase` names the events (the E12 control distils a second, independent student).
+    """
     teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
     student = init_student(cfg, prepared, teachers)
     train, spec = cfg.student, cfg.distill
     distill_set = prepared.distill_set
-    loop = _Loop("student", 0, 1, train, student, make_optimizer(train, student),
+    loop = _Loop(phase, 0, 1, train, student, make_optimizer(train, student),
                  _new_generator(student_seed(cfg.seed), prepared.device),
                  _steps_per_epoch(len(distill_set), train.batch_size), on_event, should_stop, checkpoint)
     start, history, _ = loop.restore(prepared.device)
@@ -330,10 +335,10 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
                 "test_agreement": t["agreement"], "test_kl": t["kl"], "test_acc": t["acc"],
                 "test_nll": t["nll"], "test_ece": t["ece"], **constants}
 
-    on_event(PhaseStart("student", 0, 1, train.epochs, loop.steps_per_epoch))
+    on_event(PhaseStart(phase, 0, 1, train.epochs, loop.steps_per_epoch))
     if start == 0:
         history = [evaluate(0, {"lr": learning_rate(train, 0, 1)})]
-        on_event(EpochMetrics("student", 0, 0, _without_epoch(history[-1])))
+        on_event(EpochMetrics(phase, 0, 0, _without_epoch(history[-1])))
     images, labels = distill_set.images, distill_set.labels
     for epoch in range(start + 1, train.epochs + 1):
         student.train()
@@ -362,11 +367,19 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
         else:
             record = {"epoch": epoch, **online}
         history.append(record)
-        on_event(EpochMetrics("student", 0, epoch, _without_epoch(record)))
+        on_event(EpochMetrics(phase, 0, epoch, _without_epoch(record)))
         loop.save(epoch, history)
     final = final_metrics(history)
-    on_event(PhaseEnd("student", 0, 1, final))
-    return {"metrics": final, "history": history}
+    on_event(PhaseEnd(phase, 0, 1, final))
+    return {"metrics": final, "history": history, "student": student}
+
+
+def fidelity_on_test_set(cfg: RunConfig, prepared: Prepared, model: nn.Module, teachers: list[TeacherResult]) -> dict:
+    """Agreement and KL of any model with the teachers' ensemble on the test set."""
+    teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
+    result = FidelityAccumulator(prepared.device)
+    result.add(predict(model, prepared, prepared.test_set.images), predict(teacher, prepared, prepared.test_set.images))
+    return result.result()
 
 
 def _teacher_constants(teacher: Ensemble, prepared: Prepared, teacher_test: torch.Tensor) -> dict:
