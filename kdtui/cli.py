@@ -6,38 +6,125 @@ imports torch at module level: only `run` and `runs resume` pay for it, inside t
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from kdtui import eventlog
-from kdtui.registry import RegistryError, RunStore, record_with_history
-from kdtui.spec import SpecError
+from kdtui.registry import AmbiguousRunId, RegistryError, RunNotFound, RunStore
 from kdtui.workspace import Workspace
+
+
+def _plain_coercion() -> None:
+    """Start-up: recent typer coerces every option value through a pydantic TypeAdapter, and
+    importing pydantic plus building the adapters is ~0.2 s of CPU, most of what `kdtui runs list`
+    costs before it reads anything (bench/cli_startup.py). Every parameter here is a plain str,
+    Path or list of str, so those are converted directly; any other annotation, or a typer whose
+    internals differ from what is checked below, keeps typer's own path (correct, only slower).
+    """
+    try:
+        from dataclasses import dataclass, fields
+
+        from typer import core as typer_core
+        from typer._coercion import RuntimeParam
+        original = typer_core._TyperParameter.get_runtime_param
+        if {f.name for f in fields(RuntimeParam)} != {"parameter_info", "annotation"}:
+            return
+    except (ImportError, AttributeError, TypeError):
+        return
+
+    @dataclass(frozen=True)
+    class PlainRuntimeParam(RuntimeParam):
+        def _coerce_value(self, value, param, ctx):
+            convert = _PLAIN_TYPES[self.annotation]
+            if isinstance(value, (list, tuple)):
+                return [convert(item) for item in value]
+            return convert(value)
+
+    def get_runtime_param(self):
+        if getattr(self, "_runtime_param", None) is None:
+            descriptor = getattr(self, "type_descriptor", None)
+            annotation = getattr(descriptor, "annotation", None)
+            try:
+                plain = annotation in _PLAIN_TYPES
+            except TypeError:  # an unhashable annotation
+                plain = False
+            if plain and getattr(descriptor, "file_annotation", None) is None:
+                self._runtime_param = PlainRuntimeParam(parameter_info=descriptor.parameter_info,
+                                                        annotation=annotation)
+        return original(self)
+
+    typer_core._TyperParameter.get_runtime_param = get_runtime_param
+
+
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if text in ("0", "false", "no", "off", "n", "f", ""):
+        return False
+    raise typer.BadParameter(f"{value!r} is not a valid boolean")
+
+
+_PLAIN_TYPES = {bool: _flag, Optional[bool]: _flag, str: str, Optional[str]: str, Path: Path, Optional[Path]: Path,
+                List[str]: str, Optional[List[str]]: str, list[str]: str, Optional[list[str]]: str}
+_plain_coercion()
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, invoke_without_command=True,
+# Plain (click-style) help: typer's rich help imports rich.markdown and friends, ~0.2 s of the
+# 0.5 s start-up budget (bench/cli_startup.py).
+app = typer.Typer(add_completion=False, no_args_is_help=False, invoke_without_command=True, rich_markup_mode=None,
                   help="kdtui: a terminal experiment manager for knowledge distillation.")
-runs_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, follow, compare and export runs.")
+runs_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                       help="Find, follow, compare and export runs.")
 app.add_typer(runs_app, name="runs")
 
-out = Console()
-err = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich.console costs ~0.1 s that `runs list`,
+    the JSON commands and `--help` never need."""
+
+    def __init__(self, **options):
+        self._options = options
+        self._console = None
+
+    def get(self):
+        """The rich Console itself (for rich's own machinery: Progress, Live)."""
+        if self._console is None:
+            from rich.console import Console
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self.get(), name)
+
+
+out = _LazyConsole(highlight=False)  # ids and paths are not numbers to colour
+err = _LazyConsole(stderr=True, highlight=False)
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default: $KDTUI_HOME or ./runs).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    """One line on stderr, `error: ...`, and the exit to raise."""
+    err.print(f"[red]error:[/red] {_escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)
 
 
 def open_store(workspace: Optional[str]) -> tuple[Workspace, RunStore]:
@@ -46,69 +133,155 @@ def open_store(workspace: Optional[str]) -> tuple[Workspace, RunStore]:
 
 
 def print_json(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    """Strict JSON on stdout (NaN/inf become null, so jq and other tools can read it): indented
+    on a terminal, compact when piped (like `gh --json`; the compact encoder is C, ~10x faster
+    on a 1,000-run listing)."""
+    indent = 2 if sys.stdout.isatty() else None
+    try:
+        text = json.dumps(payload, indent=indent, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(eventlog.sanitize(json.loads(json.dumps(payload, default=str))), indent=indent)
+    sys.stdout.write(text + "\n")
 
 
 @app.callback()
-def main_callback(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+def main_callback(ctx: typer.Context, workspace: Optional[str] = WorkspaceOpt,
+                  no_mouse: bool = typer.Option(False, "--no-mouse", help="Keyboard only: leave the mouse to the terminal.")) -> None:
+    """With no command: open the terminal app on the workspace."""
+    if ctx.invoked_subcommand is not None:
+        if workspace is not None:  # `kdtui -w W runs list`: the commands read $KDTUI_HOME as their default
+            os.environ["KDTUI_HOME"] = workspace
+        return
+    from kdtui.tui import run_app
+
+    run_app(workspace, mouse=not no_mouse)
 
 
 @app.command()
-def run(spec_path: Path = typer.Argument(..., metavar="SPEC.toml", help="The experiment spec."),
+def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", help="The experiment spec."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Run a preset instead of a file (kdtui presets list)."),
+        scale: str = typer.Option("tiny", "--scale", help="The preset's scale: paper or tiny."),
         workspace: Optional[str] = WorkspaceOpt,
         device: Optional[str] = typer.Option(None, help="Override the spec's device (auto, cpu, cuda, cuda:N)."),
         as_json: bool = JsonOpt,
         detach: bool = typer.Option(False, "--detach", help="Run in the background and return at once."),
         retrain_teachers: bool = typer.Option(False, "--retrain-teachers", help="Train teachers even if stored.")) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
-    from kdtui.spec import expand_sweep, load_spec, spec_from_dict
+    from kdtui.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
+    if (spec_path is None) == (preset is None):
+        raise fail("give a spec file or --preset ID (one of them)")
     try:
-        spec = load_spec(spec_path)
+        if preset is not None:
+            from kdtui.presets import load_preset
+            spec, source = load_preset(preset, scale), f"preset {preset} ({scale})"
+        else:
+            spec, source = load_spec(spec_path), str(spec_path)
         if device is not None:
             spec = spec_from_dict({**spec.model_dump(mode="json", exclude_none=True), "device": device},
                                   source="--device")
-        points = [point.resolved() for point in expand_sweep(spec, source=str(spec_path))]
+        points = [point.resolved() for point in expand_sweep(spec, source=source)]
     except SpecError as exc:
         raise fail(str(exc))
     ws, store = open_store(workspace)
     from kdtui.runner import create_run
-    run_ids = [create_run(ws, store, point) for point in points]
 
-    if detach:
-        from kdtui.launcher import launch_detached
-        pid = launch_detached(ws, store, run_ids, retrain_teachers=retrain_teachers)
-        if as_json:
-            print_json([store.get(run_id) for run_id in run_ids])
-        else:
-            for run_id in run_ids:
-                out.print(run_id)
+    run_ids: list[str] = []
+    try:
+        with _DeferredInterrupt() as interrupt:
+            # This process owns the queued runs until a worker (or the foreground loop) starts them.
+            for point in points:
+                run_ids.append(create_run(ws, store, point, pid=os.getpid()))
+                interrupt.check()
+        if detach:
+            from kdtui.launcher import launch_detached
+            pid = launch_detached(ws, store, run_ids, retrain_teachers=retrain_teachers)
+            if as_json:
+                print_json([store.get(run_id) for run_id in run_ids])
+            else:
+                for run_id in run_ids:
+                    out.print(run_id)
             err.print(f"started in the background (pid {pid}); follow with: kdtui runs tail {run_ids[0]}")
-        raise typer.Exit(EXIT_OK)
-    raise typer.Exit(_run_foreground(ws, store, run_ids, as_json, retrain_teachers))
+            raise typer.Exit(EXIT_OK)
+        code = _run_foreground(ws, store, run_ids, as_json, retrain_teachers)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own signal handling: nothing stays queued
+        # By pid, not by `run_ids`: the interrupt may land after a record was added but before
+        # create_run returned its id.
+        _stop_queued(store, [r["id"] for r in store.find(status=("queued", "running"))])
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(code)
+
+
+class _DeferredInterrupt:
+    """Ctrl-C inside this block is raised as KeyboardInterrupt at `check()` (and on leaving the
+    block), never in the middle of a registry write or an import."""
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        import signal
+        self.hit = False
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        self.hit = True
+
+    def check(self) -> None:
+        if self.hit:
+            self.hit = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        signal.signal(signal.SIGINT, self._previous)
+        if exc[0] is None:
+            self.check()
+
+
+def _stop_queued(store: RunStore, run_ids: list[str]) -> None:
+    """Mark the runs this process still owns (queued, or running here) as stopped: resumable."""
+    host = socket.gethostname()
+    for run_id in run_ids:
+        current = store.get(run_id)
+        if current is not None and current["status"] in ("queued", "running") and \
+                current.get("pid") == os.getpid() and current.get("host") == host:
+            store.update(run_id, status="stopped", finished=time.time())
 
 
 def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, retrain: bool) -> int:
     from kdtui.progress import RunProgress, summary_table
     from kdtui.runner import execute
 
-    console = err if as_json else out
+    console = (err if as_json else out).get()
     records, code = [], EXIT_OK
+
+    def stop_rest(position: int) -> None:  # Ctrl-C ends the sweep; the rest stay resumable
+        _stop_queued(store, run_ids[position:])
+
     for position, run_id in enumerate(run_ids):
-        with RunProgress(console, run_id) as progress:
-            record = execute(ws, store, run_id, retrain_teachers=retrain, on_event=progress)
+        try:
+            with _DeferredInterrupt() as interrupt:
+                # execute() catches SIGINT itself while it runs; this covers the moments between.
+                with RunProgress(console, run_id) as progress:
+                    interrupt.check()
+                    record = execute(ws, store, run_id, retrain_teachers=retrain, on_event=progress)
+        except KeyboardInterrupt:  # Ctrl-C between runs, or while the progress display started
+            stop_rest(position)
+            records.append(store.get(run_id) or {"id": run_id, "status": "stopped"})
+            code = EXIT_INTERRUPTED
+            break
+        if record.get("skipped"):  # stopped or removed from another shell while it waited
+            continue
         records.append(record)
         if record["status"] == "stopped":
-            for later in run_ids[position + 1:]:  # Ctrl-C ends the sweep; the rest stay resumable
-                store.update(later, status="stopped")
+            stop_rest(position + 1)
             code = EXIT_INTERRUPTED
             break
         if record["status"] != "done":
             code = EXIT_FAILED
+            err.print(f"error: run {record['id']} failed: {record.get('error') or 'unknown error'}",
+                      markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        print_json(records[0] if len(run_ids) == 1 else records)
+        print_json(records[0] if len(run_ids) == 1 and records else records)
     else:
         for record in records:
             out.print(summary_table(record))
@@ -151,21 +324,47 @@ def runs_list(workspace: Optional[str] = WorkspaceOpt,
     if as_json:
         print_json(records)
         return
-    table = Table(show_lines=False)
-    for column in ("id", "name", "status", "train agr", "test agr", "test acc", "group", "age"):
-        table.add_column(column, justify="right" if column.endswith(("agr", "acc")) else "left")
-    for r in records:
-        m = r.get("metrics") or {}
-        table.add_row(r["id"], r["name"], r["status"], _fmt(m.get("train_agreement")), _fmt(m.get("test_agreement")),
-                      _fmt(m.get("test_acc")), (r.get("group_hash") or "")[:8], _age(r.get("created")))
-    out.print(table)
+    sys.stdout.write(_plain_table(
+        [("id", "<"), ("name", "<"), ("status", "<"), ("train agr", ">"), ("test agr", ">"), ("test acc", ">"),
+         ("group", "<"), ("age", ">")],
+        [[r["id"], str(r.get("name") or ""), str(r.get("status")), _fmt((r.get("metrics") or {}).get("train_agreement")),
+          _fmt((r.get("metrics") or {}).get("test_agreement")), _fmt((r.get("metrics") or {}).get("test_acc")),
+          (r.get("group_hash") or "")[:8], _age(r.get("created"))] for r in records],
+        squeeze=1))
+
+
+def _plain_table(columns: list[tuple[str, str]], rows: list[list[str]], squeeze: int) -> str:
+    """Aligned text columns, like `gh run list`: cheap for thousands of rows (a rich Table spends
+    ~2 ms a row measuring and wrapping). Column `squeeze` is cut with '…' to fit the terminal;
+    the others (ids, statuses, numbers) are never cut."""
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, (name, _) in enumerate(columns)]
+    width = shutil.get_terminal_size((100, 24)).columns
+    gap = 2
+    over = sum(widths) + gap * (len(widths) - 1) - width
+    if over > 0:
+        widths[squeeze] = max(len(columns[squeeze][0]), widths[squeeze] - over)
+
+    def line(cells: list[str]) -> str:
+        parts = []
+        for cell, w, (_, align) in zip(cells, widths, columns):
+            if len(cell) > w:
+                cell = cell[: max(w - 1, 0)] + "…"
+            parts.append(cell.ljust(w) if align == "<" else cell.rjust(w))
+        return (" " * gap).join(parts).rstrip()
+
+    return "\n".join([line([name for name, _ in columns])] + [line(row) for row in rows]) + "\n"
+
+
+HISTORY_COLUMNS = (("train_agreement", "train agr"), ("train_agreement_eval", "clean agr"),
+                   ("test_agreement", "test agr"), ("test_acc", "test acc"), ("test_kl", "test KL"),
+                   ("train_loss", "loss"))
 
 
 @runs_app.command("show")
 def runs_show(run_id: str, workspace: Optional[str] = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Show one run: its record and per-epoch history."""
     ws, store = open_store(workspace)
-    record = record_with_history(store, ws, _resolve(store, run_id)["id"])
+    record = _with_history(ws, _resolve(store, run_id))
     if as_json:
         print_json(record)
         return
@@ -178,13 +377,16 @@ def runs_show(run_id: str, workspace: Optional[str] = WorkspaceOpt, as_json: boo
                   f"{'reused' if teacher.get('reused') else 'trained'}, test acc {_fmt(teacher.get('test_acc'))}")
     history = record["history"]
     if history:
-        names = [k for k in history[-1] if k != "epoch"]
+        from rich.table import Table
+
+        # The headline curves only (every metric is in --json and export): fits 80 columns.
+        shown = [(n, title) for n, title in HISTORY_COLUMNS if any(n in row for row in history)]
         table = Table(title="history")
-        table.add_column("epoch", justify="right")
-        for n in names:
-            table.add_column(n, justify="right")
+        table.add_column("epoch", justify="right", no_wrap=True)
+        for _, title in shown:
+            table.add_column(title, justify="right", no_wrap=True)
         for row in history:
-            table.add_row(str(row["epoch"]), *(_fmt(row.get(n)) for n in names))
+            table.add_row(str(row["epoch"]), *(_fmt(row.get(n)) for n, _ in shown))
         out.print(table)
     out.print(f"folder: {ws.run_dir(record['id'])}")
 
@@ -220,8 +422,35 @@ def runs_tail(run_id: str, workspace: Optional[str] = WorkspaceOpt, as_json: boo
     raise typer.Exit(EXIT_OK if final.get("status") == "done" else EXIT_FAILED)
 
 
-def _records_with_history(ws: Workspace, store: RunStore, ids: list[str]) -> list[dict]:
-    return [record_with_history(store, ws, _resolve(store, i)["id"]) for i in ids]
+def _with_history(ws: Workspace, record: dict) -> dict:
+    """The record as PRODUCT.md shows it: the registry document plus the per-epoch `history`."""
+    events = eventlog.read_all(ws.events_path(record["id"]), types=("epoch",))
+    return {**record, "history": eventlog.history_from_events(events)}
+
+
+def _resolve_all(store: RunStore, prefixes: list[str]) -> list[dict]:
+    """Each prefix's one record, reading the registry once (not once per id: a 1,000-run export
+    would otherwise parse the whole file 2,000 times). Same rules as RunStore.resolve."""
+    records = store.all()
+    by_id = {r["id"]: r for r in records}
+    found = []
+    for prefix in prefixes:
+        prefix = (prefix or "").strip()
+        if prefix in by_id:
+            found.append(by_id[prefix])
+            continue
+        matches = sorted(run_id for run_id in by_id if prefix and run_id.startswith(prefix))
+        if not matches:
+            raise fail(str(RunNotFound(prefix, store.path)))
+        if len(matches) > 1:
+            raise fail(str(AmbiguousRunId(prefix, matches)))
+        found.append(by_id[matches[0]])
+    return found
+
+
+def _records_with_history(ws: Workspace, store: RunStore, ids: list[str] | None) -> list[dict]:
+    records = store.all() if ids is None else _resolve_all(store, ids)
+    return [_with_history(ws, r) for r in records]
 
 
 @runs_app.command("compare")
@@ -257,8 +486,7 @@ def runs_export(run_ids: Optional[List[str]] = typer.Argument(None, help="Runs t
     if fmt not in ("csv", "json", "md"):
         raise fail(f"--format {fmt!r}: allowed: csv, json, md")
     ws, store = open_store(workspace)
-    ids = run_ids or [r["id"] for r in store.all()]
-    text = export_runs(_records_with_history(ws, store, ids), fmt)
+    text = export_runs(_records_with_history(ws, store, run_ids or None), fmt)
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
@@ -288,7 +516,8 @@ def runs_resume(run_id: str, workspace: Optional[str] = WorkspaceOpt,
     record = _resolve(store, run_id)
     if record["status"] not in ("stopped", "interrupted", "failed"):
         raise fail(f"run {record['id']} is {record['status']}; only stopped, interrupted or failed runs resume")
-    store.update(record["id"], status="queued", error=None)
+    # This process owns the run again until it starts (a dead old pid would read as interrupted).
+    store.update(record["id"], status="queued", error=None, pid=os.getpid(), host=socket.gethostname())
     if detach:
         from kdtui.launcher import launch_detached
         pid = launch_detached(ws, store, [record["id"]])
@@ -318,8 +547,91 @@ def runs_rm(run_ids: List[str], workspace: Optional[str] = WorkspaceOpt,
         out.print(f"deleted {r['id']}")
 
 
+presets_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                          help="The paper's experiments as ready-made specs.")
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.command("list")
+def presets_list(as_json: bool = JsonOpt) -> None:
+    """Each preset: id, title, what it varies, and its number of runs at each scale."""
+    from kdtui.presets import SCALES, list_presets
+
+    rows = [{"id": p.id, "title": p.title, "varies": p.header("tiny").get("varies", p.varies),
+             "runs": {scale: p.run_count(scale) for scale in SCALES}} for p in list_presets()]
+    if as_json:
+        print_json(rows)
+        return
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = [f"{'id':<8}{'runs paper/tiny':>16}  title"]
+    for r in rows:
+        lines.append(_clip(f"{r['id']:<8}{r['runs']['paper']:>10} / {r['runs']['tiny']:<3}  {r['title']}", width))
+        lines.append(_clip(f"{'':<8}varies: {r['varies']}", width))
+    lines.append("\nkdtui presets show ID [--scale paper|tiny] prints a preset's spec, with its sweep")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _clip(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+@presets_app.command("show")
+def presets_show(preset_id: str = typer.Argument(..., metavar="ID"),
+                 scale: str = typer.Option("tiny", "--scale", help="paper or tiny.")) -> None:
+    """Print a preset's spec (TOML, with its [sweep]): copy it, edit it, run it."""
+    from kdtui.presets import PresetError, preset_text
+
+    try:
+        sys.stdout.write(preset_text(preset_id, scale))
+    except PresetError as exc:
+        raise fail(str(exc))
+
+
+@app.command()
+def report(run_ids: Optional[List[str]] = typer.Argument(None, metavar="[IDS]...", help="Runs to report."),
+           preset: Optional[str] = typer.Option(None, "--preset", help="The finished runs of a preset."),
+           scale: Optional[str] = typer.Option(None, "--scale", help="With --preset: paper or tiny."),
+           group: Optional[str] = typer.Option(None, "--group", help="A seed group (group hash prefix)."),
+           workspace: Optional[str] = WorkspaceOpt) -> None:
+    """Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/."""
+    from kdtui.report import report_for
+
+    try:
+        index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=run_ids or None)
+    except (ValueError, RegistryError) as exc:
+        raise fail(str(exc).splitlines()[0])
+    out.print(f"report: {index}")
+
+
+@app.command()
+def doctor(workspace: Optional[str] = WorkspaceOpt) -> None:
+    """What matters on a remote box: torch and CUDA, the terminal's colours, the workspace."""
+    from kdtui.doctor import doctor_report, render_report
+
+    out.print(render_report(doctor_report(workspace)))
+
+
+@app.command()
+def serve(workspace: Optional[str] = WorkspaceOpt,
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+          port: str = typer.Option("8000", "--port", help="TCP port.")) -> None:
+    """Serve the terminal app to a browser (textual-serve); reach it through `ssh -L`."""
+    from kdtui.serve import ServeUnavailable, serve as serve_app
+
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise fail(f"--port {port!r}: must be a number between 1 and 65535")
+    try:
+        serve_app(workspace, host=host, port=int(port), echo=lambda line: err.print(line, markup=False))
+    except ServeUnavailable as exc:
+        raise fail(str(exc))
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

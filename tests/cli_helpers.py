@@ -1,0 +1,130 @@
+"""Shared helpers for the CLI tests: run the real `kdtui` console script, write tiny specs, poll.
+
+Every test here drives real processes (the installed `kdtui` script, detached workers), real TinyDB
+files and the embedded digits data. Nothing sleeps as synchronisation: `wait_for` polls a condition
+with a generous timeout (the test machine is shared and often busy).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from kdtui.eventlog import read_all
+from kdtui.registry import RunStore
+
+_SCRIPT = Path(sys.executable).with_name("kdtui")
+KDTUI = [str(_SCRIPT)] if _SCRIPT.exists() else ([shutil.which("kdtui")] if shutil.which("kdtui")
+                                                  else [sys.executable, "-m", "kdtui.cli"])
+TIMEOUT_S = 300          # one CLI command, a whole (tiny) run included
+POLL_TIMEOUT_S = 180     # a condition on a background run
+
+
+def cli_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("KDTUI_HOME", "FORCE_COLOR")}
+    # One thread per run: on a 2-core machine shared by several runs this is both the fastest and
+    # the same arithmetic in every process (the stop/resume test compares results exactly).
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200", NO_COLOR="1",
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def kdtui(*args: str | os.PathLike, timeout: float = TIMEOUT_S, cwd: str | os.PathLike | None = None,
+          **popen) -> subprocess.CompletedProcess:
+    """Run `kdtui ARGS...` to completion; stdin is /dev/null (not a terminal), output captured."""
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([*KDTUI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=cli_env(), cwd=cwd, **popen)
+
+
+def start_kdtui(*args: str | os.PathLike, log_dir: Path, name: str) -> subprocess.Popen:
+    """Start `kdtui ARGS...` without waiting; output goes to files (a pipe nobody reads could block)."""
+    out = open(log_dir / f"{name}.out", "w")
+    err = open(log_dir / f"{name}.err", "w")
+    try:
+        return subprocess.Popen([*KDTUI, *map(str, args)], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                text=True, env=cli_env())
+    finally:
+        out.close()
+        err.close()
+
+
+def json_out(result: subprocess.CompletedProcess):
+    """stdout parsed as one JSON document (fails if anything else was printed there)."""
+    assert result.stdout.strip(), f"no stdout; stderr: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def tiny_spec(name: str = "tiny", *, seed: int = 0, teacher_epochs: int = 1, student_epochs: int = 2,
+              student_batch: int = 128, student_lr: float = 0.05, extra: str = "", sweep: str = "", **sections: str) -> str:
+    """A digits spec that trains in seconds on one CPU thread. `sections` add lines to a section,
+    e.g. student='momentum = 0.0'."""
+    text = f"""name = "{name}"
+seed = {seed}
+device = "cpu"
+{extra}
+[data]
+dataset = "digits"
+{sections.get('data', '')}
+[teacher]
+epochs = {teacher_epochs}
+batch_size = 128
+lr = 0.1
+{sections.get('teacher', '')}
+[student]
+epochs = {student_epochs}
+batch_size = {student_batch}
+lr = {student_lr!r}
+{sections.get('student', '')}
+[distill]
+{sections.get('distill', '')}
+"""
+    if sweep:
+        text += f"\n[sweep]\n{sweep}\n"
+    return text
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def wait_for(condition: Callable[[], object], timeout: float = POLL_TIMEOUT_S, interval: float = 0.05,
+             what: str = "condition"):
+    """Poll `condition` until it returns something truthy; return that. Fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def store(ws: Path) -> RunStore:
+    return RunStore(ws, auto_reconcile=False)
+
+
+def record(ws: Path, run_id: str) -> dict | None:
+    return store(ws).get(run_id)
+
+
+def events(ws: Path, run_id: str, types=None) -> list[dict]:
+    return read_all(Path(ws) / run_id / "events.jsonl", types=types)
+
+
+def student_epochs_seen(ws: Path, run_id: str) -> list[int]:
+    return [e["epoch"] for e in events(ws, run_id, types=("epoch",)) if e.get("phase") == "student"]
+
+
+def run_folders(ws: Path) -> list[str]:
+    """Run folders in a workspace (not the teacher store nor the registry)."""
+    if not Path(ws).exists():
+        return []
+    return sorted(p.name for p in Path(ws).iterdir() if p.is_dir() and p.name not in ("teachers", "reports"))
