@@ -626,11 +626,34 @@ def serve(workspace: Optional[str] = WorkspaceOpt,
         raise fail(str(exc))
 
 
-def main() -> None:
+def _usage_exceptions():
+    """click's exception classes, wherever this typer keeps them (recent typer vendors click)."""
     try:
-        app()
-    except KeyboardInterrupt:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def main() -> None:
+    exceptions = _usage_exceptions()
+    try:
+        code = app(standalone_mode=False)
+    except exceptions.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `kdtui runs`: the group's help
+            exc.show()
+            sys.exit(exc.exit_code)
+        # A mistyped option or argument: one line, like every other bad input.
+        where = exc.ctx.command_path if exc.ctx is not None else "kdtui"
+        err.print(f"error: {exc.format_message()} (see: {where} --help)", markup=False, highlight=False,
+                  soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 if __name__ == "__main__":
