@@ -165,12 +165,17 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         device: Optional[str] = typer.Option(None, help="Override the spec's device (auto, cpu, cuda, cuda:N)."),
         as_json: bool = JsonOpt,
         detach: bool = typer.Option(False, "--detach", help="Run in the background and return at once."),
-        retrain_teachers: bool = typer.Option(False, "--retrain-teachers", help="Train teachers even if stored.")) -> None:
+        retrain_teachers: bool = typer.Option(False, "--retrain-teachers", help="Train teachers even if stored."),
+        slots_per_gpu: Optional[int] = typer.Option(None, "--slots-per-gpu",
+                                                    help="With --detach: runs at once per GPU (or on a CPU-only box); "
+                                                         "default: the workspace's settings.toml, else 1.")) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
     from kdtui.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
     if (spec_path is None) == (preset is None):
         raise fail("give a spec file or --preset ID (one of them)")
+    if slots_per_gpu is not None and slots_per_gpu < 1:
+        raise fail(f"--slots-per-gpu {slots_per_gpu}: must be a whole number ≥ 1")
     try:
         if preset is not None:
             from kdtui.presets import load_preset
@@ -195,13 +200,14 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
                 interrupt.check()
         if detach:
             from kdtui.launcher import launch_detached
-            pid = launch_detached(ws, store, run_ids, retrain_teachers=retrain_teachers)
+            pids = launch_detached(ws, store, run_ids, retrain_teachers=retrain_teachers, slots_per_gpu=slots_per_gpu)
             if as_json:
                 print_json([store.get(run_id) for run_id in run_ids])
             else:
                 for run_id in run_ids:
                     out.print(run_id)
-            err.print(f"started in the background (pid {pid}); follow with: kdtui runs tail {run_ids[0]}")
+            err.print(f"started in the background ({_pids(pids)}), each run when a device slot is free "
+                      f"(kdtui queue); follow with: kdtui runs tail {run_ids[0]}")
             raise typer.Exit(EXIT_OK)
         code = _run_foreground(ws, store, run_ids, as_json, retrain_teachers)
     except KeyboardInterrupt:  # Ctrl-C outside a run's own signal handling: nothing stays queued
@@ -235,6 +241,10 @@ class _DeferredInterrupt:
         signal.signal(signal.SIGINT, self._previous)
         if exc[0] is None:
             self.check()
+
+
+def _pids(pids: list[int]) -> str:
+    return f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} workers, pids {pids[0]}…{pids[-1]}"
 
 
 def _stop_queued(store: RunStore, run_ids: list[str]) -> None:
@@ -516,12 +526,13 @@ def runs_resume(run_id: str, workspace: Optional[str] = WorkspaceOpt,
     record = _resolve(store, run_id)
     if record["status"] not in ("stopped", "interrupted", "failed"):
         raise fail(f"run {record['id']} is {record['status']}; only stopped, interrupted or failed runs resume")
-    # This process owns the run again until it starts (a dead old pid would read as interrupted).
-    store.update(record["id"], status="queued", error=None, pid=os.getpid(), host=socket.gethostname())
+    from kdtui.runner import requeue
+
+    requeue(ws, store, record["id"])
     if detach:
         from kdtui.launcher import launch_detached
-        pid = launch_detached(ws, store, [record["id"]])
-        out.print(f"{record['id']} resumed in the background (pid {pid})")
+        pids = launch_detached(ws, store, [record["id"]])
+        out.print(f"{record['id']} resumed in the background ({_pids(pids)})")
         raise typer.Exit(EXIT_OK)
     raise typer.Exit(_run_foreground(ws, store, [record["id"]], as_json, retrain=False))
 
@@ -545,6 +556,46 @@ def runs_rm(run_ids: List[str], workspace: Optional[str] = WorkspaceOpt,
         store.remove(r["id"])
         shutil.rmtree(ws.run_dir(r["id"]), ignore_errors=True)
         out.print(f"deleted {r['id']}")
+
+
+@app.command("queue")
+def queue_show(workspace: Optional[str] = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """The device slots (who holds each) and the runs waiting for one, first in line first."""
+    from kdtui.registry import pid_alive
+    from kdtui.slots import QueueError, RunQueue, plan_slots, read_slots_per_gpu, visible_gpus
+
+    ws, store = open_store(workspace)
+    try:
+        per_gpu = read_slots_per_gpu(ws)
+    except QueueError as exc:
+        raise fail(str(exc))
+    gpus = visible_gpus()
+    holders = {r["slot"]: r for r in store.find(status="running") if r.get("slot")}
+    waiting = [t for t in RunQueue(ws).tickets() if pid_alive(t.get("pid"))]
+    names = {r["id"]: r.get("name") or "" for r in store.all()} if waiting else {}
+    slots = [slot.name for pool, members in plan_slots(gpus, per_gpu).items()
+             if pool != "cpu" or not gpus for slot in members]
+    slots += sorted(set(holders) - set(slots))  # held under another --slots-per-gpu
+    payload = {"slots_per_gpu": per_gpu, "gpus": gpus,
+               "slots": [{"slot": name, "run": (holders.get(name) or {}).get("id")} for name in slots],
+               "waiting": [{"run": t["run"], "name": names.get(t["run"], ""), "pools": t.get("pools"),
+                            "enqueued": t["enqueued"]} for t in waiting]}
+    if as_json:
+        print_json(payload)
+        return
+    where = f"GPUs {', '.join(gpus)}" if gpus else "no GPU: CPU slots"
+    lines = [f"{per_gpu} slot(s) per device; {where}", ""]
+    lines += _plain_table([("slot", "<"), ("run", "<"), ("name", "<"), ("since", ">")],
+                          [[name, (holders.get(name) or {}).get("id", "free"),
+                            str((holders.get(name) or {}).get("name") or ""),
+                            _age((holders.get(name) or {}).get("started")) if name in holders else ""]
+                           for name in slots], squeeze=2).splitlines()
+    lines += ["", f"waiting: {len(waiting)}"]
+    if waiting:
+        lines += _plain_table([("#", ">"), ("run", "<"), ("name", "<"), ("waiting", ">")],
+                              [[str(i + 1), t["run"], names.get(t["run"], ""), _age(t["enqueued"])]
+                               for i, t in enumerate(waiting)], squeeze=2).splitlines()
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 presets_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,

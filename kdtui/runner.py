@@ -53,11 +53,19 @@ def request_stop(workspace: Workspace, store: RunStore, record: dict) -> str:
     run_id, status = record["id"], record["status"]
     if status == "queued":
         store.update(run_id, status="stopped", finished=time.time())
+        (workspace.run_dir(run_id) / STOP_FILE).touch()  # its waiting worker leaves the line at once
         return f"{run_id} removed from the queue (stopped)"
     if status == "running":
         (workspace.run_dir(run_id) / STOP_FILE).touch()
         return f"{run_id}: stop requested; it keeps its last checkpoint (kdtui runs resume {run_id})"
     return f"{run_id} is already {status}"
+
+
+def requeue(workspace: Workspace, store: RunStore, run_id: str) -> None:
+    """Make a stopped, interrupted or failed run `queued` again (to resume it), owned by this
+    process until a worker or the foreground loop starts it; an old stop request is dropped."""
+    (workspace.run_dir(run_id) / STOP_FILE).unlink(missing_ok=True)
+    store.update(run_id, status="queued", error=None, pid=os.getpid(), host=socket.gethostname())
 
 
 class StopSignal:

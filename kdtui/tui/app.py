@@ -214,6 +214,7 @@ class KdtuiApp(App):
     def resume_runs(self, run_ids: list[str]) -> None:
         def resume() -> TaskDone:
             from kdtui.launcher import launch_detached
+            from kdtui.runner import requeue
 
             store = self.store()
             resumable = []
@@ -224,12 +225,12 @@ class KdtuiApp(App):
                 if record["status"] not in ("stopped", "interrupted", "failed"):
                     return TaskDone(f"run {run_id} is {record['status']}; only stopped, interrupted or failed "
                                     "runs resume", "warning")
-                store.update(run_id, status="queued", error=None)
+                requeue(self.workspace, store, run_id)
                 resumable.append(run_id)
             if not resumable:
                 return TaskDone("nothing to resume", "warning")
-            pid = launch_detached(self.workspace, store, resumable)
-            return TaskDone(f"{', '.join(resumable)} resumed in the background (pid {pid})", run_ids=resumable)
+            launch_detached(self.workspace, store, resumable)
+            return TaskDone(f"{', '.join(resumable)} resumed in the background", run_ids=resumable)
         self.run_task("resume", resume)
 
     def delete_runs(self, run_ids: list[str]) -> None:
@@ -259,9 +260,9 @@ class KdtuiApp(App):
             points = [point.resolved() for point in expand_sweep(spec, source=source)]
             store = self.store()
             run_ids = [create_run(self.workspace, store, point) for point in points]
-            pid = launch_detached(self.workspace, store, run_ids)
+            launch_detached(self.workspace, store, run_ids)
             what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
-            return TaskDone(f"launched {what} in the background (pid {pid})", run_ids=run_ids)
+            return TaskDone(f"launched {what} in the background (queued for a device slot)", run_ids=run_ids)
         self.run_task("launch", launch)
 
     # -- navigation (keys, the command palette) ----------------------------------------------
