@@ -168,7 +168,11 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         retrain_teachers: bool = typer.Option(False, "--retrain-teachers", help="Train teachers even if stored."),
         slots_per_gpu: Optional[int] = typer.Option(None, "--slots-per-gpu",
                                                     help="With --detach: runs at once per GPU (or on a CPU-only box); "
-                                                         "default: the workspace's settings.toml, else 1.")) -> None:
+                                                         "default: the workspace's settings.toml, else 1."),
+        executor: str = typer.Option("local", "--executor", help="local (this box, through its queue) or ray."),
+        address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster (default: "
+                                                                        "the one started on this box, else a new one)."),
+        gpus_per_run: str = typer.Option("0", "--gpus-per-run", help="With --executor ray: GPUs each run asks for.")) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
     from kdtui.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
@@ -176,6 +180,7 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         raise fail("give a spec file or --preset ID (one of them)")
     if slots_per_gpu is not None and slots_per_gpu < 1:
         raise fail(f"--slots-per-gpu {slots_per_gpu}: must be a whole number ≥ 1")
+    gpus = _ray_options(executor, address, gpus_per_run)
     try:
         if preset is not None:
             from kdtui.presets import load_preset
@@ -198,6 +203,8 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
             for point in points:
                 run_ids.append(create_run(ws, store, point, pid=os.getpid()))
                 interrupt.check()
+        if executor == "ray":
+            raise typer.Exit(_run_on_ray(ws, store, run_ids, address, gpus, as_json, detach, retrain_teachers))
         if detach:
             from kdtui.launcher import launch_detached
             pids = launch_detached(ws, store, run_ids, retrain_teachers=retrain_teachers, slots_per_gpu=slots_per_gpu)
@@ -216,6 +223,64 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         _stop_queued(store, [r["id"] for r in store.find(status=("queued", "running"))])
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(code)
+
+
+def _ray_options(executor: str, address: str | None, gpus_per_run: str) -> float:
+    """Check --executor and its options before any run is registered; returns GPUs per run."""
+    if executor not in ("local", "ray"):
+        raise fail(f"--executor {executor!r}: allowed: local, ray")
+    try:
+        gpus = float(gpus_per_run)
+    except ValueError:
+        gpus = -1.0
+    if not gpus >= 0:
+        raise fail(f"--gpus-per-run {gpus_per_run!r}: must be a number ≥ 0")
+    if executor == "local":
+        if address is not None or gpus:
+            raise fail("--address and --gpus-per-run go with --executor ray")
+        return 0.0
+    from kdtui.ray_executor import RayUnavailable, require_ray
+
+    try:
+        require_ray()
+    except RayUnavailable as exc:
+        raise fail(str(exc))
+    return gpus
+
+
+def _run_on_ray(ws: Workspace, store: RunStore, run_ids: list[str], address: str | None, gpus: float,
+                as_json: bool, detach: bool, retrain: bool) -> int:
+    from kdtui import ray_executor
+
+    if detach:
+        pid = ray_executor.launch_detached(ws, run_ids, address=address, gpus_per_run=gpus, retrain_teachers=retrain)
+        for run_id in run_ids:  # the driver owns them now (a dead driver's runs read as interrupted)
+            store.update(run_id, pid=pid)
+        if as_json:
+            print_json([store.get(run_id) for run_id in run_ids])
+        else:
+            for run_id in run_ids:
+                out.print(run_id)
+        err.print(f"sent to Ray by a background driver (pid {pid}); follow with: kdtui runs tail {run_ids[0]}")
+        return EXIT_OK
+    console = err if as_json else out
+    console.print(f"sending {len(run_ids)} run(s) to Ray; follow with: kdtui runs tail {run_ids[0]}")
+
+    def finished(record: dict) -> None:
+        console.print(f"{record['id']} {record['status']}  test agr {_fmt((record.get('metrics') or {}).get('test_agreement'))}"
+                      + (f"  error: {record['error']}" if record.get("error") else ""), markup=False)
+
+    records = ray_executor.drive(ws, store, run_ids, address=address, gpus_per_run=gpus, retrain_teachers=retrain,
+                                 on_record=finished)
+    if as_json:
+        print_json(records[0] if len(records) == 1 else records)
+    else:
+        from kdtui.progress import summary_table
+        for record in records:
+            out.print(summary_table(record))
+    if any(r["status"] == "stopped" for r in records):
+        return EXIT_INTERRUPTED
+    return EXIT_OK if all(r["status"] == "done" for r in records) else EXIT_FAILED
 
 
 class _DeferredInterrupt:

@@ -1,0 +1,176 @@
+"""`kdtui run SPEC --executor ray`: the runs of a sweep as tasks on a Ray cluster, watched from here.
+
+The box where kdtui runs keeps the workspace. Each run becomes one Ray task that asks for one CPU
+(and `--gpus-per-run` GPUs) and runs the ordinary runner in a workspace of the worker box's own
+(`$KDTUI_RAY_WORKSPACE`, else `~/.cache/kdtui/ray-workspace`): its checkpoints and teacher store stay
+there, and the record says where. Every event the task writes is also put on a Ray queue (an actor);
+this process, the driver, appends them to the local `events.jsonl` as they arrive, so the app, `runs
+tail` and the registry work as for local runs. Nothing needs a shared file system.
+
+`kdtui runs stop` writes the run's STOP file here; the driver sees it and cancels the run's Ray task.
+
+    python -m kdtui.ray_executor --workspace DIR [--address ADDR] [--gpus-per-run N] RUN_ID...
+
+is the detached driver behind `--executor ray --detach`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from kdtui.eventlog import EventWriter
+from kdtui.registry import RunStore
+from kdtui.workspace import Workspace
+
+INSTALL_HINT = "--executor ray needs Ray: pip install 'kdtui[ray]'"
+WORKER_WORKSPACE_ENV = "KDTUI_RAY_WORKSPACE"
+POLL_S = 0.2
+# Read back from the task's final record into the local one.
+FINAL_FIELDS = ("status", "metrics", "teachers", "device", "error", "started", "finished")
+
+
+class RayUnavailable(RuntimeError):
+    pass
+
+
+def require_ray() -> None:
+    """Fail early, with one line, where Ray is not installed."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RayUnavailable(INSTALL_HINT) from None
+
+
+def run_on_worker(run_id: str, spec_toml: str, events, retrain_teachers: bool) -> dict:
+    """The Ray task's body, on the worker box: register the run in the worker's workspace under the
+    same id, run it there, and put each event on `events` as (run id, event)."""
+    import ray
+
+    from kdtui.runner import execute, new_record
+    from kdtui.spec import parse_spec
+
+    workspace = Workspace(os.environ.get(WORKER_WORKSPACE_ENV) or "~/.cache/kdtui/ray-workspace")
+    store = RunStore(workspace)
+    folder = workspace.run_dir(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.toml").write_text(spec_toml)
+    if store.get(run_id) is None:
+        store.add({**new_record(run_id, parse_spec(spec_toml, source=f"run {run_id}")), "pid": os.getpid()})
+    else:  # the same run sent here again
+        store.update(run_id, status="queued", error=None, pid=os.getpid(), host=socket.gethostname())
+    events.put((run_id, {"type": "log", "message": f"ray task on {socket.gethostname()} "
+                                                   f"(node {ray.get_runtime_context().get_node_id()[:12]})"}))
+    record = execute(workspace, store, run_id, retrain_teachers=retrain_teachers,
+                     on_event=lambda event: events.put((run_id, event)))
+    return {**record, "worker_host": socket.gethostname(), "checkpoints": f"{socket.gethostname()}:{folder}"}
+
+
+def drive(workspace: Workspace, store: RunStore, run_ids: list[str], *, address: str | None = None,
+          gpus_per_run: float = 0, retrain_teachers: bool = False,
+          on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Submit every run as a Ray task and follow them to their end; returns their final records."""
+    import ray
+    from ray.util.queue import Empty, Queue
+
+    env_vars = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", WORKER_WORKSPACE_ENV)
+                if k in os.environ}
+    ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env_vars} if env_vars else None)
+    try:
+        events = Queue(actor_options={"num_cpus": 0})
+        task = ray.remote(run_on_worker).options(num_cpus=1, num_gpus=gpus_per_run, max_retries=0)
+        running: dict = {}
+        for run_id in run_ids:
+            spec_toml = (workspace.run_dir(run_id) / "spec.toml").read_text()
+            running[task.remote(run_id, spec_toml, events, retrain_teachers)] = run_id
+            store.update(run_id, executor="ray", pid=os.getpid(), host=socket.gethostname())
+        writers: dict[str, EventWriter] = {}
+        cancelled: set[str] = set()
+        finished: dict[str, dict] = {}
+
+        def drain() -> None:
+            while True:
+                try:
+                    batch = events.get_nowait_batch(max(events.qsize(), 1))
+                except Empty:
+                    return
+                for run_id, event in batch:
+                    if run_id not in writers:
+                        writers[run_id] = EventWriter(workspace.events_path(run_id))
+                        store.update(run_id, status="running", started=time.time())
+                    writers[run_id].write(event)
+
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=len(running), timeout=POLL_S)
+                drain()  # a task puts its last event before it returns: all of them are here now
+                for ref in ready:
+                    run_id = running.pop(ref)
+                    finished[run_id] = _final(store, run_id, ref, run_id in cancelled)
+                    if on_record is not None:
+                        on_record(finished[run_id])
+                for ref, run_id in running.items():
+                    if run_id not in cancelled and (workspace.run_dir(run_id) / "STOP").exists():
+                        cancelled.add(run_id)
+                        ray.cancel(ref)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        return [finished[run_id] for run_id in run_ids]
+    finally:
+        ray.shutdown()
+
+
+def _final(store: RunStore, run_id: str, ref, was_cancelled: bool) -> dict:
+    import ray
+
+    try:
+        remote = ray.get(ref)
+    except (ray.exceptions.TaskCancelledError, KeyboardInterrupt):
+        return store.update(run_id, status="stopped", finished=time.time())
+    except ray.exceptions.RayError as exc:  # the task raised, or its worker or node died
+        if was_cancelled:
+            return store.update(run_id, status="stopped", finished=time.time())
+        message = f"ray task failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        return store.update(run_id, status="failed", error=message, finished=time.time())
+    fields = {k: remote.get(k) for k in FINAL_FIELDS}
+    return store.update(run_id, **fields, worker_host=remote.get("worker_host"), checkpoints=remote.get("checkpoints"))
+
+
+def launch_detached(workspace: Workspace, run_ids: list[str], *, address: str | None, gpus_per_run: float,
+                    retrain_teachers: bool) -> int:
+    """The driver as a background process of its own session (it outlives the terminal)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "kdtui.ray_executor", "--workspace", str(workspace.root),
+               "--gpus-per-run", str(gpus_per_run), *run_ids]
+    if address:
+        command += ["--address", address]
+    if retrain_teachers:
+        command.append("--retrain-teachers")
+    with open(workspace.run_dir(run_ids[0]) / "ray-driver.log", "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, close_fds=True, cwd=os.getcwd())
+    return process.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kdtui.ray_executor")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--address")
+    parser.add_argument("--gpus-per-run", type=float, default=0)
+    parser.add_argument("--retrain-teachers", action="store_true")
+    parser.add_argument("run_ids", nargs="+")
+    args = parser.parse_args(argv)
+    workspace = Workspace(args.workspace)
+    records = drive(workspace, RunStore(workspace), args.run_ids, address=args.address,
+                    gpus_per_run=args.gpus_per_run, retrain_teachers=args.retrain_teachers)
+    return 0 if all(r["status"] == "done" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
