@@ -172,7 +172,9 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         executor: str = typer.Option("local", "--executor", help="local (this box, through its queue) or ray."),
         address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster (default: "
                                                                         "the one started on this box, else a new one)."),
-        gpus_per_run: str = typer.Option("0", "--gpus-per-run", help="With --executor ray: GPUs each run asks for.")) -> None:
+        gpus_per_run: str = typer.Option("0", "--gpus-per-run", help="With --executor ray: GPUs each run asks for."),
+        nproc: str = typer.Option("1", "--nproc", help="Data-parallel processes per run (torchrun; one per GPU, "
+                                                        "or gloo on CPU). In the foreground.")) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
     from kdtui.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
@@ -181,6 +183,10 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
     if slots_per_gpu is not None and slots_per_gpu < 1:
         raise fail(f"--slots-per-gpu {slots_per_gpu}: must be a whole number ≥ 1")
     gpus = _ray_options(executor, address, gpus_per_run)
+    if not nproc.isdigit() or int(nproc) < 1:
+        raise fail(f"--nproc {nproc!r}: must be a whole number ≥ 1")
+    if int(nproc) > 1 and (detach or executor != "local"):
+        raise fail("--nproc runs one data-parallel run in the foreground: not with --detach or --executor ray")
     try:
         if preset is not None:
             from kdtui.presets import load_preset
@@ -216,7 +222,7 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
             err.print(f"started in the background ({_pids(pids)}), each run when a device slot is free "
                       f"(kdtui queue); follow with: kdtui runs tail {run_ids[0]}")
             raise typer.Exit(EXIT_OK)
-        code = _run_foreground(ws, store, run_ids, as_json, retrain_teachers)
+        code = _run_foreground(ws, store, run_ids, as_json, retrain_teachers, nproc=int(nproc))
     except KeyboardInterrupt:  # Ctrl-C outside a run's own signal handling: nothing stays queued
         # By pid, not by `run_ids`: the interrupt may land after a record was added but before
         # create_run returned its id.
@@ -308,6 +314,39 @@ class _DeferredInterrupt:
             self.check()
 
 
+def _execute_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool, on_event,
+                           nproc: int) -> dict:
+    """One run as `nproc` data-parallel processes under torchrun, followed through its event log
+    (rank 0 writes it). Ctrl-C reaches torchrun too, which stops the processes cleanly."""
+    import subprocess
+
+    from kdtui.registry import pid_alive
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "kdtui.ddp", "--workspace", str(ws.root), run_id]
+    if retrain_teachers:
+        command.append("--retrain-teachers")
+    with open(ws.run_dir(run_id) / "torchrun.log", "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for event in eventlog.follow(ws.events_path(run_id), stop=lambda: process.poll() is not None):
+            on_event(event)
+    except KeyboardInterrupt:
+        pass  # the processes got the same Ctrl-C; wait for them to stop and record it
+    while True:
+        try:
+            process.wait()
+            break
+        except KeyboardInterrupt:
+            continue
+    record = store.get(run_id)
+    if record["status"] in ("queued", "running") and not pid_alive(record.get("pid")):
+        # torchrun failed before rank 0 could record anything (see torchrun.log)
+        record = store.update(run_id, status="failed", finished=time.time(),
+                              error=f"torchrun exited with {process.returncode}; see {ws.run_dir(run_id) / 'torchrun.log'}")
+    return record
+
+
 def _pids(pids: list[int]) -> str:
     return f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} workers, pids {pids[0]}…{pids[-1]}"
 
@@ -322,9 +361,14 @@ def _stop_queued(store: RunStore, run_ids: list[str]) -> None:
             store.update(run_id, status="stopped", finished=time.time())
 
 
-def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, retrain: bool) -> int:
+def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, retrain: bool,
+                    nproc: int = 1) -> int:
     from kdtui.progress import RunProgress, summary_table
     from kdtui.runner import execute
+
+    from functools import partial
+
+    run_one = execute if nproc == 1 else partial(_execute_data_parallel, nproc=nproc)
 
     console = (err if as_json else out).get()
     records, code = [], EXIT_OK
@@ -338,7 +382,7 @@ def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json:
                 # execute() catches SIGINT itself while it runs; this covers the moments between.
                 with RunProgress(console, run_id) as progress:
                     interrupt.check()
-                    record = execute(ws, store, run_id, retrain_teachers=retrain, on_event=progress)
+                    record = run_one(ws, store, run_id, retrain_teachers=retrain, on_event=progress)
         except KeyboardInterrupt:  # Ctrl-C between runs, or while the progress display started
             stop_rest(position)
             records.append(store.get(run_id) or {"id": run_id, "status": "stopped"})

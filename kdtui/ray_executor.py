@@ -20,7 +20,6 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 from kdtui.eventlog import EventWriter

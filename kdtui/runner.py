@@ -103,13 +103,18 @@ class StopSignal:
 
 def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool = False,
             on_event: Callable[[dict], None] | None = None, device: str | None = None,
-            install_signals: bool = True) -> dict:
+            install_signals: bool = True, shards=None) -> dict:
     """Run `run_id` to its end (or resume it from its checkpoints) and return its registry record.
 
     Never raises for a failed or stopped run: the record says what happened. A run that was
     stopped (or removed) while it waited in the queue is not started: the returned record then has
     `skipped: True` (or is `{"id": run_id, "status": "removed", "skipped": True}`).
+
+    `shards` (kernels.distributed) makes this one process of a data-parallel run (`kdtui run
+    --nproc`): every process computes, and only the main one writes events and the record.
     """
+    if shards is not None and not shards.main:  # it computes; the main process records the run
+        store, on_event = _Unrecorded(store), None
     run_dir = workspace.run_dir(run_id)
     stop = StopSignal(run_dir)
     # Catch Ctrl-C / SIGTERM before the heavy imports: an interrupt that lands inside an import can
@@ -136,21 +141,23 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
         if device:
             config = _with_device(config, device)
         stop.stop_file.unlink(missing_ok=True)
-        return _execute(workspace, store, run_id, spec, config, stop, retrain_teachers, on_event)
+        return _execute(workspace, store, run_id, spec, config, stop, retrain_teachers, on_event, shards)
     finally:
         StopSignal.restore(previous_handlers)
 
 
 def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, config, stop: StopSignal,
-             retrain_teachers: bool, on_event: Callable[[dict], None] | None) -> dict:
+             retrain_teachers: bool, on_event: Callable[[dict], None] | None, shards) -> dict:
     from kernels import engine
     from kernels.data import DataError
+    from kernels.distributed import Shards
     from kernels.events import Done
 
+    shards = shards or Shards()
     run_dir = workspace.run_dir(run_id)
     teachers_used: list[dict] = []
 
-    with EventWriter(run_dir / "events.jsonl") as events:
+    with EventWriter(run_dir / "events.jsonl") if shards.main else _NoEvents() as events:
         def emit(event) -> None:
             payload = event if isinstance(event, dict) else event.to_dict()
             events.write(payload)
@@ -158,12 +165,12 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
                 on_event(payload)
 
         store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                     started=time.time(), error=None, finished=None)
+                     started=time.time(), error=None, finished=None, nproc=shards.world)
         try:
             dev = engine.resolve_device(config.device)
             store.update(run_id, device=str(dev))
             emit({"type": "log", "message": f"run {run_id} on {dev}"})
-            prepared = engine.prepare(config, dev)
+            prepared = engine.prepare(config, dev, shards)
             teacher_store = TeacherStore(workspace.teachers_dir)
 
             def obtain_teachers(spec, config, role: str) -> list:
@@ -175,7 +182,8 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
                                                                       on_event=emit, should_stop=stop),
                         load=lambda path: _load_teacher(path, dev),
                         save=_save_teacher,
-                        retrain=retrain_teachers)
+                        retrain=retrain_teachers,
+                        shards=shards if shards.world > 1 else None)
                     if reused:
                         emit({"type": "phase_start", "phase": "teacher", "index": k, "total": config.members,
                               "epochs": 0, "steps_per_epoch": 0, "reused": True})
@@ -203,7 +211,7 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
                   "epoch": getattr(exc, "epoch", -1), "step": getattr(exc, "step", -1)})
             store.update(run_id, status="failed", error=str(exc), finished=time.time())
         except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+            (run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt")).write_text(traceback.format_exc())
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             emit({"type": "failed", "error": message, "phase": "", "epoch": -1, "step": -1})
             store.update(run_id, status="failed", error=message, finished=time.time())
@@ -233,6 +241,33 @@ def _independent_control(spec: Spec, config, prepared, teachers: list, run_dir: 
     fidelity = engine.fidelity_on_test_set(config, prepared, other["student"], teachers)
     return {"independent_test_agreement": fidelity["agreement"], "independent_test_kl": fidelity["kl"],
             "independent_test_acc": other["metrics"]["test_acc"]}
+
+
+class _Unrecorded:
+    """The registry as a non-main process of a data-parallel run sees it: it reads, and its writes
+    go nowhere (the main process records the run)."""
+
+    def __init__(self, store: RunStore):
+        self._store = store
+
+    def get(self, run_id: str) -> dict | None:
+        return self._store.get(run_id)
+
+    def update(self, run_id: str, **fields) -> dict:
+        return {**(self._store.get(run_id) or {"id": run_id}), **fields}
+
+
+class _NoEvents:
+    """The event log of a non-main process of a data-parallel run: nothing is written."""
+
+    def __enter__(self) -> "_NoEvents":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def write(self, event: dict) -> dict:
+        return event
 
 
 def _with_device(config, device: str):

@@ -28,23 +28,31 @@ class TeacherStore:
         return self.path(key).exists()
 
     def obtain(self, spec: Spec, member: int, train: Callable[[Path], "object"], load: Callable[[Path], "object"],
-               save: Callable[["object", Path], None], retrain: bool = False):
+               save: Callable[["object", Path], None], retrain: bool = False, shards=None):
         """The teacher for `member`: loaded when stored, else trained (once, even across processes).
 
         `train(checkpoint_path)` trains and returns the teacher; its progress checkpoint lives in the
         store, so a teacher interrupted mid-training resumes instead of starting over.
+        Under data parallelism (`shards` of kernels.distributed), the run's processes train or load
+        together: the main one holds the lock, decides, and tells the others.
         Returns (teacher, key, reused).
         """
         key = teacher_key(spec, member)
         folder = self.root / key
+        final, progress = self.path(key), folder / "progress.pt"
+        if shards is not None and not shards.main:
+            if shards.broadcast(None):
+                return load(final), key, True
+            return train(progress), key, False
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / "lock")):
-            final = self.path(key)
-            if final.exists() and not retrain:
-                return load(final), key, True
-            progress = folder / "progress.pt"
+            reuse = final.exists() and not retrain
             if retrain and progress.exists():
                 progress.unlink()
+            if shards is not None:
+                shards.broadcast(reuse)
+            if reuse:
+                return load(final), key, True
             teacher = train(progress)
             save(teacher, final)
             meta = {"key": key, "member": member, "teacher": spec.teacher.model_dump(mode="json"),

@@ -21,6 +21,7 @@ from kernels import data as data_mod
 from kernels import models
 from kernels.augment import Augmenter
 from kernels.config import RunConfig, TrainConfig, member_seed, student_seed
+from kernels.distributed import STOP_SYNC_STEPS, Shards
 from kernels.ensemble import Ensemble
 from kernels.events import Done, EpochMetrics, EventCallback, PhaseEnd, PhaseStart, Progress, ignore
 from kernels.init import has_batch_norm, interpolate_state, recompute_batch_norm
@@ -62,6 +63,7 @@ class Prepared:
     device: torch.device
     mean: torch.Tensor
     std: torch.Tensor
+    shards: Shards = field(default_factory=Shards)  # this process's part of a data-parallel run
 
     @property
     def channels_last(self) -> bool:
@@ -81,12 +83,12 @@ class Prepared:
         return x, mix
 
 
-def prepare(cfg: RunConfig, device: torch.device) -> Prepared:
+def prepare(cfg: RunConfig, device: torch.device, shards: Shards | None = None) -> Prepared:
     dataset, teacher_set, distill_set = data_mod.build_splits(cfg.data)
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
     return Prepared(dataset, teacher_set.to(device), distill_set.to(device), dataset.test.to(device),
-                    device, mean, std)
+                    device, mean, std, shards or Shards())
 
 
 def build_model(train: TrainConfig, prepared: Prepared) -> nn.Module:
@@ -170,7 +172,22 @@ class _Loop:
     on_event: EventCallback
     should_stop: Callable[[], bool]
     checkpoint: Path | None
+    shards: Shards = field(default_factory=Shards)
+    seed: int = 0
     _last_progress: float = field(default=0.0)
+
+    def augment_generator(self, epoch: int) -> torch.Generator:
+        """One process: the loop's own generator (permutation and augmentation share it). Under
+        data parallelism the permutation must match on every process and the draws must not."""
+        if self.shards.world == 1:
+            return self.generator
+        return self.shards.augment_generator(self.seed, epoch, self.generator.device)
+
+    def batches(self, n: int, device: torch.device):
+        """This process's rows of each global batch (a batch smaller than the process count is skipped)."""
+        for idx in _batches(n, self.train.batch_size, self.generator, device):
+            if len(idx) >= self.shards.world:
+                yield self.shards.rows(idx)
 
     def set_lr(self, epoch: int, step: int) -> float:
         lr = learning_rate(self.train, (epoch - 1) * self.steps_per_epoch + step,
@@ -181,7 +198,13 @@ class _Loop:
 
     def tick(self, epoch: int, step: int) -> None:
         """Between steps: honour a stop request and emit throttled progress (no device sync)."""
-        if self.should_stop():
+        if self.shards.world == 1:
+            stop = self.should_stop()
+        elif step % STOP_SYNC_STEPS == 0 or step == self.steps_per_epoch:
+            stop = self.shards.any(self.should_stop(), self.generator.device)
+        else:
+            stop = False
+        if stop:
             raise StopRequested(f"stopped during {self.phase} epoch {epoch}")
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_INTERVAL_S or step == self.steps_per_epoch:
@@ -189,13 +212,13 @@ class _Loop:
             self.on_event(Progress(self.phase, self.index, epoch, step, self.steps_per_epoch))
 
     def check_finite(self, first_bad_step: torch.Tensor, epoch: int) -> None:
-        bad = int(first_bad_step)
+        bad = int(self.shards.first_bad_step(first_bad_step))
         if bad >= 0:
             raise RunFailed(f"non-finite loss in {self.phase} epoch {epoch}, step {bad}; "
                             f"try a lower lr or another loss", self.phase, epoch, bad)
 
     def save(self, epoch: int, history: list[dict], extra: dict | None = None) -> None:
-        if self.checkpoint is None:
+        if self.checkpoint is None or not self.shards.main:
             return
         _save_atomic({"epoch": epoch, "model": self.model.state_dict(),
                       "optimizer": self.optimizer.state_dict(),
@@ -236,7 +259,8 @@ def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint
     train = cfg.teacher
     loop = _Loop("teacher", member, cfg.members, train, model, make_optimizer(train, model),
                  _new_generator(seed, prepared.device), _steps_per_epoch(len(prepared.teacher_set), train.batch_size),
-                 on_event, should_stop, checkpoint)
+                 on_event, should_stop, checkpoint, prepared.shards, seed)
+    net = prepared.shards.wrap(model)
     start, history, saved = loop.restore(prepared.device)
     if saved:
         initial_state = saved["initial_state"]
@@ -247,10 +271,11 @@ def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint
         model.train()
         loss_sum = torch.zeros((), device=prepared.device)
         first_bad = torch.full((), -1, device=prepared.device, dtype=torch.long)
-        for step, idx in enumerate(_batches(len(images), train.batch_size, loop.generator, prepared.device), 1):
+        draws = loop.augment_generator(epoch)
+        for step, idx in enumerate(loop.batches(len(images), prepared.device), 1):
             lr = loop.set_lr(epoch, step - 1)
-            x, mix = prepared.to_input(images[idx], augment, loop.generator)
-            logits = _forward(model, prepared, x)
+            x, mix = prepared.to_input(images[idx], augment, draws)
+            logits = _forward(net, prepared, x)
             loss = label_loss(logits, labels[idx], mix)
             loop.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -260,11 +285,12 @@ def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loop.tick(epoch, step)
         loop.check_finite(first_bad, epoch)
-        metrics = {"train_loss": float(loss_sum) / len(images), "lr": lr}
+        metrics = {"train_loss": float(prepared.shards.sum_(loss_sum)) / len(images), "lr": lr}
         if epoch % cfg.eval_every == 0 or epoch == train.epochs:
             acc = FidelityAccumulator(prepared.device)
-            acc.add(predict(model, prepared, prepared.test_set.images), labels=prepared.test_set.labels)
-            result = acc.result()
+            acc.add(predict(model, prepared, _rows(prepared, prepared.test_set.images)),
+                    labels=_rows(prepared, prepared.test_set.labels))
+            result = _result(acc, prepared)
             metrics.update(test_acc=result["acc"], test_nll=result["nll"])
         history.append({"epoch": epoch, **metrics})
         on_event(EpochMetrics("teacher", member, epoch, metrics))
@@ -316,24 +342,29 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
     distill_set = prepared.distill_set
     loop = _Loop(phase, 0, 1, train, student, make_optimizer(train, student),
                  _new_generator(student_seed(cfg.seed), prepared.device),
-                 _steps_per_epoch(len(distill_set), train.batch_size), on_event, should_stop, checkpoint)
+                 _steps_per_epoch(len(distill_set), train.batch_size), on_event, should_stop, checkpoint,
+                 prepared.shards, student_seed(cfg.seed))
+    net = prepared.shards.wrap(student)
     start, history, _ = loop.restore(prepared.device)
     augment = Augmenter(spec.augment, mixup_alpha=spec.mixup_alpha)
 
     # The teacher is fixed: its outputs on the clean sets are computed once, not every evaluation.
-    teacher_test = predict(teacher, prepared, prepared.test_set.images)
-    teacher_distill = predict(teacher, prepared, distill_set.images)
-    constants = _teacher_constants(teacher, prepared, teacher_test)
+    # Under data parallelism each process evaluates its rows of the clean sets (see _rows).
+    test_images, test_labels = _rows(prepared, prepared.test_set.images), _rows(prepared, prepared.test_set.labels)
+    clean_images = _rows(prepared, distill_set.images)
+    teacher_test = predict(teacher, prepared, test_images)
+    teacher_distill = predict(teacher, prepared, clean_images)
+    constants = _teacher_constants(teacher, prepared, teacher_test, test_labels)
 
     def evaluate(epoch: int, online: dict) -> dict:
         test = FidelityAccumulator(prepared.device)
-        test.add(predict(student, prepared, prepared.test_set.images), teacher_test, prepared.test_set.labels)
+        test.add(predict(student, prepared, test_images), teacher_test, test_labels)
         clean = FidelityAccumulator(prepared.device)
-        clean.add(predict(student, prepared, distill_set.images), teacher_distill)
-        t, c = test.result(), clean.result()
+        clean.add(predict(student, prepared, clean_images), teacher_distill)
+        t, c = _result(test, prepared), _result(clean, prepared)
         return {"epoch": epoch, **online, "train_agreement_eval": c["agreement"],
                 "test_agreement": t["agreement"], "test_kl": t["kl"], "test_acc": t["acc"],
-                "test_nll": t["nll"], "test_ece": t["ece"], **constants}
+                "test_nll": t["nll"], "test_ece": t["ece"], "test_examples": int(t["n"]), **constants}
 
     on_event(PhaseStart(phase, 0, 1, train.epochs, loop.steps_per_epoch))
     if start == 0:
@@ -344,12 +375,13 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
         student.train()
         sums = torch.zeros(2, device=prepared.device)  # [Σ loss·batch, Σ agreeing rows]
         first_bad = torch.full((), -1, device=prepared.device, dtype=torch.long)
-        for step, idx in enumerate(_batches(len(images), train.batch_size, loop.generator, prepared.device), 1):
+        draws = loop.augment_generator(epoch)
+        for step, idx in enumerate(loop.batches(len(images), prepared.device), 1):
             lr = loop.set_lr(epoch, step - 1)
-            x, mix = prepared.to_input(images[idx], augment, loop.generator)
+            x, mix = prepared.to_input(images[idx], augment, draws)
             with torch.no_grad():  # not inference_mode: its tensors may not enter the autograd graph
                 teacher_logits = _forward(teacher, prepared, x).float()
-            student_logits = _forward(student, prepared, x)
+            student_logits = _forward(net, prepared, x)
             loss = total_loss(student_logits, teacher_logits, labels[idx], spec.loss, spec.temperature, spec.alpha, mix)
             loop.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -360,7 +392,7 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loop.tick(epoch, step)
         loop.check_finite(first_bad, epoch)
-        loss_total, agreeing = sums.tolist()
+        loss_total, agreeing = prepared.shards.sum_(sums).tolist()
         online = {"train_loss": loss_total / len(images), "train_agreement": agreeing / len(images), "lr": lr}
         if epoch % cfg.eval_every == 0 or epoch == train.epochs:
             record = evaluate(epoch, online)
@@ -377,17 +409,32 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
 def fidelity_on_test_set(cfg: RunConfig, prepared: Prepared, model: nn.Module, teachers: list[TeacherResult]) -> dict:
     """Agreement and KL of any model with the teachers' ensemble on the test set."""
     teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
+    images = _rows(prepared, prepared.test_set.images)
     result = FidelityAccumulator(prepared.device)
-    result.add(predict(model, prepared, prepared.test_set.images), predict(teacher, prepared, prepared.test_set.images))
-    return result.result()
+    result.add(predict(model, prepared, images), predict(teacher, prepared, images))
+    return _result(result, prepared)
 
 
-def _teacher_constants(teacher: Ensemble, prepared: Prepared, teacher_test: torch.Tensor) -> dict:
+def _rows(prepared: Prepared, tensor: torch.Tensor) -> torch.Tensor:
+    """This process's rows of a whole clean set (all of them, in a single-process run)."""
+    return prepared.shards.rows(tensor)
+
+
+def _result(acc: FidelityAccumulator, prepared: Prepared) -> dict:
+    """The accumulator's metrics over every process's rows: each example counted once."""
+    prepared.shards.sum_(acc.sums)
+    prepared.shards.sum_(acc.bins)
+    return acc.result()
+
+
+def _teacher_constants(teacher: Ensemble, prepared: Prepared, teacher_test: torch.Tensor,
+                       test_labels: torch.Tensor) -> dict:
     test = FidelityAccumulator(prepared.device)
-    test.add(teacher_test, labels=prepared.test_set.labels)
+    test.add(teacher_test, labels=test_labels)
     train = FidelityAccumulator(prepared.device)
-    train.add(predict(teacher, prepared, prepared.teacher_set.images), labels=prepared.teacher_set.labels)
-    return {"teacher_test_acc": test.result()["acc"], "teacher_train_acc": train.result()["acc"]}
+    train.add(predict(teacher, prepared, _rows(prepared, prepared.teacher_set.images)),
+              labels=_rows(prepared, prepared.teacher_set.labels))
+    return {"teacher_test_acc": _result(test, prepared)["acc"], "teacher_train_acc": _result(train, prepared)["acc"]}
 
 
 def _without_epoch(record: dict) -> dict:

@@ -127,6 +127,7 @@ class FidelityAccumulator:
         out: dict[str, float] = {}
         if n == 0:
             return out
+        out["n"] = n
         out["agreement"] = agree / n
         out["kl"] = kl / n
         if n_labelled > 0:

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kernels.augment import Augmenter, Mix, _IndexMap, _rotate, _sample_beta
 from kernels.catalog import AUGMENTATIONS

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kdtui import compare as cmp
-from kdtui.compare import Comparison, MeanStd
+from kdtui.compare import MeanStd
 
 
 def _spec(seed=0, temperature=4.0, alpha=0.0, augment=("crop",), device="cpu"):

@@ -9,23 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kernels import models
 from kernels.data import load_dataset
 from tests.cli_helpers import json_out, kdtui, tiny_spec, write
-
-
-def _logits(state: dict, images_u8: torch.Tensor, mean, std) -> np.ndarray:
-    model = models.create("lenet5", 10, 1, 28)
-    model.load_state_dict(state)
-    model.eval()
-    x = (images_u8.float() / 255.0 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-    with torch.no_grad():
-        return model(x).double().numpy()
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+from tests.reference import lenet_log_probs
 
 
 def test_independent_student_is_measured_against_this_runs_teacher(tmp_path):
@@ -44,8 +30,8 @@ def test_independent_student_is_measured_against_this_runs_teacher(tmp_path):
     student_state = torch.load(ws / record["id"] / "independent.pt", weights_only=True)["model"]
     dataset = load_dataset("digits", root=tmp_path, download=False)
     test_images = dataset.test.images
-    teacher_logp = _log_softmax(_logits(teacher_state, test_images, dataset.mean, dataset.std))
-    student_logp = _log_softmax(_logits(student_state, test_images, dataset.mean, dataset.std))
+    teacher_logp = lenet_log_probs(teacher_state, test_images, dataset.mean, dataset.std)
+    student_logp = lenet_log_probs(student_state, test_images, dataset.mean, dataset.std)
 
     agreement = float(np.mean(teacher_logp.argmax(1) == student_logp.argmax(1)))
     kl = float(np.mean(np.sum(np.exp(teacher_logp) * (teacher_logp - student_logp), axis=1)))
