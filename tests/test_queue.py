@@ -98,6 +98,7 @@ def test_six_runs_on_two_slots_never_run_more_than_two_at_once(tmp_path):
     assert not list((ws / "queue").glob("*.json")), "every ticket leaves the line"
 
 
+@pytest.mark.slow  # FIFO is also checked, on two waiting runs, by the killed-run test below
 def test_runs_start_in_the_order_they_were_queued(tmp_path):
     ws = tmp_path / "ws"
     ids = _launch(tmp_path, ws, "fifo", 4)  # default: one CPU slot
