@@ -66,7 +66,9 @@ def summary_table(record: dict) -> Table:
     metrics = record.get("metrics") or {}
     for name in HEADLINE + tuple(k for k in sorted(metrics) if k not in HEADLINE):
         value = metrics.get(name)
-        if isinstance(value, (int, float)) and name != "epoch":
+        if isinstance(value, int) and not isinstance(value, bool) and name != "epoch":
+            table.add_row(name, str(value))  # a count (test_examples)
+        elif isinstance(value, float):
             table.add_row(name, f"{value:.4f}")
     if record.get("error"):
         table.add_row("error", record["error"])
