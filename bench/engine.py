@@ -39,7 +39,7 @@ An untimed warm-up runs first. The table shows medians, images/s, engine/plain (
 higher is better; targets: >= 2x for LeNet-5, >= 1x for ResNet-20) and engine time / floor time
 (target <= 1.2). Each ratio is the median of the per-repeat ratios, which moves less with the
 machine's load than a ratio of medians. `--channels-last` adds a second engine epoch per repeat
-with Prepared.channels_last flipped from its device default (on CPU: on; on CUDA: off); its
+with Prepared.channels_last flipped from its default (on), i.e. with contiguous tensors; its
 effect is reported as (its time / its floor) / (engine time / floor).
 
 The machine may be shared: compare ratios from one run, not absolute numbers across runs. With 2
@@ -392,7 +392,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--channels-last", action="store_true",
-                        help="also time the engine with channels_last flipped from its device default")
+                        help="also time the engine with channels_last flipped from its default (on)")
     parser.add_argument("--cases", default="lenet5,resnet20", help="comma-separated subset of: lenet5,resnet20")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default). On a shared 2-core machine 1 thread "

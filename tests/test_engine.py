@@ -86,14 +86,16 @@ def test_resume_reaches_the_same_final_metrics(tmp_path):
     cfg = digits_config(teacher_epochs=2, student_epochs=3)
     uninterrupted = engine.run(cfg, tmp_path / "a")
 
-    epochs_seen = []
+    finished = []
 
     def stop_in_student_epoch_2() -> bool:
-        return ("student", 2) in epochs_seen
+        # Asked before every step: true from the first step after student epoch 1 ended (progress
+        # events are throttled by time, so they cannot say reliably when epoch 2 has begun).
+        return ("student", 1) in finished
 
     def track(event):
-        if isinstance(event, Progress):
-            epochs_seen.append((event.phase, event.epoch))
+        if isinstance(event, EpochMetrics):
+            finished.append((event.phase, event.epoch))
 
     with pytest.raises(engine.StopRequested):
         engine.run(cfg, tmp_path / "b", on_event=track, should_stop=stop_in_student_epoch_2)
