@@ -314,39 +314,6 @@ class _DeferredInterrupt:
             self.check()
 
 
-def _execute_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool, on_event,
-                           nproc: int) -> dict:
-    """One run as `nproc` data-parallel processes under torchrun, followed through its event log
-    (rank 0 writes it). Ctrl-C reaches torchrun too, which stops the processes cleanly."""
-    import subprocess
-
-    from kdtui.registry import pid_alive
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "kdtui.ddp", "--workspace", str(ws.root), run_id]
-    if retrain_teachers:
-        command.append("--retrain-teachers")
-    with open(ws.run_dir(run_id) / "torchrun.log", "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for event in eventlog.follow(ws.events_path(run_id), stop=lambda: process.poll() is not None):
-            on_event(event)
-    except KeyboardInterrupt:
-        pass  # the processes got the same Ctrl-C; wait for them to stop and record it
-    while True:
-        try:
-            process.wait()
-            break
-        except KeyboardInterrupt:
-            continue
-    record = store.get(run_id)
-    if record["status"] in ("queued", "running") and not pid_alive(record.get("pid")):
-        # torchrun failed before rank 0 could record anything (see torchrun.log)
-        record = store.update(run_id, status="failed", finished=time.time(),
-                              error=f"torchrun exited with {process.returncode}; see {ws.run_dir(run_id) / 'torchrun.log'}")
-    return record
-
-
 def _pids(pids: list[int]) -> str:
     return f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} workers, pids {pids[0]}…{pids[-1]}"
 
@@ -368,7 +335,9 @@ def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json:
 
     from functools import partial
 
-    run_one = execute if nproc == 1 else partial(_execute_data_parallel, nproc=nproc)
+    from kdtui.ddp import run_data_parallel
+
+    run_one = execute if nproc == 1 else partial(run_data_parallel, nproc=nproc)
 
     console = (err if as_json else out).get()
     records, code = [], EXIT_OK

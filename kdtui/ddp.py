@@ -1,4 +1,6 @@
-"""One process of a data-parallel run, started by torchrun for `kdtui run SPEC --nproc N`:
+"""`kdtui run SPEC --nproc N`: one run as N data-parallel processes under torchrun.
+
+`run_data_parallel` starts them and follows the run; each process is this module's `main`:
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m kdtui.ddp --workspace DIR RUN_ID
 
@@ -8,11 +10,42 @@ checkpoints and the record, exactly as a single-process run does.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import time
 
+from kdtui.eventlog import follow
 from kdtui.registry import RunStore
 from kdtui.runner import execute
 from kdtui.workspace import Workspace
+
+
+def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool, on_event,
+                      nproc: int) -> dict:
+    """One run as `nproc` data-parallel processes under torchrun, followed through its event log
+    (rank 0 writes it). Ctrl-C reaches torchrun too, which stops the processes cleanly."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "kdtui.ddp", "--workspace", str(ws.root), run_id]
+    if retrain_teachers:
+        command.append("--retrain-teachers")
+    with open(ws.run_dir(run_id) / "torchrun.log", "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for event in follow(ws.events_path(run_id), stop=lambda: process.poll() is not None):
+            on_event(event)
+    except KeyboardInterrupt:
+        pass  # the processes got the same Ctrl-C; wait for them to stop and record it
+    while True:
+        try:
+            process.wait()
+            break
+        except KeyboardInterrupt:
+            continue
+    record = store.get(run_id)
+    if record["status"] in ("queued", "running"):  # every process has exited: rank 0 never recorded an end
+        record = store.update(run_id, status="failed", finished=time.time(),
+                              error=f"torchrun exited with {process.returncode}; see {ws.run_dir(run_id) / 'torchrun.log'}")
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
