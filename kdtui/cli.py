@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 
 from kdtui import eventlog
-from kdtui.registry import AmbiguousRunId, RegistryError, RunNotFound, RunStore
+from kdtui.registry import RegistryError, RunStore
 from kdtui.workspace import Workspace
 
 
@@ -516,28 +516,14 @@ def _with_history(ws: Workspace, record: dict) -> dict:
     return {**record, "history": eventlog.history_from_events(events)}
 
 
-def _resolve_all(store: RunStore, prefixes: list[str]) -> list[dict]:
-    """Each prefix's one record, reading the registry once (not once per id: a 1,000-run export
-    would otherwise parse the whole file 2,000 times). Same rules as RunStore.resolve."""
-    records = store.all()
-    by_id = {r["id"]: r for r in records}
-    found = []
-    for prefix in prefixes:
-        prefix = (prefix or "").strip()
-        if prefix in by_id:
-            found.append(by_id[prefix])
-            continue
-        matches = sorted(run_id for run_id in by_id if prefix and run_id.startswith(prefix))
-        if not matches:
-            raise fail(str(RunNotFound(prefix, store.path)))
-        if len(matches) > 1:
-            raise fail(str(AmbiguousRunId(prefix, matches)))
-        found.append(by_id[matches[0]])
-    return found
-
-
 def _records_with_history(ws: Workspace, store: RunStore, ids: list[str] | None) -> list[dict]:
-    records = store.all() if ids is None else _resolve_all(store, ids)
+    if ids is None:
+        records = store.all()
+    else:
+        try:
+            records = store.resolve_all(ids)
+        except RegistryError as exc:
+            raise fail(str(exc))
     return [_with_history(ws, r) for r in records]
 
 

@@ -434,22 +434,26 @@ class RunStore:
 
     def resolve(self, prefix: str) -> dict:
         """The one record whose id is `prefix` or starts with it."""
-        prefix = (prefix or "").strip()
-        if not prefix:
-            raise RunNotFound(prefix, self.path)
+        return self.resolve_all([prefix])[0]
+
+    def resolve_all(self, prefixes: Iterable[str]) -> list[dict]:
+        """`resolve` for each prefix, reading the registry once (a 1,000-run export would otherwise
+        parse the whole file once per id)."""
         records = self._read()
-        matches = []
-        for record in records:
-            run_id = record.get("id", "")
-            if run_id == prefix:
-                return record
-            if run_id.startswith(prefix):
-                matches.append(record)
-        if not matches:
-            raise RunNotFound(prefix, self.path)
-        if len(matches) > 1:
-            raise AmbiguousRunId(prefix, sorted(r["id"] for r in matches))
-        return matches[0]
+        by_id = {record.get("id", ""): record for record in records}
+        found = []
+        for prefix in prefixes:
+            prefix = (prefix or "").strip()
+            if prefix in by_id and prefix:
+                found.append(by_id[prefix])
+                continue
+            matches = sorted(run_id for run_id in by_id if prefix and run_id.startswith(prefix))
+            if not matches:
+                raise RunNotFound(prefix, self.path)
+            if len(matches) > 1:
+                raise AmbiguousRunId(prefix, matches)
+            found.append(by_id[matches[0]])
+        return found
 
     def all(self) -> list[dict]:
         """Every record, oldest first (by `created`, then id)."""

@@ -534,8 +534,7 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
         return found, _safe_name(f"group-{group}"), f"group {group}"
     ids = list(run_ids or [])
     found, seen = [], set()
-    for prefix in ids:
-        record = store.resolve(prefix)
+    for record in store.resolve_all(ids):
         if record["id"] in seen:
             continue
         seen.add(record["id"])

@@ -22,6 +22,7 @@ from rich.console import Console
 from kdtui.registry import RunStore, pid_alive
 from kdtui.spec import SpecError, spec_from_dict
 from kdtui.workspace import Workspace
+from tests.cli_helpers import wait_for as poll_until  # the same poll, without an app
 
 pytest.importorskip("textual")
 
@@ -84,18 +85,6 @@ async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await pilot.pause(0.05)
-
-
-def wait_until(predicate, timeout: float, what: str):
-    """The same without an app (the app has exited): poll, sleeping between polls."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def screen_text(app) -> str:
@@ -439,8 +428,8 @@ async def test_launch_follow_to_done_and_runs_outlive_the_app(ws, tmp_path):
         await wait_for(pilot, lambda: app._exit, what="the app to quit")
     # The app is gone; the second run goes on in its own process and lands in the registry.
     store = RunStore(Workspace(ws), auto_reconcile=False)
-    record = wait_until(lambda: (r := store.get(second)) and r["status"] not in ("queued", "running") and r,
-                        timeout=180, what="the second run to finish after the app exited")
+    record = poll_until(lambda: (r := store.get(second)) and r["status"] not in ("queued", "running") and r,
+                        timeout=180, interval=0.2, what="the second run to finish after the app exited")
     assert record["status"] == "done" and 0 <= record["metrics"]["test_agreement"] <= 1
 
     # Reopening the app finds both, finished.
