@@ -33,8 +33,8 @@ sys.path.insert(0, str(HERE))
 
 from registry_list import record  # noqa: E402  (the same record shape as the registry benchmark)
 
-from kdtui.registry import TABLE, AtomicJSONStorage  # noqa: E402
-from kdtui.workspace import Workspace  # noqa: E402
+from kdtui.core.registry import TABLE, AtomicJSONStorage  # noqa: E402
+from kdtui.core.workspace import Workspace  # noqa: E402
 
 TARGET_S = 0.5
 

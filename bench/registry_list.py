@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdtui.registry import TABLE, AtomicJSONStorage, RunStore, reconcile  # noqa: E402
-from kdtui.workspace import Workspace  # noqa: E402
+from kdtui.core.registry import TABLE, AtomicJSONStorage, RunStore, reconcile  # noqa: E402
+from kdtui.core.workspace import Workspace  # noqa: E402
 
 METRICS = ("train_agreement", "train_agreement_eval", "test_agreement", "test_kl", "test_acc",
            "test_nll", "test_ece", "teacher_test_acc", "teacher_train_acc", "train_loss", "lr", "epoch")

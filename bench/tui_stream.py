@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdtui.registry import TABLE, AtomicJSONStorage  # noqa: E402
+from kdtui.core.registry import TABLE, AtomicJSONStorage  # noqa: E402
 from kdtui.tui.app import KdtuiApp  # noqa: E402
 from kdtui.tui.screens.live import LiveScreen  # noqa: E402
-from kdtui.workspace import Workspace  # noqa: E402
+from kdtui.core.workspace import Workspace  # noqa: E402
 
 HOST = socket.gethostname()
 STEPS = 100

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import List, Optional
 
 import typer
 
-from kdtui import eventlog
-from kdtui.registry import RegistryError, RunStore
-from kdtui.workspace import Workspace
+from kdtui.core import eventlog
+from kdtui.core.events import ACTIVE_STATUSES
+from kdtui.core.registry import RegistryError, RunStore
+from kdtui.core.workspace import Workspace
 
 
 def _plain_coercion() -> None:
@@ -176,7 +176,7 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         nproc: str = typer.Option("1", "--nproc", help="Data-parallel processes per run (torchrun; one per GPU, "
                                                         "or gloo on CPU). In the foreground.")) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
-    from kdtui.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
+    from kdtui.core.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
     if (spec_path is None) == (preset is None):
         raise fail("give a spec file or --preset ID (one of them)")
@@ -189,7 +189,7 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
         raise fail("--nproc runs one data-parallel run in the foreground: not with --detach or --executor ray")
     try:
         if preset is not None:
-            from kdtui.presets import load_preset
+            from kdtui.core.presets import load_preset
             spec, source = load_preset(preset, scale), f"preset {preset} ({scale})"
         else:
             spec, source = load_spec(spec_path), str(spec_path)
@@ -200,20 +200,18 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
     except SpecError as exc:
         raise fail(str(exc))
     ws, store = open_store(workspace)
-    from kdtui.runner import create_run
+    from kdtui.runs.service import RunService
 
+    service = RunService(ws, store)
     run_ids: list[str] = []
     try:
-        with _DeferredInterrupt() as interrupt:
+        with _DeferredInterrupt():
             # This process owns the queued runs until a worker (or the foreground loop) starts them.
-            for point in points:
-                run_ids.append(create_run(ws, store, point, pid=os.getpid()))
-                interrupt.check()
+            run_ids = service.submit(points, owner_pid=os.getpid())
         if executor == "ray":
             raise typer.Exit(_run_on_ray(ws, store, run_ids, address, gpus, as_json, detach, retrain_teachers))
         if detach:
-            from kdtui.launcher import launch_detached
-            pids = launch_detached(ws, store, run_ids, retrain_teachers=retrain_teachers, slots_per_gpu=slots_per_gpu)
+            pids = service.launch(run_ids, retrain_teachers=retrain_teachers, slots_per_gpu=slots_per_gpu)
             if as_json:
                 print_json([store.get(run_id) for run_id in run_ids])
             else:
@@ -224,9 +222,9 @@ def run(spec_path: Optional[Path] = typer.Argument(None, metavar="SPEC.toml", he
             raise typer.Exit(EXIT_OK)
         code = _run_foreground(ws, store, run_ids, as_json, retrain_teachers, nproc=int(nproc))
     except KeyboardInterrupt:  # Ctrl-C outside a run's own signal handling: nothing stays queued
-        # By pid, not by `run_ids`: the interrupt may land after a record was added but before
-        # create_run returned its id.
-        _stop_queued(store, [r["id"] for r in store.find(status=("queued", "running"))])
+        # By pid, not by `run_ids`: the interrupt may land after the sweep was registered but
+        # before submit returned its ids.
+        service.release_owned([r["id"] for r in store.find(status=ACTIVE_STATUSES)])
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(code)
 
@@ -245,7 +243,7 @@ def _ray_options(executor: str, address: str | None, gpus_per_run: str) -> float
         if address is not None or gpus:
             raise fail("--address and --gpus-per-run go with --executor ray")
         return 0.0
-    from kdtui.ray_executor import RayUnavailable, require_ray
+    from kdtui.runs.executors.ray_cluster import RayUnavailable, require_ray
 
     try:
         require_ray()
@@ -256,7 +254,7 @@ def _ray_options(executor: str, address: str | None, gpus_per_run: str) -> float
 
 def _run_on_ray(ws: Workspace, store: RunStore, run_ids: list[str], address: str | None, gpus: float,
                 as_json: bool, detach: bool, retrain: bool) -> int:
-    from kdtui import ray_executor
+    from kdtui.runs.executors import ray_cluster as ray_executor
 
     if detach:
         pid = ray_executor.launch_detached(ws, run_ids, address=address, gpus_per_run=gpus, retrain_teachers=retrain)
@@ -318,24 +316,15 @@ def _pids(pids: list[int]) -> str:
     return f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} workers, pids {pids[0]}…{pids[-1]}"
 
 
-def _stop_queued(store: RunStore, run_ids: list[str]) -> None:
-    """Mark the runs this process still owns (queued, or running here) as stopped: resumable."""
-    host = socket.gethostname()
-    for run_id in run_ids:
-        current = store.get(run_id)
-        if current is not None and current["status"] in ("queued", "running") and \
-                current.get("pid") == os.getpid() and current.get("host") == host:
-            store.update(run_id, status="stopped", finished=time.time())
-
-
 def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, retrain: bool,
                     nproc: int = 1) -> int:
     from kdtui.progress import RunProgress, summary_table
-    from kdtui.runner import execute
+    from kdtui.runs.execute import execute
+    from kdtui.runs.service import RunService
 
     from functools import partial
 
-    from kdtui.ddp import run_data_parallel
+    from kdtui.runs.executors.ddp import run_data_parallel
 
     run_one = execute if nproc == 1 else partial(run_data_parallel, nproc=nproc)
 
@@ -343,7 +332,7 @@ def _run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json:
     records, code = [], EXIT_OK
 
     def stop_rest(position: int) -> None:  # Ctrl-C ends the sweep; the rest stay resumable
-        _stop_queued(store, run_ids[position:])
+        RunService(ws, store).release_owned(run_ids[position:])
 
     for position, run_id in enumerate(run_ids):
         try:
@@ -483,7 +472,7 @@ def runs_show(run_id: str, workspace: Optional[str] = WorkspaceOpt, as_json: boo
 def runs_tail(run_id: str, workspace: Optional[str] = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """Follow a run's events until it ends."""
     from kdtui.progress import describe_epoch
-    from kdtui.registry import pid_alive
+    from kdtui.core.procs import pid_alive
 
     ws, store = open_store(workspace)
     record = _resolve(store, run_id)
@@ -535,7 +524,7 @@ def runs_compare(run_ids: List[str] = typer.Argument(..., help="Two or more run 
                  by_group: bool = typer.Option(False, "--by-group", help="Mean ± std across seeds per group."),
                  as_json: bool = JsonOpt) -> None:
     """Compare runs side by side: settings, then metrics."""
-    from kdtui.compare import compare, render_rich, to_json
+    from kdtui.analysis.compare import compare, render_rich, to_json
 
     ws, store = open_store(workspace)
     records = _records_with_history(ws, store, run_ids)
@@ -555,7 +544,7 @@ def runs_export(run_ids: Optional[List[str]] = typer.Argument(None, help="Runs t
                 fmt: str = typer.Option("csv", "--format", "-f", help="csv | json | md"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout.")) -> None:
     """Export runs (final metrics and settings; JSON includes the history)."""
-    from kdtui.compare import export_runs
+    from kdtui.analysis.compare import export_runs
 
     if fmt not in ("csv", "json", "md"):
         raise fail(f"--format {fmt!r}: allowed: csv, json, md")
@@ -573,12 +562,11 @@ def runs_export(run_ids: Optional[List[str]] = typer.Argument(None, help="Runs t
 @runs_app.command("stop")
 def runs_stop(run_id: str, workspace: Optional[str] = WorkspaceOpt) -> None:
     """Stop a run cleanly (its last checkpoint is kept; `runs resume` continues it)."""
-    from kdtui.runner import request_stop
+    from kdtui.runs.service import RunService
 
     ws, store = open_store(workspace)
     record = _resolve(store, run_id)
-    message = request_stop(ws, store, record)
-    out.print(message)
+    out.print(RunService(ws, store).stop(record).message)
 
 
 @runs_app.command("resume")
@@ -588,14 +576,17 @@ def runs_resume(run_id: str, workspace: Optional[str] = WorkspaceOpt,
     """Continue a stopped, interrupted or failed run from its last checkpoint."""
     ws, store = open_store(workspace)
     record = _resolve(store, run_id)
-    if record["status"] not in ("stopped", "interrupted", "failed"):
-        raise fail(f"run {record['id']} is {record['status']}; only stopped, interrupted or failed runs resume")
-    from kdtui.runner import requeue
+    from kdtui.runs.service import RunService, ServiceError
 
-    requeue(ws, store, record["id"])
+    service = RunService(ws, store)
+    try:
+        if detach:
+            pids = service.resume_detached([record])
+        else:
+            service.requeue(record)
+    except ServiceError as exc:
+        raise fail(str(exc))
     if detach:
-        from kdtui.launcher import launch_detached
-        pids = launch_detached(ws, store, [record["id"]])
         out.print(f"{record['id']} resumed in the background ({_pids(pids)})")
         raise typer.Exit(EXIT_OK)
     raise typer.Exit(_run_foreground(ws, store, [record["id"]], as_json, retrain=False))
@@ -605,9 +596,12 @@ def runs_resume(run_id: str, workspace: Optional[str] = WorkspaceOpt,
 def runs_rm(run_ids: List[str], workspace: Optional[str] = WorkspaceOpt,
             yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
     """Delete runs: their record and folder."""
+    from kdtui.runs.service import RunService, ServiceError
+
     ws, store = open_store(workspace)
     records = [_resolve(store, i) for i in run_ids]
-    active = [r["id"] for r in records if r["status"] in ("running", "queued")]
+    service = RunService(ws, store)
+    active = [r["id"] for r in records if r["status"] in ACTIVE_STATUSES]
     if active:
         raise fail(f"{', '.join(active)} still active; stop first (kdtui runs stop ID)")
     if not yes:
@@ -616,17 +610,19 @@ def runs_rm(run_ids: List[str], workspace: Optional[str] = WorkspaceOpt,
             raise fail(f"refusing to delete {names} without --yes (no terminal to ask)")
         if not typer.confirm(f"Delete {names}?"):
             raise typer.Exit(EXIT_OK)
-    for r in records:
-        store.remove(r["id"])
-        shutil.rmtree(ws.run_dir(r["id"]), ignore_errors=True)
-        out.print(f"deleted {r['id']}")
+    try:
+        outcomes = service.remove(records)
+    except ServiceError as exc:
+        raise fail(str(exc))
+    for outcome in outcomes:
+        out.print(outcome.message)
 
 
 @app.command("queue")
 def queue_show(workspace: Optional[str] = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
     """The device slots (who holds each) and the runs waiting for one, first in line first."""
-    from kdtui.registry import pid_alive
-    from kdtui.slots import QueueError, RunQueue, plan_slots, read_slots_per_gpu, visible_gpus
+    from kdtui.core.procs import pid_alive
+    from kdtui.runs.executors.slots import QueueError, RunQueue, plan_slots, read_slots_per_gpu, visible_gpus
 
     ws, store = open_store(workspace)
     try:
@@ -670,7 +666,7 @@ app.add_typer(presets_app, name="presets")
 @presets_app.command("list")
 def presets_list(as_json: bool = JsonOpt) -> None:
     """Each preset: id, title, what it varies, and its number of runs at each scale."""
-    from kdtui.presets import SCALES, list_presets
+    from kdtui.core.presets import SCALES, list_presets
 
     rows = [{"id": p.id, "title": p.title, "varies": p.header("tiny").get("varies", p.varies),
              "runs": {scale: p.run_count(scale) for scale in SCALES}} for p in list_presets()]
@@ -694,7 +690,7 @@ def _clip(line: str, width: int) -> str:
 def presets_show(preset_id: str = typer.Argument(..., metavar="ID"),
                  scale: str = typer.Option("tiny", "--scale", help="paper or tiny.")) -> None:
     """Print a preset's spec (TOML, with its [sweep]): copy it, edit it, run it."""
-    from kdtui.presets import PresetError, preset_text
+    from kdtui.core.presets import PresetError, preset_text
 
     try:
         sys.stdout.write(preset_text(preset_id, scale))
@@ -709,7 +705,7 @@ def report(run_ids: Optional[List[str]] = typer.Argument(None, metavar="[IDS]...
            group: Optional[str] = typer.Option(None, "--group", help="A seed group (group hash prefix)."),
            workspace: Optional[str] = WorkspaceOpt) -> None:
     """Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/."""
-    from kdtui.report import report_for
+    from kdtui.analysis.report import report_for
 
     try:
         index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=run_ids or None)

@@ -80,8 +80,8 @@ def _tmux_lines(env: dict) -> tuple[list[tuple[str, str]], list[str]]:
 def doctor_report(workspace=None, env: dict | None = None) -> list[tuple[str, str]]:
     """(label, value) rows: torch and CUDA devices, terminal and colours, workspace and runs, then
     `hint` rows for what looks wrong (SSH colours, tmux escape delay)."""
-    from kdtui.registry import RunStore
-    from kdtui.workspace import Workspace
+    from kdtui.core.registry import RunStore
+    from kdtui.core.workspace import Workspace
 
     env = dict(os.environ if env is None else env)
     rows: list[tuple[str, str]] = []

@@ -17,7 +17,7 @@ class ServeUnavailable(RuntimeError):
 
 def serve_command(workspace) -> str:
     """The command textual-serve runs for each browser session."""
-    from kdtui.workspace import Workspace
+    from kdtui.core.workspace import Workspace
 
     root = workspace.root if isinstance(workspace, Workspace) else Workspace(workspace).root
     script = Path(sys.executable).with_name("kdtui")

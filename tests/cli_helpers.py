@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from kdtui.eventlog import read_all
-from kdtui.registry import RunStore
+from kdtui.core.eventlog import read_all
+from kdtui.core.registry import RunStore
 
 _SCRIPT = Path(sys.executable).with_name("kdtui")
 KDTUI = [str(_SCRIPT)] if _SCRIPT.exists() else ([shutil.which("kdtui")] if shutil.which("kdtui")

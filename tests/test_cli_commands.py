@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import cli_env, json_out, kdtui, record, run_folders, store
-from kdtui.registry import RunStore
-from kdtui.runner import create_run
-from kdtui.spec import parse_spec
-from kdtui.workspace import Workspace
+from kdtui.core.registry import RunStore
+from kdtui.runs.service import RunService
+from kdtui.core.spec import parse_spec
+from kdtui.core.workspace import Workspace
 
 
 def fake_run(ws: Path, run_id: str, status: str = "done", **fields) -> dict:
@@ -155,7 +155,7 @@ def real_record(tmp_path):
     """A run registered the way `kdtui run` registers it (folder, resolved spec), marked done."""
     ws = Workspace(tmp_path / "ws")
     run_store = RunStore(ws)
-    run_id = create_run(ws, run_store, parse_spec('name = "to-delete"\n').resolved())
+    [run_id] = RunService(ws, run_store).submit([parse_spec('name = "to-delete"\n').resolved()])
     run_store.update(run_id, status="done", finished=time.time())
     return ws.root, run_id
 

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from kdtui.presets import PRESETS_DIR
+from kdtui.core.presets import PRESETS_DIR
 from tests.cli_helpers import KDTUI, cli_env, json_out, kdtui, tiny_spec, write
 
 PRESET_FILES = sorted(PRESETS_DIR.glob("*.toml"))

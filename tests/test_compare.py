@@ -1,4 +1,4 @@
-"""kdtui.compare: aggregation, diff-only, seed groups, exports. Records are built by hand and the
+"""kdtui.analysis.compare: aggregation, diff-only, seed groups, exports. Records are built by hand and the
 expected numbers worked out by hand here, not with the module."""
 import csv
 import io
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kdtui import compare as cmp
-from kdtui.compare import MeanStd
+from kdtui.analysis import compare as cmp
+from kdtui.analysis.compare import MeanStd
 
 
 def _spec(seed=0, temperature=4.0, alpha=0.0, augment=("crop",), device="cpu"):
@@ -47,7 +47,7 @@ HISTORY = [
 
 
 def test_module_is_light():
-    code = ("import sys, kdtui.compare; "
+    code = ("import sys, kdtui.analysis.compare; "
             "bad = [m for m in ('torch', 'rich', 'textual', 'kernels.engine') if m in sys.modules]; "
             "print(bad)")
     root = str(Path(__file__).resolve().parents[1])

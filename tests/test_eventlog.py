@@ -5,7 +5,7 @@ import json
 import threading
 import time
 
-from kdtui.eventlog import (
+from kdtui.core.eventlog import (
     EventReader,
     EventWriter,
     final_event,

@@ -14,9 +14,9 @@ import pytest
 import tomli_w
 
 from cli_helpers import KDTUI, cli_env
-from kdtui.presets import (PRESETS_DIR, SCALES, Preset, PresetError, get_preset, list_presets, load_preset,
+from kdtui.core.presets import (PRESETS_DIR, SCALES, Preset, PresetError, get_preset, list_presets, load_preset,
                            preset_for_run_name, preset_path, preset_text)
-from kdtui.spec import SpecError, expand_sweep, parse_spec
+from kdtui.core.spec import SpecError, expand_sweep, parse_spec
 
 IDS = ["e1", "e2", "e3", "e3-data", "e4", "e5", "e6", "e7", "e8", "e10", "e11", "e12"]
 PAIRS = [(preset_id, scale) for preset_id in IDS for scale in SCALES]
@@ -87,7 +87,7 @@ def test_tiny_presets_are_small_and_offline():
 def test_tiny_sweeps_keep_the_teacher_where_the_paper_does():
     # Teachers come from the store when their settings agree: a sweep over student-side settings must
     # not change the teacher (one teacher set per seed).
-    from kdtui.spec import teacher_key
+    from kdtui.core.spec import teacher_key
     for preset_id in ("e3", "e3-data", "e5", "e6", "e7", "e8", "e11", "e1", "e4"):
         points = expand_sweep(load_preset(preset_id, "tiny"))
         keys = {(p.seed, teacher_key(p, 0)) for p in points}
@@ -170,7 +170,7 @@ def test_unknown_preset_or_scale_is_a_one_line_error_listing_the_known_ones():
 
 
 def test_catalog_and_report_do_not_import_torch():
-    code = ("import sys, kdtui.presets, kdtui.report; kdtui.presets.list_presets()[0].run_count('tiny'); "
+    code = ("import sys, kdtui.core.presets, kdtui.analysis.report; kdtui.core.presets.list_presets()[0].run_count('tiny'); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -233,7 +233,7 @@ def test_one_epoch_runs_shared_teachers(one_epoch_runs):
 
 
 def test_report_for_a_preset_from_the_one_epoch_runs(one_epoch_runs):
-    from kdtui.report import report_for
+    from kdtui.analysis.report import report_for
     ws, _ = one_epoch_runs
     index = report_for(ws, preset="e7", scale="tiny")
     assert index == ws / "reports" / "e7-interpolation-tiny" / "index.md"

@@ -10,9 +10,9 @@ import signal
 
 import pytest
 
-from kdtui.registry import pid_alive
-from kdtui.slots import QueueError, Slot, plan_slots, pools_for_device, read_slots_per_gpu, visible_gpus
-from kdtui.workspace import Workspace
+from kdtui.core.procs import pid_alive
+from kdtui.runs.executors.slots import QueueError, Slot, plan_slots, pools_for_device, read_slots_per_gpu, visible_gpus
+from kdtui.core.workspace import Workspace
 from tests.cli_helpers import json_out, kdtui, record, tiny_spec, wait_for, write
 
 FINAL = ("done", "failed", "stopped", "interrupted")

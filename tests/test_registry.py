@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kdtui.eventlog import EventWriter
-from kdtui.registry import (
+from kdtui.core.eventlog import EventWriter
+from kdtui.core.registry import (
     AmbiguousRunId,
     RunExists,
     RunNotFound,
@@ -24,7 +24,7 @@ from kdtui.registry import (
     reconcile,
     record_with_history,
 )
-from kdtui.workspace import Workspace, resolve_workspace
+from kdtui.core.workspace import Workspace, resolve_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = socket.gethostname()
@@ -56,7 +56,7 @@ def _temp_files(store: RunStore) -> list[str]:
 WORKER_PRELUDE = """
     import os, sys, time
     from pathlib import Path
-    from kdtui.registry import RunStore
+    from kdtui.core.registry import RunStore
     registry, start, ready = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     worker = int(sys.argv[4])
     store = RunStore(registry, auto_reconcile=False)
@@ -142,7 +142,7 @@ def test_writer_killed_mid_write_leaves_a_whole_registry(tmp_path):
     store.add({"id": "big", "payload": "a" * size, "n": -1})
     script = _script(tmp_path, "writer.py", """
         import random, string, sys
-        from kdtui.registry import RunStore
+        from kdtui.core.registry import RunStore
         store = RunStore(sys.argv[1], auto_reconcile=False)
         size, tag = int(sys.argv[2]), sys.argv[3]
         print("ready", flush=True)
@@ -386,7 +386,7 @@ def test_threads_share_the_lock_and_a_held_lock_times_out(tmp_path):
 
     import filelock
 
-    from kdtui.registry import RegistryBusy
+    from kdtui.core.registry import RegistryBusy
 
     store = RunStore(tmp_path / "ws")
     store.add({"id": "x"})

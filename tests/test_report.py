@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import KDTUI, cli_env, tiny_spec
-from kdtui.compare import flatten_spec
-from kdtui.registry import RunStore, record_with_history
-from kdtui.report import (FIGURE_DPI, FIGURE_SIZE_IN, TABLE_METRICS, build_report, group_settings, report_for,
+from kdtui.analysis.compare import flatten_spec
+from kdtui.core.registry import RunStore, record_with_history
+from kdtui.analysis.report import (FIGURE_DPI, FIGURE_SIZE_IN, TABLE_METRICS, build_report, group_settings, report_for,
                           varied_keys)
-from kdtui.workspace import Workspace
+from kdtui.core.workspace import Workspace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECTED_PX = (round(FIGURE_SIZE_IN[0] * FIGURE_DPI), round(FIGURE_SIZE_IN[1] * FIGURE_DPI))   # (840, 540)

@@ -15,7 +15,7 @@ import pytest
 
 from cli_helpers import (events, json_out, kdtui, record, start_kdtui, student_epochs_seen, tiny_spec,
                          wait_for, write)
-from kdtui.registry import RunStore
+from kdtui.core.registry import RunStore
 
 FINAL = ("done", "failed", "stopped", "interrupted")
 # Long enough (8 student epochs of 45 steps) that a stop requested after epoch 1 lands mid-run.

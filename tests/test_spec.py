@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kdtui import spec as spec_module
-from kdtui.spec import (
+from kdtui.core import spec as spec_module
+from kdtui.core.spec import (
     SpecError, expand_sweep, group_hash, load_spec, member_seed, parse_spec, spec_from_dict, spec_hash,
     teacher_key,
 )
@@ -330,5 +330,5 @@ def test_member_seed():
 # -- import cost ------------------------------------------------------------------------------
 
 def test_import_does_not_load_torch():
-    code = "import kdtui.spec, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import kdtui.core.spec, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from kdtui.registry import pid_alive
+from kdtui.core.procs import pid_alive
 from tests.cli_helpers import KDTUI, json_out, kdtui, record, tiny_spec, wait_for, write
 from tests.tmux import Tmux, app_env
 

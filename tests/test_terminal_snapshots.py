@@ -11,11 +11,11 @@ import os
 import time
 from pathlib import Path
 
-from kdtui.eventlog import EventWriter
-from kdtui.registry import RunStore
-from kdtui.runner import new_record
-from kdtui.spec import spec_from_dict
-from kdtui.workspace import Workspace
+from kdtui.core.eventlog import EventWriter
+from kdtui.core.registry import RunStore
+from kdtui.runs.service import new_record
+from kdtui.core.spec import spec_from_dict
+from kdtui.core.workspace import Workspace
 from tests.cli_helpers import KDTUI, wait_for
 from tests.tmux import Tmux, app_env
 

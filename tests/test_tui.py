@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kdtui.registry import RunStore, pid_alive
-from kdtui.spec import SpecError, spec_from_dict
-from kdtui.workspace import Workspace
+from kdtui.core.procs import pid_alive
+from kdtui.core.registry import RunStore
+from kdtui.core.spec import SpecError, spec_from_dict
+from kdtui.core.workspace import Workspace
 from tests.cli_helpers import wait_for as poll_until  # the same poll, without an app
 
 pytest.importorskip("textual")
@@ -123,15 +124,15 @@ async def loaded(pilot, rows: int | None = None):
 def template_ws(tmp_path_factory) -> Path:
     """A workspace with two real finished runs (seeds 0 and 1 of the tiny spec, one group), made the
     way `kdtui run SPEC` makes them: registered, then run by the worker process."""
-    from kdtui.runner import create_run
-    from kdtui.spec import expand_sweep, parse_spec
+    from kdtui.core.spec import expand_sweep, parse_spec
+    from kdtui.runs.service import RunService
 
     ws = tmp_path_factory.mktemp("tui") / "ws"
     workspace = Workspace(ws)
     store = RunStore(workspace)
     spec = parse_spec(tiny_spec(seeds=[0, 1]), "tiny.toml")
-    run_ids = [create_run(workspace, store, point.resolved()) for point in expand_sweep(spec)]
-    proc = subprocess.run([sys.executable, "-m", "kdtui.worker", "--workspace", str(ws), *run_ids],
+    run_ids = RunService(workspace, store).submit([point.resolved() for point in expand_sweep(spec)])
+    proc = subprocess.run([sys.executable, "-m", "kdtui.runs.executors.worker", "--workspace", str(ws), *run_ids],
                           env=_worker_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert [store.get(i)["status"] for i in run_ids] == ["done", "done"]

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from kdtui.registry import RunStore
-from kdtui.spec import FIELD_PATHS
+from kdtui.core.registry import RunStore
+from kdtui.core.spec import FIELD_PATHS
 from kdtui.tui.state import LOG_LINES, RunLive, compact_events, progress_cell, record_metric, run_matches
 from kdtui.tui.streaming import EventStreamer, RegistryWatcher
-from kdtui.workspace import Workspace
+from kdtui.core.workspace import Workspace
 
 
 def _progress(epoch, step, steps=10, phase="student"):

@@ -8,7 +8,6 @@ Runs are separate processes in their own session: quitting the app never stops t
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,12 +18,13 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
-from kdtui.registry import RunStore
+from kdtui.core.registry import RunStore
+from kdtui.runs.service import RunService, ServiceError
 from kdtui.tui.commands import KdtuiCommands
 from kdtui.tui.messages import EventsBatch, RunsLoaded, TaskDone
 from kdtui.tui.state import ACTIVE, RunLive
 from kdtui.tui.streaming import EventStreamer, RegistryWatcher
-from kdtui.workspace import Workspace
+from kdtui.core.workspace import Workspace
 
 REGISTRY_POLL_S = 1.0
 EVENTS_POLL_S = 0.1
@@ -199,68 +199,55 @@ class KdtuiApp(App):
     def store(self) -> RunStore:
         return RunStore(self.workspace)
 
-    def stop_runs(self, run_ids: list[str]) -> None:
-        from kdtui.runner import request_stop
+    def service(self) -> RunService:
+        return RunService(self.workspace, self.store())
 
+    def stop_runs(self, run_ids: list[str]) -> None:
         def stop() -> TaskDone:
-            store = self.store()
+            service = self.service()
             messages = []
             for run_id in run_ids:
-                record = store.get(run_id)
-                messages.append(request_stop(self.workspace, store, record) if record else f"{run_id}: gone")
+                record = service.store.get(run_id)
+                messages.append(service.stop(record).message if record else f"{run_id}: gone")
             return TaskDone("\n".join(messages), run_ids=run_ids)
         self.run_task("stop", stop)
 
     def resume_runs(self, run_ids: list[str]) -> None:
         def resume() -> TaskDone:
-            from kdtui.launcher import launch_detached
-            from kdtui.runner import requeue
-
-            store = self.store()
-            resumable = []
-            for run_id in run_ids:
-                record = store.get(run_id)
-                if record is None:
-                    continue
-                if record["status"] not in ("stopped", "interrupted", "failed"):
-                    return TaskDone(f"run {run_id} is {record['status']}; only stopped, interrupted or failed "
-                                    "runs resume", "warning")
-                requeue(self.workspace, store, run_id)
-                resumable.append(run_id)
-            if not resumable:
+            service = self.service()
+            records = [record for record in map(service.store.get, run_ids) if record is not None]
+            if not records:
                 return TaskDone("nothing to resume", "warning")
-            launch_detached(self.workspace, store, resumable)
-            return TaskDone(f"{', '.join(resumable)} resumed in the background", run_ids=resumable)
+            try:
+                service.resume_detached(records)
+            except ServiceError as exc:
+                return TaskDone(str(exc), "warning")
+            resumed = [record["id"] for record in records]
+            return TaskDone(f"{', '.join(resumed)} resumed in the background", run_ids=resumed)
         self.run_task("resume", resume)
 
     def delete_runs(self, run_ids: list[str]) -> None:
         def delete() -> TaskDone:
-            store = self.store()
-            done = []
-            for run_id in run_ids:
-                record = store.get(run_id)
-                if record is None:
-                    continue
-                if record["status"] in ACTIVE:
-                    return TaskDone(f"{run_id} still active; stop it first", "warning")
-                store.remove(run_id)
-                shutil.rmtree(self.workspace.run_dir(run_id), ignore_errors=True)
-                done.append(run_id)
+            service = self.service()
+            records = [record for record in map(service.store.get, run_ids) if record is not None]
+            try:
+                outcomes = service.remove(records)
+            except ServiceError as exc:
+                return TaskDone(str(exc), "warning")
+            done = [outcome.run_id for outcome in outcomes]
             return TaskDone(f"deleted {', '.join(done)}" if done else "nothing deleted", run_ids=done)
         self.run_task("delete", delete)
 
     def launch_spec(self, spec, source: str = "spec") -> None:
-        """Register every point of the spec's sweep and start them in one detached worker process:
-        the same as `kdtui run SPEC --detach`."""
+        """Register every point of the spec's sweep and start them in the background: the same as
+        `kdtui run SPEC --detach`."""
         def launch() -> TaskDone:
-            from kdtui.launcher import launch_detached
-            from kdtui.runner import create_run
-            from kdtui.spec import expand_sweep
+            from kdtui.core.spec import expand_sweep
 
             points = [point.resolved() for point in expand_sweep(spec, source=source)]
-            store = self.store()
-            run_ids = [create_run(self.workspace, store, point) for point in points]
-            launch_detached(self.workspace, store, run_ids)
+            service = self.service()
+            run_ids = service.submit(points)
+            service.launch(run_ids)
             what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
             return TaskDone(f"launched {what} in the background (queued for a device slot)", run_ids=run_ids)
         self.run_task("launch", launch)

@@ -1,4 +1,4 @@
-"""Where a new spec can start from: presets (the shipped specs, plus `kdtui.presets` when that
+"""Where a new spec can start from: presets (the shipped specs, plus `kdtui.core.presets` when that
 module exists), a spec file, or a past run's resolved spec. Reading happens in worker threads."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import NamedTuple
 
-from kdtui.workspace import Workspace
+from kdtui.core.workspace import Workspace
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 
@@ -37,10 +37,10 @@ def shipped_presets() -> list[SpecSource]:
 
 
 def plugged_presets() -> list[SpecSource]:
-    """Presets from `kdtui.presets`, if that module exists: it may define `app_presets()` (or
+    """Presets from `kdtui.core.presets`, if that module exists: it may define `app_presets()` (or
     `PRESETS`) giving `(id, title, toml text)` triples."""
     try:
-        module = importlib.import_module("kdtui.presets")
+        module = importlib.import_module("kdtui.core.presets")
     except ImportError:
         return []
     provider = getattr(module, "app_presets", None)

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any, Iterable
 
-from kdtui.eventlog import FINAL_TYPES
+from kdtui.core.events import FINAL_EVENT_TYPES
 
 LOG_LINES = 500
 ACTIVE = frozenset({"queued", "running"})
@@ -129,7 +129,7 @@ class RunLive:
                 self.step = event.get("step", 0) or 0
                 self.steps = event.get("steps", 0) or 0
                 continue
-            if kind in FINAL_TYPES:
+            if kind in FINAL_EVENT_TYPES:
                 self.final = event
             elif kind != "log":
                 self.final = None  # activity after a final event: the run was resumed

@@ -13,10 +13,11 @@ import socket
 import threading
 import time
 
-from kdtui.eventlog import EventReader
-from kdtui.registry import RunStore, pid_alive
+from kdtui.core.eventlog import EventReader
+from kdtui.core.procs import pid_alive
+from kdtui.core.registry import RunStore
 from kdtui.tui.state import ACTIVE, compact_events
-from kdtui.workspace import Workspace
+from kdtui.core.workspace import Workspace
 
 RECONCILE_EVERY_S = 3.0
 

@@ -1,4 +1,4 @@
-"""The compare screen: kdtui.compare's table (diff only, last/best/min/max, mean ± std by group)
+"""The compare screen: kdtui.analysis.compare's table (diff only, last/best/min/max, mean ± std by group)
 with the runs' agreement curves overlaid; export to CSV or Markdown into the workspace's reports/."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from kdtui.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, MeanStd, compare, format_cell,
+from kdtui.analysis.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, MeanStd, compare, format_cell,
                            metric_series, to_csv, to_markdown)
 from kdtui.tui.widgets.curves import Curves
 
@@ -66,7 +66,7 @@ class CompareScreen(Screen):
         workspace, ids = self.app.workspace, list(self.run_ids)
 
         def read() -> None:
-            from kdtui.registry import RunStore, record_with_history
+            from kdtui.core.registry import RunStore, record_with_history
 
             store = RunStore(workspace)
             records, missing = [], []

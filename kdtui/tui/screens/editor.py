@@ -2,7 +2,7 @@
 TOML) with validation as you type; see how many runs the sweep expands to; save; launch.
 
 The form edits a TOML-shaped dict (the spec as written, not resolved: left-out fields keep their
-data-set defaults, shown as placeholders). Every change is checked by `kdtui.spec.spec_from_dict`,
+data-set defaults, shown as placeholders). Every change is checked by `kdtui.core.spec.spec_from_dict`,
 and a problem shows the same one-line message the CLI prints.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, TabbedContent, TabPane, TextArea
 
-from kdtui.spec import FIELD_PATHS, Spec, SpecError, spec_from_dict
+from kdtui.core.spec import FIELD_PATHS, Spec, SpecError, spec_from_dict
 from kernels import catalog
 
 CHOICES = {"model": catalog.MODELS, "norm": catalog.NORMS, "optimizer": catalog.OPTIMIZERS,
@@ -445,7 +445,7 @@ class EditorScreen(Screen):
         return True
 
     def validate_text(self, text: str) -> bool:
-        from kdtui.spec import parse_spec
+        from kdtui.core.spec import parse_spec
 
         try:
             self.spec = parse_spec(text, source=self.source)

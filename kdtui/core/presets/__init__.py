@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtui.spec import Spec, SpecError, expand_sweep, parse_spec
+from kdtui.core.spec import Spec, SpecError, expand_sweep, parse_spec
 
 __all__ = ["Preset", "PresetError", "SCALES", "PRESETS_DIR", "list_presets", "get_preset",
            "preset_path", "preset_text", "load_preset", "preset_for_run_name"]

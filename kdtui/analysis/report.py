@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from kdtui.compare import MeanStd, flatten_spec, metric_series
+from kdtui.analysis.compare import MeanStd, flatten_spec, metric_series
+from kdtui.core.events import DONE
 
 __all__ = ["TABLE_METRICS", "OPTIONAL_METRICS", "FIGURE_SIZE_IN", "FIGURE_DPI", "Setting",
            "varied_keys", "group_settings", "mean_std", "build_report", "select_records", "report_for"]
@@ -508,14 +509,14 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
     if len(chosen) != 1:
         raise ValueError("choose the runs by exactly one of: a preset, a group hash prefix, run ids")
     if preset:
-        from kdtui.presets import SCALES, PresetError, get_preset
+        from kdtui.core.presets import SCALES, PresetError, get_preset
         p = get_preset(preset)
         if scale is not None and scale not in SCALES:
             raise PresetError(f"unknown scale {scale!r} for preset {p.id}; known: {', '.join(SCALES)}")
         by_scale = {}
         for sc in ([scale] if scale else list(SCALES)):
             base = p.spec_name(sc)
-            found = [r for r in store.all() if r.get("status") == "done"
+            found = [r for r in store.all() if r.get("status") == DONE
                      and (r.get("name") == base or str(r.get("name") or "").startswith(base + "["))]
             if found:
                 by_scale[sc] = (found, base)
@@ -528,7 +529,7 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
         sc, (found, base) = next(iter(by_scale.items()))
         return found, base, f"{p.title} [{sc}]"
     if group:
-        found = [r for r in store.find(group=group) if r.get("status") == "done"]
+        found = [r for r in store.find(group=group) if r.get("status") == DONE]
         if not found:
             raise ValueError(f"no finished runs in group {group!r}")
         return found, _safe_name(f"group-{group}"), f"group {group}"
@@ -538,7 +539,7 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
         if record["id"] in seen:
             continue
         seen.add(record["id"])
-        if record.get("status") != "done":
+        if record.get("status") != DONE:
             raise ValueError(f"run {record['id']} is {record.get('status')}, not done: it has no final metrics")
         found.append(record)
     name = f"runs-{found[0]['id']}" + (f"+{len(found) - 1}" if len(found) > 1 else "")
@@ -549,8 +550,8 @@ def report_for(workspace, *, preset: str | None = None, scale: str | None = None
                run_ids: Sequence[str] | None = None, varied: list[str] | None = None) -> Path:
     """Build the report of a preset's runs (optionally of one scale), a seed group, or given runs, in
     `<workspace>/reports/<name>/`; returns the path of its `index.md`."""
-    from kdtui.registry import RunStore, record_with_history
-    from kdtui.workspace import Workspace
+    from kdtui.core.registry import RunStore, record_with_history
+    from kdtui.core.workspace import Workspace
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     store = RunStore(ws)

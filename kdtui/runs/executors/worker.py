@@ -1,10 +1,10 @@
 """The background process behind `kdtui run --detach` and launches from the app.
 
-    python -m kdtui.worker --workspace DIR RUN_ID [RUN_ID ...] [--retrain-teachers] [--device D]
+    python -m kdtui.runs.executors.worker --workspace DIR RUN_ID [RUN_ID ...] [--retrain-teachers] [--device D]
                            [--slots-per-gpu N]
 
 For each given (already registered, `queued`) run: wait in the workspace's queue for a device slot
-(kdtui.slots), then run it holding that slot. A run stopped or removed while it waits is skipped. The
+(kdtui.runs.executors.slots), then run it holding that slot. A run stopped or removed while it waits is skipped. The
 launcher starts one worker per run, so a sweep spreads over every free slot.
 """
 from __future__ import annotations
@@ -14,11 +14,12 @@ import os
 import sys
 import time
 
-from kdtui.registry import RunStore
-from kdtui.runner import STOP_FILE, execute
-from kdtui.slots import RunQueue, check_slots_per_gpu, plan_slots, pools_for_device, read_slots_per_gpu, \
+from kdtui.core.registry import RunStore
+from kdtui.core.events import DONE, QUEUED, STOPPED
+from kdtui.runs.execute import execute
+from kdtui.runs.executors.slots import RunQueue, check_slots_per_gpu, plan_slots, pools_for_device, read_slots_per_gpu, \
     run_device, visible_gpus
-from kdtui.workspace import Workspace
+from kdtui.core.workspace import STOP_FILE, Workspace
 
 # While a run waits, its STOP file and folder are checked at every poll (cheap), the registry this
 # often (it is read whole, and dozens of runs may be waiting).
@@ -26,7 +27,7 @@ STATUS_CHECK_S = 10.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdtui.worker")
+    parser = argparse.ArgumentParser(prog="kdtui.runs.executors.worker")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--retrain-teachers", action="store_true")
     parser.add_argument("--device")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0
     for run_id in args.run_ids:
         record = store.get(run_id)
-        if record is None or record["status"] != "queued":
+        if record is None or record["status"] != QUEUED:
             continue  # removed, or stopped while it waited
         device = args.device or (record.get("spec") or {}).get("device") or "auto"
         held = queue.wait_for_slot(run_id, pools_for_device(device, gpus), slots, _gave_up(workspace, store, run_id))
@@ -58,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
         if record.get("skipped"):
             continue  # stopped or removed while this process started up
-        if record["status"] == "stopped":
+        if record["status"] == STOPPED:
             return 130
-        worst = max(worst, 0 if record["status"] == "done" else 1)
+        worst = max(worst, 0 if record["status"] == DONE else 1)
     return worst
 
 
@@ -77,7 +78,7 @@ def _gave_up(workspace: Workspace, store: RunStore, run_id: str):
         if now >= next_check:
             next_check = now + STATUS_CHECK_S
             record = store.get(run_id)
-            return record is None or record["status"] != "queued"
+            return record is None or record["status"] != QUEUED
         return False
     return gave_up
 

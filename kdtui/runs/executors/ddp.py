@@ -2,7 +2,7 @@
 
 `run_data_parallel` starts them and follows the run; each process is this module's `main`:
 
-    python -m torch.distributed.run --standalone --nproc_per_node N -m kdtui.ddp --workspace DIR RUN_ID
+    python -m torch.distributed.run --standalone --nproc_per_node N -m kdtui.runs.executors.ddp --workspace DIR RUN_ID
 
 Every process trains its share of each batch (kernels.distributed); rank 0 writes the events, the
 checkpoints and the record, exactly as a single-process run does.
@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 
-from kdtui.eventlog import follow
-from kdtui.registry import RunStore
-from kdtui.runner import execute
-from kdtui.workspace import Workspace
+from kdtui.core.eventlog import follow
+from kdtui.core.events import ACTIVE_STATUSES, DONE, FAILED, STOPPED
+from kdtui.core.registry import RunStore
+from kdtui.runs.execute import execute
+from kdtui.core.workspace import Workspace
 
 
 def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool, on_event,
@@ -25,7 +26,7 @@ def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_te
     """One run as `nproc` data-parallel processes under torchrun, followed through its event log
     (rank 0 writes it). Ctrl-C reaches torchrun too, which stops the processes cleanly."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "kdtui.ddp", "--workspace", str(ws.root), run_id]
+               "-m", "kdtui.runs.executors.ddp", "--workspace", str(ws.root), run_id]
     if retrain_teachers:
         command.append("--retrain-teachers")
     with open(ws.run_dir(run_id) / "torchrun.log", "ab") as log:
@@ -42,14 +43,14 @@ def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_te
         except KeyboardInterrupt:
             continue
     record = store.get(run_id)
-    if record["status"] in ("queued", "running"):  # every process has exited: rank 0 never recorded an end
-        record = store.update(run_id, status="failed", finished=time.time(),
+    if record["status"] in ACTIVE_STATUSES:  # every process has exited: rank 0 never recorded an end
+        record = store.update(run_id, status=FAILED, finished=time.time(),
                               error=f"torchrun exited with {process.returncode}; see {ws.run_dir(run_id) / 'torchrun.log'}")
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdtui.ddp")
+    parser = argparse.ArgumentParser(prog="kdtui.runs.executors.ddp")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--retrain-teachers", action="store_true")
     parser.add_argument("run_id")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     store = RunStore(workspace)
     record = store.get(args.run_id)
     if record is None:
-        print(f"kdtui.ddp: no run {args.run_id} in {workspace.root}", file=sys.stderr)
+        print(f"kdtui.runs.executors.ddp: no run {args.run_id} in {workspace.root}", file=sys.stderr)
         return 2
 
     import torch.distributed
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.destroy_process_group()
     if not shards.main:
         return 0  # the main process's exit status (and the record) carry the run's outcome
-    if final.get("status") == "stopped":
+    if final.get("status") == STOPPED:
         return 130
-    return 0 if final.get("status") == "done" else 1
+    return 0 if final.get("status") == DONE else 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import warnings
@@ -26,20 +25,22 @@ from typing import Any, Iterable, Iterator
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
-from kdtui import eventlog
-from kdtui.workspace import Workspace
+from kdtui.core import eventlog
+from kdtui.core.events import (ACTIVE_STATUSES, FINAL_EVENT_TYPES, INTERRUPTED, QUEUED, Done, EpochMetrics, Failed,
+                               PhaseEnd, PhaseStart, Progress)
+from kdtui.core.files import TEMP_SUFFIX, atomic_write, temp_prefix
+from kdtui.core.procs import pid_alive
+from kdtui.core.workspace import Workspace
 
 SCHEMA_VERSION = 1
 TABLE = "_default"  # TinyDB's default table, so `TinyDB(path).all()` sees the runs too
-STATUSES = ("queued", "running", "done", "failed", "stopped", "interrupted")
-ACTIVE_STATUSES = frozenset({"queued", "running"})
 # The record's keys (PRODUCT.md); `history` is not stored here.
 RECORD_KEYS = (
     "id", "name", "status", "spec", "spec_hash", "group_hash", "metrics", "teachers", "device",
     "host", "pid", "created", "started", "finished", "error",
 )
 _DEFAULTS: dict[str, Any] = {
-    "name": "", "status": "queued", "spec": {}, "spec_hash": None, "group_hash": None,
+    "name": "", "status": QUEUED, "spec": {}, "spec_hash": None, "group_hash": None,
     "metrics": {}, "teachers": [], "device": None, "host": None, "pid": None,
     "started": None, "finished": None, "error": None,
 }
@@ -87,45 +88,14 @@ class RegistryBusy(RegistryError):
 
 # -- storage --------------------------------------------------------------------------------------
 
-def _read_umask() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read it the classic way, once, at import
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems do not fsync directories
-    finally:
-        os.close(fd)
-
-
 class AtomicJSONStorage(Storage):
-    """TinyDB storage that never truncates in place: write a temp file in the same folder, flush,
-    fsync, `os.replace` it over the target, fsync the folder.
+    """TinyDB storage that never truncates in place: every write replaces the whole file at once
+    (kdtui.core.files).
 
     `cache_reads=True` keeps the data from the first read (and each write) for the lifetime of the
     instance; RunStore uses it for one short-lived instance per operation, under the lock, so one
     operation parses the file once. Leave it off for a long-lived TinyDB.
     """
-
-    TEMP_SUFFIX = ".tmp"
 
     def __init__(self, path: str | Path, create_dirs: bool = True, cache_reads: bool = False,
                  **json_kwargs: Any):
@@ -135,10 +105,6 @@ class AtomicJSONStorage(Storage):
         self.cache_reads = cache_reads
         self._cache: dict | None = None
         self._json_kwargs = json_kwargs
-
-    @classmethod
-    def temp_prefix(cls, path: Path) -> str:
-        return f".{path.name}."
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         if self.cache_reads and self._cache is not None:
@@ -173,90 +139,12 @@ class AtomicJSONStorage(Storage):
                               default=eventlog._default, **self._json_kwargs)
         except ValueError:
             text = eventlog.dumps(data)  # NaN/inf metrics become null: the file stays strict JSON
-        folder = self.path.parent
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=self.temp_prefix(self.path),
-                                   suffix=self.TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(OSError):
-                # mkstemp makes 0600 files; keep the registry's mode (or a normal file's).
-                try:
-                    mode = os.stat(self.path).st_mode & 0o777
-                except FileNotFoundError:
-                    mode = 0o666 & ~_UMASK
-                os.chmod(tmp, mode)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(folder)
+        atomic_write(self.path, text)
         if self.cache_reads:
             self._cache = data
 
     def close(self) -> None:
         self._cache = None
-
-
-# -- process liveness -----------------------------------------------------------------------------
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (index 0 = state), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def pid_alive(pid: Any, started: Any = None) -> bool:
-    """Whether process `pid` is still running.
-
-    A zombie (exited, not yet reaped) counts as dead. On Linux, if `started` (unix time the run's
-    process was already running) is given and the process with that pid began well after it, the pid
-    was reused by another process and the run's process is dead.
-    """
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:
-        return False
-    fields = _proc_stat(pid)
-    if fields is None:
-        return True  # not Linux (or /proc hidden): the signal test is all we have
-    if fields and fields[0] in ("Z", "X", "x"):
-        return False
-    if isinstance(started, (int, float)) and len(fields) > 19:
-        boot = _boot_time()
-        try:
-            ticks = os.sysconf("SC_CLK_TCK")
-            proc_start = boot + int(fields[19]) / ticks if boot is not None else None
-        except (ValueError, OSError):
-            proc_start = None
-        # Generous slack: clock adjustments must never make a live run look dead.
-        if proc_start is not None and proc_start > started + 120:
-            return False
-    return True
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -342,10 +230,10 @@ class RunStore:
     def _remove_stale_temp_files(self) -> None:
         # Every writer holds the lock while its temp file exists, so under the lock any temp file
         # left over belongs to a writer that was killed.
-        prefix = AtomicJSONStorage.temp_prefix(self.path)
+        prefix = temp_prefix(self.path)
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.path.parent):
-                if entry.name.startswith(prefix) and entry.name.endswith(AtomicJSONStorage.TEMP_SUFFIX):
+                if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
@@ -392,15 +280,25 @@ class RunStore:
         """Insert a new run's record (needs 'id'; fails if that id exists). Missing contract keys get
         defaults, `created` defaults to now, `history` is dropped (it lives in the run folder).
         Returns the stored document."""
-        run_id = record.get("id")
-        if not isinstance(run_id, str) or not run_id:
-            raise ValueError("a run record needs a non-empty string 'id'")
-        doc = self._prepare(record)
+        return self.add_many([record])[0]
+
+    def add_many(self, records: list[dict]) -> list[dict]:
+        """`add` for a whole sweep in one locked write: 5,000 points cost one rewrite of the file,
+        not 5,000. Nothing is added if any id is taken."""
+        docs = []
+        for record in records:
+            run_id = record.get("id")
+            if not isinstance(run_id, str) or not run_id:
+                raise ValueError("a run record needs a non-empty string 'id'")
+            docs.append(self._prepare(record))
+        if not docs:
+            return []
         with self._locked_table() as table:
-            if table.contains(Query().id == run_id):
-                raise RunExists(f"a run with id '{run_id}' is already in {self.path}")
-            table.insert(doc)
-        return doc
+            taken = {doc.get("id") for doc in table.all()} & {doc["id"] for doc in docs}
+            if taken:
+                raise RunExists(f"run id {', '.join(sorted(taken))} is already in {self.path}")
+            table.insert_multiple(docs)
+        return docs
 
     def update(self, run_id: str, **fields: Any) -> dict:
         """Set fields of one record, atomically with respect to every other writer. Returns the
@@ -539,21 +437,21 @@ def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, d
         final = eventlog.final_event(eventlog.read_all(events_path, types=_FINAL_AND_ACTIVITY))
         now = time.time()
         if final is None:
-            changes[run_id] = {"status": "interrupted", "finished": now}
+            changes[run_id] = {"status": INTERRUPTED, "finished": now}
             continue
         when = final.get("t") if isinstance(final.get("t"), (int, float)) else now
         kind = final["type"]
         fields: dict[str, Any] = {"status": kind, "finished": when}
-        if kind == "done":
+        if kind == Done.type:
             fields["metrics"] = final.get("metrics") or record.get("metrics") or {}
-        elif kind == "failed":
-            fields["error"] = final.get("error") or record.get("error") or "failed"
+        elif kind == Failed.type:
+            fields["error"] = final.get("error") or record.get("error") or "the run failed"
         changes[run_id] = fields
     return changes
 
 
 # Final types plus the activity that reopens a run after one (a resume); `log` lines do neither.
-_FINAL_AND_ACTIVITY = tuple(eventlog.FINAL_TYPES) + ("phase_start", "phase_end", "epoch", "progress")
+_FINAL_AND_ACTIVITY = (*FINAL_EVENT_TYPES, PhaseStart.type, PhaseEnd.type, EpochMetrics.type, Progress.type)
 
 
 def reconcile(store: RunStore, workspace: Workspace | None = None) -> list[str]:

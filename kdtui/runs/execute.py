@@ -2,7 +2,7 @@
 
 The runner is the only place where the engine's events meet files: each event becomes a line of
 `runs/<id>/events.jsonl`, and the registry document is updated at start and at the end. It is
-used in the foreground by `kdtui run` and in the background by `kdtui.worker`.
+used in the foreground by `kdtui run` and in the background by `kdtui.runs.executors.worker`.
 """
 from __future__ import annotations
 
@@ -15,57 +15,14 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from kdtui.eventlog import EventWriter
-from kdtui.registry import RunStore
-from kdtui.spec import Spec, group_hash, spec_hash
-from kdtui.teachers import TeacherStore
-from kdtui.workspace import Workspace
+from kdtui.core.eventlog import EventWriter
+from kdtui.core.events import DONE, FAILED, RUNNING, STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
+from kdtui.core.registry import RunStore
+from kdtui.core.spec import Spec
+from kdtui.core.teachers import TeacherStore
+from kdtui.core.workspace import STOP_FILE, Workspace
 
-STOP_FILE = "STOP"
 STOP_POLL_S = 0.5
-FINAL_STATUSES = ("done", "failed", "stopped", "interrupted")
-
-
-def new_record(run_id: str, spec: Spec, status: str = "queued") -> dict:
-    return {"id": run_id, "name": spec.name, "status": status, "spec": spec.model_dump(mode="json"),
-            "spec_hash": spec_hash(spec), "group_hash": group_hash(spec), "metrics": {}, "teachers": [],
-            "device": None, "host": socket.gethostname(), "pid": None, "created": time.time(),
-            "started": None, "finished": None, "error": None}
-
-
-def create_run(workspace: Workspace, store: RunStore, spec: Spec, status: str = "queued",
-               pid: int | None = None) -> str:
-    """Register a run and write its resolved spec; the spec is validated before this is called.
-
-    `pid` is the process that owns the queued run until it starts (the CLI, or the worker): a
-    queued run whose owner dies is then reconciled to `interrupted` instead of staying queued.
-    """
-    run_id, folder = workspace.claim_run_dir()
-    tmp = folder / "spec.toml.tmp"
-    tmp.write_text(spec.to_toml())
-    os.replace(tmp, folder / "spec.toml")
-    store.add({**new_record(run_id, spec, status), "pid": pid})
-    return run_id
-
-
-def request_stop(workspace: Workspace, store: RunStore, record: dict) -> str:
-    """Ask a run to stop; a queued run is taken out of the queue at once. Returns what happened."""
-    run_id, status = record["id"], record["status"]
-    if status == "queued":
-        store.update(run_id, status="stopped", finished=time.time())
-        (workspace.run_dir(run_id) / STOP_FILE).touch()  # its waiting worker leaves the line at once
-        return f"{run_id} removed from the queue (stopped)"
-    if status == "running":
-        (workspace.run_dir(run_id) / STOP_FILE).touch()
-        return f"{run_id}: stop requested; it keeps its last checkpoint (kdtui runs resume {run_id})"
-    return f"{run_id} is already {status}"
-
-
-def requeue(workspace: Workspace, store: RunStore, run_id: str) -> None:
-    """Make a stopped, interrupted or failed run `queued` again (to resume it), owned by this
-    process until a worker or the foreground loop starts it; an old stop request is dropped."""
-    (workspace.run_dir(run_id) / STOP_FILE).unlink(missing_ok=True)
-    store.update(run_id, status="queued", error=None, pid=os.getpid(), host=socket.gethostname())
 
 
 class StopSignal:
@@ -124,17 +81,17 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
         import torch  # noqa: F401  (imported here so the CLI's other commands never pay for it)
         from kernels import engine  # noqa: F401  (the slow imports come before the claim below)
 
-        from kdtui.spec import load_spec
+        from kdtui.core.spec import load_spec
 
         # Claim the run. `kdtui runs stop` on a queued run marks it stopped, and `runs rm` removes
         # it; either may have happened while this process was importing torch.
         current = store.get(run_id)
         if current is None:
             return {"id": run_id, "status": "removed", "skipped": True}
-        if current.get("status") == "stopped":
+        if current.get("status") == STOPPED:
             return {**current, "skipped": True}
         if stop.signalled is not None:  # interrupted while starting up: nothing ran, resumable
-            return store.update(run_id, status="stopped", finished=time.time())
+            return store.update(run_id, status=STOPPED, finished=time.time())
 
         spec = load_spec(run_dir / "spec.toml")
         config = spec.to_run_config()
@@ -151,7 +108,6 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
     from kernels import engine
     from kernels.data import DataError
     from kernels.distributed import Shards
-    from kernels.events import Done
 
     shards = shards or Shards()
     run_dir = workspace.run_dir(run_id)
@@ -159,17 +115,17 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
 
     with EventWriter(run_dir / "events.jsonl") if shards.main else _NoEvents() as events:
         def emit(event) -> None:
-            payload = event if isinstance(event, dict) else event.to_dict()
+            payload = as_dict(event)
             events.write(payload)
             if on_event is not None:
                 on_event(payload)
 
-        store.update(run_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+        store.update(run_id, status=RUNNING, pid=os.getpid(), host=socket.gethostname(),
                      started=time.time(), error=None, finished=None, nproc=shards.world)
         try:
             dev = engine.resolve_device(config.device)
             store.update(run_id, device=str(dev))
-            emit({"type": "log", "message": f"run {run_id} on {dev}"})
+            emit(Log(f"run {run_id} on {dev}"))
             prepared = engine.prepare(config, dev, shards)
             teacher_store = TeacherStore(workspace.teachers_dir)
 
@@ -185,10 +141,8 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
                         retrain=retrain_teachers,
                         shards=shards if shards.world > 1 else None)
                     if reused:
-                        emit({"type": "phase_start", "phase": "teacher", "index": k, "total": config.members,
-                              "epochs": 0, "steps_per_epoch": 0, "reused": True})
-                        emit({"type": "phase_end", "phase": "teacher", "index": k, "total": config.members,
-                              "metrics": teacher.metrics})
+                        emit(PhaseStart("teacher", index=k, total=config.members, reused=True))
+                        emit(PhaseEnd("teacher", index=k, total=config.members, metrics=teacher.metrics))
                     teachers.append(teacher)
                     teachers_used.append({"key": key, "member": k, "reused": reused, "role": role,
                                           **_rounded(teacher.metrics)})
@@ -202,19 +156,19 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
                 result["metrics"].update(_independent_control(
                     spec, config, prepared, teachers, run_dir, obtain_teachers, emit, stop))
             emit(Done(result["metrics"]))
-            store.update(run_id, status="done", metrics=result["metrics"], finished=time.time())
+            store.update(run_id, status=DONE, metrics=result["metrics"], finished=time.time())
         except engine.StopRequested as exc:
-            emit({"type": "stopped", "message": str(exc)})
-            store.update(run_id, status="stopped", finished=time.time())
+            emit(Stopped(str(exc)))
+            store.update(run_id, status=STOPPED, finished=time.time())
         except (engine.RunFailed, DataError) as exc:
-            emit({"type": "failed", "error": str(exc), "phase": getattr(exc, "phase", ""),
-                  "epoch": getattr(exc, "epoch", -1), "step": getattr(exc, "step", -1)})
-            store.update(run_id, status="failed", error=str(exc), finished=time.time())
+            emit(Failed(str(exc), phase=getattr(exc, "phase", ""), epoch=getattr(exc, "epoch", -1),
+                        step=getattr(exc, "step", -1)))
+            store.update(run_id, status=FAILED, error=str(exc), finished=time.time())
         except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
             (run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt")).write_text(traceback.format_exc())
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            emit({"type": "failed", "error": message, "phase": "", "epoch": -1, "step": -1})
-            store.update(run_id, status="failed", error=message, finished=time.time())
+            emit(Failed(message))
+            store.update(run_id, status=FAILED, error=message, finished=time.time())
     return store.get(run_id)
 
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
-from kdtui.registry import RunStore
-from kdtui.slots import RunQueue
-from kdtui.workspace import Workspace
+from kdtui.core.registry import RunStore
+from kdtui.runs.executors.slots import RunQueue
+from kdtui.core.workspace import Workspace
 
 WORKER_LOG = "worker.log"
 
@@ -17,14 +17,14 @@ def launch_detached(workspace: Workspace, store: RunStore, run_ids: list[str], *
                     device: str | None = None, slots_per_gpu: int | None = None) -> list[int]:
     """One background worker per run, queued in the order given; returns their pids.
 
-    Each worker waits for a device slot (kdtui.slots), so a sweep runs as many points at once as
+    Each worker waits for a device slot (kdtui.runs.executors.slots), so a sweep runs as many points at once as
     there are free slots. Workers are in their own session (no controlling terminal, so a closed
     terminal's SIGHUP never reaches them), with stdin from /dev/null and output to the run's folder.
     """
     queue = RunQueue(workspace)
     pids = []
     for run_id in run_ids:
-        command = [sys.executable, "-m", "kdtui.worker", "--workspace", str(workspace.root), run_id]
+        command = [sys.executable, "-m", "kdtui.runs.executors.worker", "--workspace", str(workspace.root), run_id]
         if retrain_teachers:
             command.append("--retrain-teachers")
         if device:

@@ -1,6 +1,6 @@
 """The run queue of one box: device slots held through OS file locks, first come first served, no daemon.
 
-Every background run is its own process (kdtui.worker). Before it trains, it waits in line for a slot:
+Every background run is its own process (kdtui.runs.executors.worker). Before it trains, it waits in line for a slot:
 
 - a slot is a lock file, `<workspace>/queue/<slot>.lock`, held (flock) by the run's process for as
   long as it runs. The kernel drops the lock when that process dies, however it dies, so nobody has
@@ -27,8 +27,8 @@ from typing import Callable
 
 from filelock import FileLock, Timeout
 
-from kdtui.registry import pid_alive
-from kdtui.workspace import Workspace
+from kdtui.core.procs import pid_alive
+from kdtui.core.workspace import Workspace
 
 try:
     import tomllib

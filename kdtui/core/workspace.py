@@ -10,6 +10,7 @@ ENV_VAR = "KDTUI_HOME"
 DEFAULT_DIR = "runs"
 REGISTRY_NAME = "kdtui.json"
 EVENTS_NAME = "events.jsonl"
+STOP_FILE = "STOP"  # in a run folder: asks the run (or its waiting worker) to stop
 
 
 def resolve_workspace(arg: str | Path | None = None) -> Path:

@@ -15,10 +15,10 @@ import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+from kdtui.core.events import FINAL_EVENT_TYPES, Log
 
-FINAL_TYPES = frozenset({"done", "failed", "stopped"})
 # Types that may follow a final event without reopening the run (e.g. "results are in ...").
-_PASSIVE_TYPES = frozenset({"log"})
+_PASSIVE_TYPES = frozenset({Log.type})
 
 
 # -- JSON encoding shared with the registry -------------------------------------------------------
@@ -239,7 +239,7 @@ def final_event(events: Iterable[dict]) -> dict | None:
     final = None
     for event in events:
         kind = event.get("type")
-        if kind in FINAL_TYPES:
+        if kind in FINAL_EVENT_TYPES:
             final = event
         elif kind not in _PASSIVE_TYPES:
             final = None
@@ -266,7 +266,7 @@ def follow(
         events = reader.read_new()
         for event in events:
             kind = event.get("type")
-            if kind in FINAL_TYPES:
+            if kind in FINAL_EVENT_TYPES:
                 ended = True
             elif kind not in _PASSIVE_TYPES:
                 ended = False

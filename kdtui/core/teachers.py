@@ -14,7 +14,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from kdtui.spec import Spec, teacher_key
+from kdtui.core.spec import Spec, teacher_key
 
 
 class TeacherStore:

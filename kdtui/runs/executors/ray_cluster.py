@@ -9,7 +9,7 @@ tail` and the registry work as for local runs. Nothing needs a shared file syste
 
 `kdtui runs stop` writes the run's STOP file here; the driver sees it and cancels the run's Ray task.
 
-    python -m kdtui.ray_executor --workspace DIR [--address ADDR] [--gpus-per-run N] RUN_ID...
+    python -m kdtui.runs.executors.ray_cluster --workspace DIR [--address ADDR] [--gpus-per-run N] RUN_ID...
 
 is the detached driver behind `--executor ray --detach`.
 """
@@ -22,9 +22,10 @@ import sys
 import time
 from typing import Callable
 
-from kdtui.eventlog import EventWriter
-from kdtui.registry import RunStore
-from kdtui.workspace import Workspace
+from kdtui.core.eventlog import EventWriter
+from kdtui.core.registry import RunStore
+from kdtui.core.events import DONE, FAILED, QUEUED, RUNNING, STOPPED, Log
+from kdtui.core.workspace import STOP_FILE, Workspace
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'kdtui[ray]'"
 WORKER_WORKSPACE_ENV = "KDTUI_RAY_WORKSPACE"
@@ -50,8 +51,9 @@ def run_on_worker(run_id: str, spec_toml: str, events, retrain_teachers: bool) -
     same id, run it there, and put each event on `events` as (run id, event)."""
     import ray
 
-    from kdtui.runner import execute, new_record
-    from kdtui.spec import parse_spec
+    from kdtui.runs.execute import execute
+    from kdtui.runs.service import new_record
+    from kdtui.core.spec import parse_spec
 
     workspace = Workspace(os.environ.get(WORKER_WORKSPACE_ENV) or "~/.cache/kdtui/ray-workspace")
     store = RunStore(workspace)
@@ -59,11 +61,11 @@ def run_on_worker(run_id: str, spec_toml: str, events, retrain_teachers: bool) -
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.toml").write_text(spec_toml)
     if store.get(run_id) is None:
-        store.add({**new_record(run_id, parse_spec(spec_toml, source=f"run {run_id}")), "pid": os.getpid()})
+        store.add(new_record(run_id, parse_spec(spec_toml, source=f"run {run_id}"), pid=os.getpid()))
     else:  # the same run sent here again
-        store.update(run_id, status="queued", error=None, pid=os.getpid(), host=socket.gethostname())
-    events.put((run_id, {"type": "log", "message": f"ray task on {socket.gethostname()} "
-                                                   f"(node {ray.get_runtime_context().get_node_id()[:12]})"}))
+        store.update(run_id, status=QUEUED, error=None, pid=os.getpid(), host=socket.gethostname())
+    events.put((run_id, Log(f"ray task on {socket.gethostname()} "
+                            f"(node {ray.get_runtime_context().get_node_id()[:12]})").to_dict()))
     record = execute(workspace, store, run_id, retrain_teachers=retrain_teachers,
                      on_event=lambda event: events.put((run_id, event)))
     return {**record, "worker_host": socket.gethostname(), "checkpoints": f"{socket.gethostname()}:{folder}"}
@@ -100,7 +102,7 @@ def drive(workspace: Workspace, store: RunStore, run_ids: list[str], *, address:
                 for run_id, event in batch:
                     if run_id not in writers:
                         writers[run_id] = EventWriter(workspace.events_path(run_id))
-                        store.update(run_id, status="running", started=time.time())
+                        store.update(run_id, status=RUNNING, started=time.time())
                     writers[run_id].write(event)
 
         try:
@@ -113,7 +115,7 @@ def drive(workspace: Workspace, store: RunStore, run_ids: list[str], *, address:
                     if on_record is not None:
                         on_record(finished[run_id])
                 for ref, run_id in running.items():
-                    if run_id not in cancelled and (workspace.run_dir(run_id) / "STOP").exists():
+                    if run_id not in cancelled and (workspace.run_dir(run_id) / STOP_FILE).exists():
                         cancelled.add(run_id)
                         ray.cancel(ref)
         finally:
@@ -130,12 +132,12 @@ def _final(store: RunStore, run_id: str, ref, was_cancelled: bool) -> dict:
     try:
         remote = ray.get(ref)
     except (ray.exceptions.TaskCancelledError, KeyboardInterrupt):
-        return store.update(run_id, status="stopped", finished=time.time())
+        return store.update(run_id, status=STOPPED, finished=time.time())
     except ray.exceptions.RayError as exc:  # the task raised, or its worker or node died
         if was_cancelled:
-            return store.update(run_id, status="stopped", finished=time.time())
+            return store.update(run_id, status=STOPPED, finished=time.time())
         message = f"ray task failed: {type(exc).__name__}: {exc}".splitlines()[0]
-        return store.update(run_id, status="failed", error=message, finished=time.time())
+        return store.update(run_id, status=FAILED, error=message, finished=time.time())
     fields = {k: remote.get(k) for k in FINAL_FIELDS}
     return store.update(run_id, **fields, worker_host=remote.get("worker_host"), checkpoints=remote.get("checkpoints"))
 
@@ -145,7 +147,7 @@ def launch_detached(workspace: Workspace, run_ids: list[str], *, address: str | 
     """The driver as a background process of its own session (it outlives the terminal)."""
     import subprocess
 
-    command = [sys.executable, "-m", "kdtui.ray_executor", "--workspace", str(workspace.root),
+    command = [sys.executable, "-m", "kdtui.runs.executors.ray_cluster", "--workspace", str(workspace.root),
                "--gpus-per-run", str(gpus_per_run), *run_ids]
     if address:
         command += ["--address", address]
@@ -158,7 +160,7 @@ def launch_detached(workspace: Workspace, run_ids: list[str], *, address: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdtui.ray_executor")
+    parser = argparse.ArgumentParser(prog="kdtui.runs.executors.ray_cluster")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--address")
     parser.add_argument("--gpus-per-run", type=float, default=0)
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace(args.workspace)
     records = drive(workspace, RunStore(workspace), args.run_ids, address=args.address,
                     gpus_per_run=args.gpus_per_run, retrain_teachers=args.retrain_teachers)
-    return 0 if all(r["status"] == "done" for r in records) else 1
+    return 0 if all(r["status"] == DONE for r in records) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""Whole-file writes that a crash can never leave half done: temporary file, fsync, rename.
+
+Every file kdtui writes in place of another (the registry, a run's record and spec, checkpoints,
+tickets, exports, reports) goes through here, so a reader sees the old file or the new one, never
+a mixture, and a power cut after the rename keeps the new one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _read_umask() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the classic way, once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(path: Path) -> str:
+    """Temporary files for `path` start with this (a writer killed mid-write leaves one behind)."""
+    return f".{path.name}."
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync directories
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to (for writers that want a file name: torch.save,
+    matplotlib); on a clean exit it is fsynced and renamed over `path`, on an error removed."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        with contextlib.suppress(OSError):
+            # mkstemp makes 0600 files; keep the old file's mode (or a normal file's).
+            try:
+                mode = os.stat(path).st_mode & 0o777
+            except FileNotFoundError:
+                mode = 0o666 & ~_UMASK
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Replace `path` with `data` (text is UTF-8) in one step."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(payload)

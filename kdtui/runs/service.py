@@ -1,0 +1,130 @@
+"""The run service: the only code that changes a run's state. The CLI and the app both call it.
+
+submit (register a sweep's points, one registry write), launch (start them in the background through
+the queue), stop, resume, remove, and the bookkeeping between (requeue, release what this process
+owns). It never imports torch or the code that executes a run (kdtui.runs.execute): running in the
+foreground is the CLI's business (kdtui.runs.executors.local), running in the background is a worker
+process's.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+
+from kdtui.core.events import ACTIVE_STATUSES, QUEUED, RESUMABLE_STATUSES, RUNNING, STOPPED
+from kdtui.core.files import atomic_write
+from kdtui.core.registry import RunStore
+from kdtui.core.spec import Spec, group_hash, spec_hash
+from kdtui.core.workspace import STOP_FILE, Workspace
+from kdtui.runs.executors.launcher import launch_detached
+
+
+class ServiceError(ValueError):
+    """A run action that cannot be done as asked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one action did to one run, in a line a person reads."""
+    run_id: str
+    message: str
+    changed: bool = True
+
+
+def new_record(run_id: str, spec: Spec, status: str = QUEUED, pid: int | None = None) -> dict:
+    return {"id": run_id, "name": spec.name, "status": status, "spec": spec.model_dump(mode="json"),
+            "spec_hash": spec_hash(spec), "group_hash": group_hash(spec), "metrics": {}, "teachers": [],
+            "device": None, "host": socket.gethostname(), "pid": pid, "created": time.time(),
+            "started": None, "finished": None, "error": None}
+
+
+class RunService:
+    def __init__(self, workspace: Workspace, store: RunStore | None = None):
+        self.workspace = workspace
+        self.store = store or RunStore(workspace)
+
+    # -- submit and launch ----------------------------------------------------------------------
+
+    def submit(self, points: list[Spec], owner_pid: int | None = None) -> list[str]:
+        """Register resolved, validated specs as queued runs; returns their ids in order.
+
+        Each point gets its folder and spec first, then the whole sweep enters the registry in one
+        write. `owner_pid` owns the queued runs until a worker starts them (the CLI, or the
+        launcher), so a queued run whose owner dies is reconciled to `interrupted`.
+        """
+        records = []
+        for point in points:
+            run_id, folder = self.workspace.claim_run_dir()
+            atomic_write(folder / "spec.toml", point.to_toml())
+            records.append(new_record(run_id, point, pid=owner_pid))
+        self.store.add_many(records)
+        return [record["id"] for record in records]
+
+    def launch(self, run_ids: list[str], *, retrain_teachers: bool = False, device: str | None = None,
+               slots_per_gpu: int | None = None) -> list[int]:
+        """Start queued runs in the background, each when a device slot is free; returns worker pids."""
+        return launch_detached(self.workspace, self.store, run_ids, retrain_teachers=retrain_teachers,
+                               device=device, slots_per_gpu=slots_per_gpu)
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    def stop(self, record: dict) -> Outcome:
+        """Ask a run to stop; a queued run leaves the queue at once."""
+        run_id, status = record["id"], record["status"]
+        if status == QUEUED:
+            self.store.update(run_id, status=STOPPED, finished=time.time())
+            (self.workspace.run_dir(run_id) / STOP_FILE).touch()  # its waiting worker leaves the line at once
+            return Outcome(run_id, f"{run_id} removed from the queue (stopped)")
+        if status == RUNNING:
+            (self.workspace.run_dir(run_id) / STOP_FILE).touch()
+            return Outcome(run_id, f"{run_id}: stop requested; it keeps its last checkpoint "
+                                   f"(kdtui runs resume {run_id})")
+        return Outcome(run_id, f"{run_id} is already {status}", changed=False)
+
+    def release_owned(self, run_ids: list[str]) -> None:
+        """Mark the runs this process still owns (queued, or running here) as stopped: resumable.
+        Called when a foreground sweep ends early (Ctrl-C, a stopped point)."""
+        host = socket.gethostname()
+        for run_id in run_ids:
+            current = self.store.get(run_id)
+            if current is not None and current["status"] in ACTIVE_STATUSES and \
+                    current.get("pid") == os.getpid() and current.get("host") == host:
+                self.store.update(run_id, status=STOPPED, finished=time.time())
+
+    # -- resume ---------------------------------------------------------------------------------
+
+    def requeue(self, record: dict) -> None:
+        """Make a stopped, interrupted or failed run `queued` again, owned by this process until a
+        worker (or the foreground loop) starts it; an old stop request is dropped."""
+        run_id = record["id"]
+        if record["status"] not in RESUMABLE_STATUSES:
+            raise ServiceError(f"run {run_id} is {record['status']}; only stopped, interrupted or failed runs resume")
+        (self.workspace.run_dir(run_id) / STOP_FILE).unlink(missing_ok=True)
+        self.store.update(run_id, status=QUEUED, error=None, pid=os.getpid(), host=socket.gethostname())
+
+    def resume_detached(self, records: list[dict]) -> list[int]:
+        """Requeue every run (all are checked first) and start them in the background."""
+        for record in records:
+            if record["status"] not in RESUMABLE_STATUSES:
+                raise ServiceError(f"run {record['id']} is {record['status']}; only stopped, interrupted or "
+                                   "failed runs resume")
+        for record in records:
+            self.requeue(record)
+        return self.launch([record["id"] for record in records])
+
+    # -- remove ---------------------------------------------------------------------------------
+
+    def remove(self, records: list[dict]) -> list[Outcome]:
+        """Delete runs, record and folder; refuses (before deleting any) if one is still active."""
+        active = [r["id"] for r in records if r["status"] in ACTIVE_STATUSES]
+        if active:
+            raise ServiceError(f"{', '.join(active)} still active; stop first (kdtui runs stop ID)")
+        outcomes = []
+        for record in records:
+            self.store.remove(record["id"])
+            shutil.rmtree(self.workspace.run_dir(record["id"]), ignore_errors=True)
+            outcomes.append(Outcome(record["id"], f"deleted {record['id']}"))
+        return outcomes
