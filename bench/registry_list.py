@@ -1,20 +1,26 @@
-"""How long listing the registry takes when it holds 1,000 finished runs.
+"""The registry at lab scale: 10,000 finished runs, read, listed and updated.
 
 Each record is shaped like a real 300-epoch run's summary: the resolved spec (~60 fields), ~12
-final metrics, a teacher list. The per-epoch history is NOT in the registry (it lives in each run's
-events.jsonl), which is what keeps this file small. Prints the file size and the median of 5 timings
-of `RunStore.all()` on a fresh store (so the first-read reconciliation is included), plus a few
-other operations for scale.
+final metrics, a teacher list (the per-epoch history lives in each run's events.jsonl). The runs are
+registered through `RunStore.add_many` (each run's record.json included), then timed (medians):
 
-    python bench/registry_list.py [--runs 1000] [--repeat 5]
+- a cold read: `RunStore.all()` in a process that has not read the index yet (what `kdtui runs
+  list` and the app's first screenful wait for), and a warm one (the app's next poll);
+- `kdtui runs list` as a user runs it (a new process, table output), target < 1 s;
+- one `RunStore.update`, target < 100 ms, and the app's read after it (one shard reparsed);
+- `get` by a long-lived store (a worker's poll), `resolve` of a prefix, `reindex`.
+
+    python bench/registry_list.py [--runs 10000] [--repeat 5]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import random
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdtui.core.registry import TABLE, AtomicJSONStorage, RunStore, reconcile  # noqa: E402
+from kdtui.core import registry  # noqa: E402
+from kdtui.core.registry import RunStore  # noqa: E402
 from kdtui.core.workspace import Workspace  # noqa: E402
 
 METRICS = ("train_agreement", "train_agreement_eval", "test_agreement", "test_kl", "test_acc",
@@ -76,69 +83,86 @@ def record(i: int, rng: random.Random) -> dict:
     }
 
 
-def timed(fn, repeat: int) -> float:
+def timed(fn, repeat: int, before=None) -> float:
     samples = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
 
 
+def forget_parsed() -> None:
+    """As if this were a new process: nothing of the index parsed yet."""
+    registry._PARSED.clear()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-history-comparison", dest="history_comparison", action="store_false",
-                        help="skip timing a registry that embeds the per-epoch history")
     args = parser.parse_args()
 
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
         docs = [record(i, rng) for i in range(args.runs)]
-        AtomicJSONStorage(ws.registry_path).write({TABLE: {str(i + 1): d for i, d in enumerate(docs)}})
-        size = ws.registry_path.stat().st_size
+        t0 = time.perf_counter()
+        RunStore(ws, auto_reconcile=False).add_many(docs)
+        t_register = time.perf_counter() - t0
+        index = [f for f in (ws.root / registry.INDEX_DIR).glob("*.json")]
+        size = sum(f.stat().st_size for f in index)
 
         def list_fresh() -> None:
-            store = RunStore(ws)  # fresh instance: the first read reconciles
-            assert len(store.all()) == args.runs
+            assert len(RunStore(ws).all()) == args.runs  # a fresh store: the first read reconciles
 
-        warm = RunStore(ws)
-        warm.all()
-        t_list = timed(list_fresh, args.repeat)
-        t_list_warm = timed(warm.all, args.repeat)
-        t_reconcile = timed(lambda: reconcile(warm, ws), args.repeat)
-        t_resolve = timed(lambda: warm.resolve(docs[args.runs // 2]["id"][:13]), args.repeat)
-        counter = iter(range(10**9))
-        t_add = timed(lambda: warm.add({**docs[0], "id": f"new-{next(counter)}"}), args.repeat)
-        t_update = timed(lambda: warm.update(docs[1]["id"], status="done"), args.repeat)
+        t_cold = timed(list_fresh, args.repeat, before=forget_parsed)
+        t_warm = timed(list_fresh, args.repeat)
+        worker = RunStore(ws)
+        worker.all()
+        t_get = timed(lambda: worker.get(docs[args.runs // 3]["id"]), args.repeat)
+        t_resolve = timed(lambda: RunStore(ws).resolve(docs[args.runs // 2]["id"][:15]), args.repeat)
+        statuses = iter(["done", "failed"] * args.repeat)
+        t_update = timed(lambda: worker.update(docs[1]["id"], status=next(statuses)), args.repeat)
 
-        # The design choice this measures: the same registry with each run's 300-epoch history
-        # embedded (what a naive TinyDB tracker would store).
-        t_hist = size_hist = None
-        if args.history_comparison:
-            fat = Workspace(Path(tmp) / "fat")
-            history = [{"epoch": e, **{m: rng.random() for m in METRICS if m != "epoch"}}
-                       for e in range(301)]
-            AtomicJSONStorage(fat.registry_path).write(
-                {TABLE: {str(i + 1): {**d, "history": history} for i, d in enumerate(docs)}})
-            size_hist = fat.registry_path.stat().st_size
-            t_hist = timed(lambda: RunStore(fat).all(), min(args.repeat, 3))
+        def update_then_read() -> None:
+            worker.update(docs[2]["id"], status=next(statuses, "done"))
+            t0 = time.perf_counter()
+            RunStore(ws).all()
+            reads.append(time.perf_counter() - t0)
+
+        reads: list[float] = []
+        statuses = iter(["done", "failed"] * args.repeat)
+        timed(update_then_read, args.repeat)
+        t_read_after = statistics.median(reads)
+
+        env = {**os.environ, "KDTUI_HOME": str(ws.root), "COLUMNS": "120"}
+        cli = [sys.executable, "-m", "kdtui.cli", "runs", "list"]
+        t_cli = timed(lambda: subprocess.run(cli, env=env, check=True, capture_output=True), args.repeat)
+        t_cli_json = timed(lambda: subprocess.run([*cli, "--json"], env=env, check=True, capture_output=True),
+                           max(args.repeat // 2, 1))
+        t_cli_none = timed(lambda: subprocess.run([sys.executable, "-m", "kdtui.cli", "--version"], env=env,
+                                                  check=True, capture_output=True), args.repeat)
+        t_reindex = timed(lambda: RunStore(ws).reindex(), 1)
 
     ms = lambda s: f"{s * 1000:8.1f} ms"  # noqa: E731
-    print(f"registry: {args.runs} finished runs, spec {count_fields(docs[0]['spec'])} fields, "
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+          f"median of {args.repeat}")
+    print(f"registry: {args.runs:,} finished runs, spec {count_fields(docs[0]['spec'])} fields, "
           f"{len(METRICS)} metrics, {len(docs[0]['teachers'])} teachers, no history")
-    print(f"file size:                         {size / 1e6:8.2f} MB ({size / args.runs / 1e3:.2f} kB/run)")
-    print(f"RunStore.all(), fresh (+reconcile): {ms(t_list)}   (median of {args.repeat})")
-    print(f"RunStore.all(), already reconciled: {ms(t_list_warm)}")
-    print(f"reconcile() alone (reads once):     {ms(t_reconcile)}")
-    print(f"resolve(prefix):                    {ms(t_resolve)}")
-    print(f"add() one run (lock+read+write):    {ms(t_add)}")
-    print(f"update() one run:                   {ms(t_update)}")
-    if t_hist is not None:
-        print(f"with 300-epoch history embedded:   {size_hist / 1e6:8.2f} MB, all() {ms(t_hist)} "
-              f"-> {size_hist / size:.0f}x the bytes, {t_hist / t_list:.0f}x the time")
+    print(f"index: {len(index)} shards, {size / 1e6:.2f} MB ({size / args.runs / 1e3:.2f} kB/run)")
+    print(f"add_many() of all {args.runs:,} (record.json each):  {t_register:8.2f} s")
+    print(f"RunStore.all(), cold (new process):        {ms(t_cold)}   <- the app's first screenful waits for this")
+    print(f"RunStore.all(), warm (nothing changed):    {ms(t_warm)}")
+    print(f"RunStore.all() after one update:           {ms(t_read_after)}")
+    print(f"update() one run (target < 100 ms):        {ms(t_update)}")
+    print(f"get() by a long-lived store:               {ms(t_get)}")
+    print(f"resolve(prefix), fresh store:              {ms(t_resolve)}")
+    print(f"`kdtui runs list` (target < 1 s):          {ms(t_cli)}   (`kdtui --version`: {ms(t_cli_none)})")
+    print(f"`kdtui runs list --json`:                  {ms(t_cli_json)}")
+    print(f"reindex() from {args.runs:,} record.json files:  {ms(t_reindex)}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdtui.core.registry import TABLE, AtomicJSONStorage  # noqa: E402
+from kdtui.core.registry import RunStore  # noqa: E402
 from kdtui.tui.app import KdtuiApp  # noqa: E402
 from kdtui.tui.screens.live import LiveScreen  # noqa: E402
 from kdtui.core.workspace import Workspace  # noqa: E402
@@ -41,7 +41,7 @@ STEPS = 100
 
 
 def write_registry(ws: Workspace, records: list[dict]) -> None:
-    AtomicJSONStorage(ws.registry_path).write({TABLE: {str(i + 1): r for i, r in enumerate(records)}})
+    RunStore(ws, auto_reconcile=False).add_many(records)
 
 
 def fake_spec(seed: int, epochs: int = 300) -> dict:
@@ -273,7 +273,7 @@ async def open_big(n: int) -> None:
                             "started": now - n + i, "finished": now - n + i + 1, "error": None,
                             "schema_version": 1})
         write_registry(ws, records)
-        size = ws.registry_path.stat().st_size
+        size = sum(f.stat().st_size for f in (ws.root / "kdtui.index").glob("*.json"))
         firsts, fulls = [], []
         for _ in range(3):
             start = time.perf_counter()

@@ -43,13 +43,17 @@ def _script(tmp_path: Path, name: str, body: str) -> Path:
 
 
 def _raw_docs(store: RunStore) -> list[dict]:
-    """The registry file parsed with plain json, as another tool would."""
-    data = json.loads(store.path.read_text())
-    return list(data["_default"].values())
+    """The index parsed with plain json, as another tool would: the root names the shards."""
+    root = json.loads(store.path.read_text())
+    docs = []
+    for shard in sorted((store.path.parent / root["index"]).glob("*.json")):
+        docs.extend(json.loads(shard.read_text()).values())
+    return docs
 
 
 def _temp_files(store: RunStore) -> list[str]:
-    return [n for n in os.listdir(store.path.parent) if n.startswith(".kdtui.json.")]
+    return [n for folder in (store.path.parent, store.index_dir) if folder.exists()
+            for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]
 
 
 # Workers wait for a start file so they all write at the same moment.
@@ -159,9 +163,11 @@ def test_writer_killed_mid_write_leaves_a_whole_registry(tmp_path):
         proc = subprocess.Popen([sys.executable, str(script), str(store.path), str(size), f"k{attempt}"],
                                 env=_env(), stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.02, 0.3))
+        first = proc.stdout.readline()  # one whole round committed (a loaded machine may be slow to it)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
+        out = first + out
         assert proc.returncode == -signal.SIGKILL
         committed |= {f"k{attempt}-{line}" for line in out.split() if line.isdigit()}
 
@@ -420,3 +426,194 @@ def test_threads_share_the_lock_and_a_held_lock_times_out(tmp_path):
     finally:
         release.set()
         holder.join()
+
+
+# -- run folders are the truth ---------------------------------------------------------------------
+
+def _folder_record(ws: Workspace, run_id: str) -> dict:
+    return json.loads((ws.run_dir(run_id) / "record.json").read_text())
+
+
+def _index_by_id(store: RunStore) -> dict[str, dict]:
+    return {doc["id"]: doc for doc in _raw_docs(store)}
+
+
+def test_record_json_mirrors_every_change(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws, auto_reconcile=False)
+    a, b, c = "251128-101010-000a", "251128-101010-000b", "251128-101010-000c"
+
+    def mirrored() -> None:
+        index = _index_by_id(store)
+        for run_id, doc in index.items():
+            assert _folder_record(ws, run_id) == doc, run_id
+
+    store.add({"id": a, "name": "first", "spec": {"seed": 1}})
+    mirrored()
+    store.add_many([{"id": b, "status": "running", "host": HOST, "pid": _exited_pid()}, {"id": c}])
+    mirrored()
+    store.update(a, status="done", metrics={"test_agreement": 0.5, "nan": float("nan")})
+    mirrored()
+    assert _folder_record(ws, a)["metrics"] == {"test_agreement": 0.5, "nan": None}
+    store.update_many([a, c], note="x")
+    mirrored()
+    store.put({**store.get(c), "status": "failed", "error": "boom"})
+    mirrored()
+    assert _folder_record(ws, c)["error"] == "boom"
+    assert RunStore(ws).reconcile() == [b]  # the dead pid's run is settled in its folder too
+    mirrored()
+    assert _folder_record(ws, b)["status"] == "interrupted"
+    store.remove(a)
+    assert not (ws.run_dir(a) / "record.json").exists() and ws.run_dir(a).is_dir()
+    mirrored()
+
+
+def _varied_records() -> list[dict]:
+    return [{"id": f"251201-0000{k:02d}-{k:04x}", "name": f"run ‮{k} ünï", "status": ["done", "failed", "queued"][k % 3],
+             "spec": {"seed": k, "student": {"epochs": 3, "lr": 0.1 * k}, "data": {"extra": [1, "two", None]}},
+             "spec_hash": f"{k:064x}", "group_hash": f"{k // 2:064x}", "metrics": {"test_agreement": k / 7},
+             "teachers": [{"key": "k" * 16, "member": 0, "reused": bool(k % 2)}], "device": "cpu",
+             "host": "elsewhere", "pid": 100 + k, "created": 1.7e9 + k, "started": None, "finished": 1.7e9 + k + 1,
+             "error": None if k % 3 != 1 else "loss is NaN", "slot": f"cpu-{k}", "gpu": None}
+            for k in range(12)]
+
+
+def test_reindex_round_trips_every_field_of_every_record(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws, auto_reconcile=False)
+    store.add_many(_varied_records()[:6])
+    for record in _varied_records()[6:]:
+        store.add(record)
+    store.update("251201-000003-0003", status="stopped", finished=5.0)
+    before = _index_by_id(store)
+    assert len(before) == 12
+
+    ws.registry_path.unlink()
+    import shutil
+    shutil.rmtree(store.index_dir)
+    ws.create_run_dir("251202-000000-dead")  # a claimed folder that never got its record
+    (ws.run_dir("251202-000000-dead") / "spec.toml").write_text("name = 'x'\n")
+    ws.create_run_dir("251202-000000-beef")
+    (ws.run_dir("251202-000000-beef") / "record.json").write_text("{not json")
+    (ws.root / "teachers").mkdir()  # not a run folder
+
+    result = RunStore(ws).reindex()
+    assert result.records == 12
+    assert result.without_record == ["251202-000000-dead"]
+    assert result.unreadable == [("251202-000000-beef", "not valid JSON")]
+    text = result.describe()
+    assert "\n" not in text and "12 run folders" in text
+    assert "251202-000000-dead" in text and "251202-000000-beef" in text
+    assert _index_by_id(store) == before  # every field of every record, exactly
+    assert {r["id"]: r for r in RunStore(ws).all()} == before
+    assert RunStore(ws).unregistered_run_folders() == ["251202-000000-beef", "251202-000000-dead"]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "garbage", "shard garbage"])
+def test_a_lost_registry_with_run_folders_needs_a_reindex_and_writes_do_not_clobber(tmp_path, damage):
+    from kdtui.core.registry import RegistryNeedsReindex
+
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws, auto_reconcile=False)
+    ids = [f"251128-10101{k}-000{k}" for k in range(3)]
+    for run_id in ids:
+        store.add({"id": run_id, "status": "done"})
+    if damage == "deleted":
+        ws.registry_path.unlink()
+    elif damage == "emptied":
+        ws.registry_path.write_text("")
+    elif damage == "garbage":
+        ws.registry_path.write_text("\x00{garbage")
+    else:
+        for k in range(64):  # every shard, so that every write meets a damaged one
+            (store.index_dir / f"{k:02x}.json").write_text("[1, 2")
+    before = ws.registry_path.read_bytes() if ws.registry_path.exists() else None
+
+    for read in (lambda s: s.all(), lambda s: s.get(ids[0]), len, lambda s: s.find(status="done")):
+        with pytest.raises(RegistryNeedsReindex) as raised:
+            read(RunStore(ws))
+        message = str(raised.value)
+        assert "\n" not in message and "kdtui runs reindex" in message
+    if damage != "shard garbage":
+        assert f"registry {ws.registry_path}" in message and "3 run folders exist" in message
+    for write in (lambda s: s.add({"id": "251128-999999-0001"}), lambda s: s.update(ids[0], status="failed"),
+                  lambda s: s.add_many([{"id": "251128-999999-0002"}]), lambda s: s.remove(ids[1])):
+        with pytest.raises(RegistryNeedsReindex):
+            write(RunStore(ws, auto_reconcile=False))
+    after = ws.registry_path.read_bytes() if ws.registry_path.exists() else None
+    assert after == before  # no fresh, empty registry over the lost one
+    assert [_folder_record(ws, run_id)["status"] for run_id in ids] == ["done"] * 3
+
+    assert RunStore(ws).reindex().records == 3
+    assert sorted(r["id"] for r in RunStore(ws).all()) == ids
+
+
+def test_an_empty_workspace_is_not_an_error_and_garbage_alone_is_corrupt(tmp_path):
+    from kdtui.core.registry import RegistryCorrupt, RegistryNeedsReindex
+
+    ws = Workspace(tmp_path / "ws")
+    assert RunStore(ws).all() == [] and len(RunStore(ws)) == 0
+    ws.registry_path.write_text("")
+    assert RunStore(ws).all() == []
+    ws.registry_path.write_text("{oops")
+    with pytest.raises(RegistryCorrupt) as raised:
+        RunStore(ws).all()
+    assert not isinstance(raised.value, RegistryNeedsReindex)
+    assert str(raised.value) == f"registry {ws.registry_path} is not valid JSON"
+    ws.registry_path.unlink()
+    RunStore(ws).add({"id": "251128-101010-0001"})  # the first run of a new workspace
+    assert [r["id"] for r in RunStore(ws).all()] == ["251128-101010-0001"]
+
+
+def test_run_folders_not_in_the_registry_are_listed(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws)
+    store.add({"id": "251128-101010-0001"})
+    for run_id in ("251128-101010-0002", "251128-101010-0003"):
+        ws.create_run_dir(run_id)
+    (ws.root / "teachers").mkdir()
+    (ws.root / "251128-101010-0004").write_text("a file, not a folder")
+    assert store.unregistered_run_folders() == ["251128-101010-0002", "251128-101010-0003"]
+    assert store.unregistered_run_folders(store.all()) == ["251128-101010-0002", "251128-101010-0003"]
+    assert store.run_folders() == ["251128-101010-0001", "251128-101010-0002", "251128-101010-0003"]
+
+
+def test_put_writes_back_a_record_that_vanished_mid_run(tmp_path):
+    from kdtui.core.registry import RegistryNeedsReindex
+
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws, auto_reconcile=False)
+    run_id = "251128-101010-0001"
+    record = store.add({"id": run_id, "status": "running", "spec": {"seed": 3}})
+    ws.registry_path.unlink()  # deleted while the run was going; it is the only run folder
+    final = store.put({**record, "status": "done", "metrics": {"test_agreement": 0.9}})
+    assert store.get(run_id) == final and final["status"] == "done"
+    assert _folder_record(ws, run_id) == final
+
+    other = "251128-101010-0002"
+    store.add({"id": other})
+    ws.registry_path.unlink()  # now another run's folder exists too: only a reindex may rebuild
+    with pytest.raises(RegistryNeedsReindex):
+        store.put({**final, "status": "failed"})
+    assert _folder_record(ws, run_id)["status"] == "failed"  # the folder still got the record
+    assert not ws.registry_path.exists()
+    RunStore(ws).reindex()
+    assert RunStore(ws).get(run_id)["status"] == "failed" and RunStore(ws).get(other) is not None
+
+
+def test_a_layout1_registry_is_carried_over_by_reindex(tmp_path):
+    from kdtui.core.registry import RegistryNeedsReindex
+
+    ws = Workspace(tmp_path / "ws")
+    records = [{**r, "schema_version": 1} for r in _varied_records()[:4]]
+    for r in records:
+        ws.create_run_dir(r["id"])
+    ws.registry_path.write_text(json.dumps({"_default": {str(i + 1): r for i, r in enumerate(records)}}))
+    with pytest.raises(RegistryNeedsReindex) as raised:
+        RunStore(ws).all()
+    assert "older layout" in str(raised.value)
+    result = RunStore(ws).reindex()
+    assert result.records == 4 and len(result.migrated) == 4 and "old registry" in result.describe()
+    store = RunStore(ws, auto_reconcile=False)
+    assert {r["id"]: r for r in store.all()} == {r["id"]: r for r in records}
+    assert all(_folder_record(ws, r["id"]) == r for r in records)

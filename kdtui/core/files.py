@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _read_umask() -> int:
@@ -81,3 +81,19 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_output(path) as tmp:
         tmp.write_bytes(payload)
+
+
+def atomic_write_many(items: Iterable[tuple[Path, str | bytes]], threads: int = 8) -> None:
+    """`atomic_write` for many files (a sweep's run folders), each one still atomic and durable.
+    The writes overlap in a few threads: a journaling file system commits concurrent fsyncs
+    together, so 5,000 small files cost a fraction of 5,000 sequential fsyncs."""
+    items = list(items)
+    if len(items) <= 1:
+        for path, data in items:
+            atomic_write(path, data)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        for _ in pool.map(lambda item: atomic_write(*item), items):
+            pass  # re-raises the first error

@@ -1,12 +1,22 @@
-"""The run registry `<workspace>/kdtui.json`: one TinyDB document per run, many writers.
+"""The run registry: an index of the workspace's run folders, with many writers.
 
-TinyDB neither locks nor writes atomically (its JSON storage truncates, then rewrites), so a crash
-mid-write would lose every record. Here every write goes to a temporary file that is fsynced and
-renamed over the old one, and every read-modify-write holds an inter-process file lock while it
-re-reads the file. Readers take no lock: a rename replaces the whole file at once.
+The run folders are the truth. Each holds its own `record.json` (the whole record, every field),
+rewritten before the index whenever the record changes, so a lost or damaged index is rebuilt
+from the folders (`RunStore.reindex`, the command `kdtui runs reindex`). The index is what lets
+a command or the app list 10,000 runs without opening 10,000 files:
 
-TinyDB parses the whole file on every read, so the registry holds summaries only; the per-epoch
-history is joined in from the run's `events.jsonl` (`record_with_history`).
+    <workspace>/kdtui.json            the root: layout, shard count and a generation that every
+                                      write bumps (the app watches this one file for changes)
+    <workspace>/kdtui.index/<xx>.json one TinyDB table per shard, {run id: record}
+
+A run's shard is a hash of its id, so an update parses and rewrites one 64th of the index, not
+all of it. TinyDB neither locks nor writes atomically, so every write holds `kdtui.json.lock`
+across re-read, change and write, and every file is replaced whole (kdtui.core.files). Readers
+take no lock (a rename swaps whole files) and keep each parsed shard for as long as its file is
+unchanged, so the app's next read after an update parses one shard.
+
+The per-epoch history is not in the record; it is joined in from the run's `events.jsonl`
+(`record_with_history`).
 """
 from __future__ import annotations
 
@@ -18,22 +28,29 @@ import socket
 import threading
 import time
 import warnings
+import zlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, MutableMapping
 
-from tinydb import Query, TinyDB
+from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document, Table
 
 from kdtui.core import eventlog
 from kdtui.core.events import (ACTIVE_STATUSES, FINAL_EVENT_TYPES, INTERRUPTED, QUEUED, Done, EpochMetrics, Failed,
                                PhaseEnd, PhaseStart, Progress)
-from kdtui.core.files import TEMP_SUFFIX, atomic_write, temp_prefix
+from kdtui.core.files import TEMP_SUFFIX, atomic_write, atomic_write_many, temp_prefix
 from kdtui.core.procs import pid_alive
-from kdtui.core.workspace import Workspace
+from kdtui.core.workspace import Workspace, is_run_id
 
-SCHEMA_VERSION = 1
-TABLE = "_default"  # TinyDB's default table, so `TinyDB(path).all()` sees the runs too
+SCHEMA_VERSION = 1      # of a record
+LAYOUT = 2              # of the index (1: every record in kdtui.json itself)
+SHARDS = 64             # 10,000 runs: ~160 a shard, ~0.4 MB
+INDEX_DIR = "kdtui.index"
+RECORD_NAME = "record.json"
+REINDEX_HINT = "run `kdtui runs reindex`"
 # The record's keys (PRODUCT.md); `history` is not stored here.
 RECORD_KEYS = (
     "id", "name", "status", "spec", "spec_hash", "group_hash", "metrics", "teachers", "device",
@@ -82,69 +99,154 @@ class RegistryCorrupt(RegistryError):
     pass
 
 
+class RegistryNeedsReindex(RegistryError):
+    """The index is missing, empty or damaged while run folders exist: `kdtui runs reindex`."""
+
+
 class RegistryBusy(RegistryError):
     pass
 
 
+# -- encoding and the parsed-file cache -----------------------------------------------------------
+
+def _parse(raw: bytes) -> Any:
+    # Parsing makes ~100 small objects per run; without this, the cyclic GC runs repeatedly in the
+    # middle of the parse (and scans the whole heap of a large app) for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(raw)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _stamp(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+# shard file -> (stamp, parsed table). Only lock-free readers use it: under the lock a shard is
+# always read from disk, so a stamp that happens to repeat can never lose a write.
+_PARSED: dict[str, tuple[tuple, dict]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def shard_of(run_id: str, shards: int = SHARDS) -> str:
+    """The name of the shard (a TinyDB table) that holds `run_id`."""
+    return f"{zlib.crc32(run_id.encode('utf-8')) % shards:02x}"
+
+
 # -- storage --------------------------------------------------------------------------------------
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that never truncates in place: every write replaces the whole file at once
-    (kdtui.core.files).
+class _ShardTables(MutableMapping):
+    """What ShardStorage.read hands TinyDB: every shard by name, each loaded on first use."""
 
-    `cache_reads=True` keeps the data from the first read (and each write) for the lifetime of the
-    instance; RunStore uses it for one short-lived instance per operation, under the lock, so one
-    operation parses the file once. Leave it off for a long-lived TinyDB.
-    """
+    def __init__(self, storage: "ShardStorage"):
+        self._storage = storage
 
-    def __init__(self, path: str | Path, create_dirs: bool = True, cache_reads: bool = False,
-                 **json_kwargs: Any):
-        self.path = Path(path)
-        if create_dirs:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.cache_reads = cache_reads
-        self._cache: dict | None = None
-        self._json_kwargs = json_kwargs
+    def __getitem__(self, name: str) -> dict:
+        return self._storage.load(name)
 
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        if self.cache_reads and self._cache is not None:
-            return self._cache
+    def __setitem__(self, name: str, table: dict) -> None:
+        self._storage.stage(name, table)
+
+    def __delitem__(self, name: str) -> None:
+        self._storage.stage(name, {})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._storage.names)
+
+    def __len__(self) -> int:
+        return len(self._storage.names)
+
+
+class ShardStorage(Storage):
+    """TinyDB storage over the index folder: table `xx` is the file `xx.json`, read only when a
+    query touches it. TinyDB's writes are staged; `commit` writes the shards that changed, in
+    parallel, each atomically. One instance serves one operation."""
+
+    def __init__(self, folder: Path, shards: int, use_cache: bool):
+        self.folder = folder
+        self.names = [f"{k:02x}" for k in range(shards)]
+        self.use_cache = use_cache
+        self._loaded: dict[str, dict] = {}
+        self._staged: set[str] = set()
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def read(self) -> _ShardTables:
+        return _ShardTables(self)
+
+    def write(self, data: Any) -> None:
+        pass  # already staged through _ShardTables.__setitem__
+
+    def load(self, name: str) -> dict:
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self.names:
+            raise KeyError(name)
+        path = self.path(name)
+        table = self._read_cached(path) if self.use_cache else self._read_file(path)[1]
+        self._loaded[name] = table
+        return table
+
+    def _read_cached(self, path: Path) -> dict:
         try:
-            with open(self.path, "rb") as f:
+            stamp = _stamp(os.stat(path))
+        except FileNotFoundError:
+            return {}
+        with _PARSED_LOCK:
+            hit = _PARSED.get(str(path))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        stamp, table = self._read_file(path)
+        if stamp is not None:
+            with _PARSED_LOCK:
+                _PARSED[str(path)] = (stamp, table)
+        return table
+
+    @staticmethod
+    def _read_file(path: Path) -> tuple[tuple | None, dict]:
+        try:
+            with open(path, "rb") as f:
+                stamp = _stamp(os.fstat(f.fileno()))
                 raw = f.read()
         except FileNotFoundError:
-            return None
-        if not raw.strip():
-            return None
-        # Parsing makes ~100 small objects per run; without this, the cyclic GC runs repeatedly in
-        # the middle of the parse (and scans the whole heap of a large app) for nothing.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
+            return None, {}
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise RegistryCorrupt(f"registry {self.path} is not valid JSON ({exc})") from None
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        if not isinstance(data, dict):
-            raise RegistryCorrupt(f"registry {self.path} does not hold a JSON object")
-        if self.cache_reads:
-            self._cache = data
-        return data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        try:
-            text = json.dumps(data, separators=(",", ":"), allow_nan=False,
-                              default=eventlog._default, **self._json_kwargs)
+            table = _parse(raw)
         except ValueError:
-            text = eventlog.dumps(data)  # NaN/inf metrics become null: the file stays strict JSON
-        atomic_write(self.path, text)
-        if self.cache_reads:
-            self._cache = data
+            table = None
+        if not isinstance(table, dict):
+            raise RegistryNeedsReindex(f"registry shard {path} is damaged: {REINDEX_HINT}")
+        return stamp, table
 
-    def close(self) -> None:
-        self._cache = None
+    def stage(self, name: str, table: dict) -> None:
+        self._loaded[name] = table
+        self._staged.add(name)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._staged)
+
+    def commit(self) -> None:
+        staged, self._staged = sorted(self._staged), set()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write_many([(self.path(name), eventlog.dumps(self._loaded[name])) for name in staged])
+        finally:
+            with _PARSED_LOCK:  # the next read parses what is on disk (NaN there is null)
+                for name in staged:
+                    _PARSED.pop(str(self.path(name)), None)
+
+
+class _RunTable(Table):
+    document_id_class = str  # a document's id is its run's id: get/update without a scan
+
+
+class _IndexDB(TinyDB):
+    table_class = _RunTable
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -158,17 +260,78 @@ def _time_key(value: Any) -> float:
     return 0.0
 
 
-def _plain(doc: dict) -> dict:
-    return dict(doc)
+@dataclass
+class ReindexResult:
+    """What `RunStore.reindex` found in the run folders."""
+    registry: Path
+    records: int = 0                                          # indexed now
+    migrated: list[str] = field(default_factory=list)         # records taken from a layout-1 kdtui.json
+    without_record: list[str] = field(default_factory=list)   # run folders with no record.json
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, why)
+
+    def describe(self) -> str:
+        def some(ids: list[str]) -> str:
+            return ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
+
+        text = f"rebuilt {self.registry} from {self.records} run folder{'s' * (self.records != 1)}"
+        if self.migrated:
+            text += f" ({len(self.migrated)} of them from the old registry, now also in their folders)"
+        text += "."
+        if self.without_record:
+            n = len(self.without_record)
+            text += (f" {n} run folder{'s have' if n != 1 else ' has'} no {RECORD_NAME} and "
+                     f"{'are' if n != 1 else 'is'} not listed ({some(self.without_record)}): "
+                     "delete them, or run their spec.toml again.")
+        if self.unreadable:
+            n = len(self.unreadable)
+            text += (f" {n} {RECORD_NAME} file{'s' * (n != 1)} could not be read and "
+                     f"{'are' if n != 1 else 'is'} not listed: "
+                     + "; ".join(f"{folder}: {why}" for folder, why in self.unreadable[:5])
+                     + (f"; ... ({n} in all)" if n > 5 else "") + ".")
+        return text
+
+
+class _Index:
+    """The index as one locked operation sees it: TinyDB over a fresh ShardStorage."""
+
+    def __init__(self, folder: Path, shards: int, use_cache: bool):
+        self.shards = shards
+        self.db = _IndexDB(folder, storage=ShardStorage, shards=shards, use_cache=use_cache)
+        self.storage: ShardStorage = self.db.storage  # type: ignore[assignment]
+
+    def table(self, run_id: str) -> Table:
+        return self.db.table(shard_of(run_id, self.shards))
+
+    def get(self, run_id: str) -> dict | None:
+        doc = self.table(run_id).get(doc_id=run_id)
+        return dict(doc) if doc is not None else None
+
+    def all(self) -> list[dict]:
+        return [dict(doc) for name in self.storage.names for doc in self.db.table(name).all()]
+
+    def put(self, docs: Iterable[dict]) -> None:
+        """Insert or replace whole documents, one read-modify-write per shard touched."""
+        by_shard: dict[str, list[dict]] = {}
+        for doc in docs:
+            by_shard.setdefault(shard_of(doc["id"], self.shards), []).append(doc)
+        for name, group in by_shard.items():
+            def replace(table: dict, group: list[dict] = group) -> None:
+                for doc in group:
+                    table[doc["id"]] = doc
+            self.db.table(name)._update_table(replace)
 
 
 class RunStore:
     """The registry of one workspace.
 
     `RunStore(workspace)` or `RunStore(path)` where path is a workspace folder or the registry file
-    itself. Writes (`add`, `update`, `remove`) hold `<registry>.lock` across re-read, change and
-    atomic write, so concurrent processes never lose each other's records. The first read through an
-    instance reconciles stale runs (see `reconcile`); pass `auto_reconcile=False` to skip that.
+    itself. Writes hold `<registry>.lock` across re-read, change and atomic write, so concurrent
+    processes never lose each other's records; each write updates the runs' `record.json` first.
+    The first read through an instance reconciles stale runs (see `reconcile`); pass
+    `auto_reconcile=False` to skip that.
+
+    Records that reads return share nested values (spec, metrics) with a per-process cache:
+    treat them as read-only, or copy before changing a nested value.
     """
 
     def __init__(self, workspace_or_path: Workspace | str | Path | None = None, *,
@@ -186,6 +349,7 @@ class RunStore:
             else:
                 self.workspace = Workspace(p)
                 self.path = self.workspace.registry_path
+        self.index_dir = self.path.parent / INDEX_DIR
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
         self._lock: Any = None  # created on the first write: importing filelock costs ~50 ms
@@ -195,15 +359,76 @@ class RunStore:
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
 
-    # -- plumbing --
+    # -- the root file and the run folders --
 
-    def _db(self, cache_reads: bool) -> TinyDB:
-        return TinyDB(self.path, storage=AtomicJSONStorage, cache_reads=cache_reads)
+    def run_folders(self) -> list[str]:
+        """The names of the workspace's run folders (named like a run id), sorted: one scandir."""
+        try:
+            entries = list(os.scandir(self.workspace.root))
+        except FileNotFoundError:
+            return []
+        return sorted(e.name for e in entries if is_run_id(e.name) and e.is_dir())
+
+    def check(self) -> None:
+        """Raise RegistryNeedsReindex (or RegistryCorrupt) now if reads and writes would; cheap:
+        the root file and, only if it is missing or damaged, one scandir."""
+        self._read_root()
+
+    def unregistered_run_folders(self, records: list[dict] | None = None) -> list[str]:
+        """Run folders whose run is not in the index (pass the records already read to save a
+        read). Commands say: "3 run folders are not in the registry: run `kdtui runs reindex`"."""
+        known = {r.get("id") for r in (records if records is not None else self._read_raw())}
+        return [name for name in self.run_folders() if name not in known]
+
+    def _read_root(self, creating: Iterable[str] = ()) -> tuple[int, int] | None:
+        """(shard count, generation), or None for a workspace with no registry and no runs.
+        `creating`: the runs an add is for, whose folders already exist (claimed first)."""
+        try:
+            raw = self.path.read_bytes()
+            problem = "is empty" if not raw.strip() else None
+        except FileNotFoundError:
+            raw, problem = b"", "is missing"
+        except IsADirectoryError:
+            raw, problem = b"", "is a folder"
+        old_layout = False
+        if problem is None:
+            try:
+                root = _parse(raw)
+            except ValueError:
+                root, problem = None, "is not valid JSON"
+            if isinstance(root, dict) and root.get("kdtui_registry") == LAYOUT:
+                shards, generation = root.get("shards"), root.get("generation", 0)
+                if isinstance(shards, int) and 0 < shards <= 4096 and isinstance(generation, int):
+                    return shards, generation
+            old_layout = _layout1_records(root) is not None
+            if old_layout and not _layout1_records(root):
+                problem = "is empty"  # an old registry with no runs: nothing to carry over
+            elif problem is None:
+                problem = "is in an older layout" if old_layout else "is not a kdtui registry"
+        folders = [name for name in self.run_folders() if name not in set(creating)]
+        if problem in ("is missing", "is empty") and not folders:
+            return None
+        if folders:
+            n = len(folders)
+            raise RegistryNeedsReindex(f"registry {self.path} {problem} but {n} run folder{'s' * (n != 1)} "
+                                       f"exist{'s' * (n == 1)}: {REINDEX_HINT}")
+        if old_layout:
+            raise RegistryNeedsReindex(f"registry {self.path} {problem}: {REINDEX_HINT}")
+        raise RegistryCorrupt(f"registry {self.path} {problem}")
+
+    def check(self) -> None:
+        """Raise what any read would (RegistryNeedsReindex, RegistryCorrupt), reading only the root
+        file: `kdtui run` checks before it claims run folders, so a broken registry leaves none."""
+        self._read_root()
+
+    def _write_root(self, shards: int, generation: int) -> None:
+        atomic_write(self.path, json.dumps({"kdtui_registry": LAYOUT, "shards": shards,
+                                            "generation": generation, "index": INDEX_DIR}) + "\n")
+
+    # -- locking --
 
     @contextlib.contextmanager
-    def _locked_table(self) -> Iterator[Any]:
-        """A fresh TinyDB opened under the lock: sees every committed write, and the lock keeps
-        others out until this operation's write is renamed into place."""
+    def _lock_held(self) -> Iterator[None]:
         import filelock
 
         with _LOCK_INIT:
@@ -219,39 +444,44 @@ class RunStore:
                                f"(waited {self.lock_timeout:.0f} s for {self.lock_path})") from None
         try:
             self._remove_stale_temp_files()
-            db = self._db(cache_reads=True)
-            try:
-                yield db.table(TABLE)
-            finally:
-                db.close()
+            yield
         finally:
             lock.release()
 
+    @contextlib.contextmanager
+    def _locked_index(self, creating: Iterable[str] = ()) -> Iterator[_Index]:
+        """The index read fresh under the lock; what the operation changed is committed (the
+        shards, then the root) when it leaves without an error."""
+        with self._lock_held(), self._index_under_lock(creating) as index:
+            yield index
+
+    @contextlib.contextmanager
+    def _index_under_lock(self, creating: Iterable[str] = ()) -> Iterator[_Index]:
+        shards, generation = self._read_root(creating) or (SHARDS, 0)
+        index = _Index(self.index_dir, shards, use_cache=False)
+        yield index
+        if index.storage.changed:
+            index.storage.commit()
+            self._write_root(shards, generation + 1)
+
     def _remove_stale_temp_files(self) -> None:
-        # Every writer holds the lock while its temp file exists, so under the lock any temp file
+        # Every writer holds the lock while its temp files exist, so under the lock any temp file
         # left over belongs to a writer that was killed.
-        prefix = temp_prefix(self.path)
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(self.path.parent):
-                if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+        for folder, prefix in ((self.path.parent, temp_prefix(self.path)), (self.index_dir, ".")):
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+
+    # -- reads --
 
     def _read_raw(self) -> list[dict]:
-        """All documents, no lock, no reconciliation. Tolerates the file appearing or being
-        replaced meanwhile (a rename swaps whole files; a vanished file reads as empty)."""
-        for attempt in range(3):
-            db = self._db(cache_reads=False)
-            try:
-                return [_plain(d) for d in db.table(TABLE).all()]
-            except RegistryCorrupt:
-                # Only a writer that bypasses this module could leave a half file; give it a moment.
-                if attempt == 2:
-                    raise
-                time.sleep(0.05)
-            finally:
-                db.close()
-        return []
+        """All records, no lock, no reconciliation."""
+        root = self._read_root()
+        if root is None:
+            return []
+        return _Index(self.index_dir, root[0], use_cache=True).all()
 
     def _read(self) -> list[dict]:
         records = self._read_raw()
@@ -263,6 +493,9 @@ class RunStore:
 
     @staticmethod
     def _prepare(record: dict) -> dict:
+        run_id = record.get("id")
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError("a run record needs a non-empty string 'id'")
         doc: dict[str, Any] = {}
         for key in RECORD_KEYS:  # contract keys first, in the documented order
             if key in record:
@@ -276,6 +509,16 @@ class RunStore:
         doc["schema_version"] = SCHEMA_VERSION
         return doc
 
+    def _mirror(self, docs: list[dict]) -> None:
+        """Write each record into its run folder (made if missing): the folder is the truth, so it
+        is written before the index."""
+        items = []
+        for doc in docs:
+            folder = self.workspace.run_dir(doc["id"])
+            folder.mkdir(parents=True, exist_ok=True)
+            items.append((folder / RECORD_NAME, eventlog.dumps(doc) + "\n"))
+        atomic_write_many(items)
+
     def add(self, record: dict) -> dict:
         """Insert a new run's record (needs 'id'; fails if that id exists). Missing contract keys get
         defaults, `created` defaults to now, `history` is dropped (it lives in the run folder).
@@ -283,52 +526,149 @@ class RunStore:
         return self.add_many([record])[0]
 
     def add_many(self, records: list[dict]) -> list[dict]:
-        """`add` for a whole sweep in one locked write: 5,000 points cost one rewrite of the file,
-        not 5,000. Nothing is added if any id is taken."""
-        docs = []
-        for record in records:
-            run_id = record.get("id")
-            if not isinstance(run_id, str) or not run_id:
-                raise ValueError("a run record needs a non-empty string 'id'")
-            docs.append(self._prepare(record))
+        """`add` for a whole sweep in one locked write: 5,000 points cost one write of each shard,
+        not 5,000 rewrites of the index. Nothing is added if any id is taken."""
+        docs = [self._prepare(record) for record in records]
         if not docs:
             return []
-        with self._locked_table() as table:
-            taken = {doc.get("id") for doc in table.all()} & {doc["id"] for doc in docs}
+        ids = [doc["id"] for doc in docs]
+        with self._locked_index(creating=ids) as index:
+            seen: set[str] = set()
+            repeated = {run_id for run_id in ids if run_id in seen or seen.add(run_id)}
+            taken = sorted(repeated | {run_id for run_id in seen if index.get(run_id) is not None})
             if taken:
-                raise RunExists(f"run id {', '.join(sorted(taken))} is already in {self.path}")
-            table.insert_multiple(docs)
+                raise RunExists(f"run id {', '.join(taken)} is already in {self.path}")
+            self._mirror(docs)
+            index.put(docs)
         return docs
+
+    def put(self, record: dict) -> dict:
+        """Insert or replace one whole record (one locked write). For a run whose record vanished
+        while it ran: its folder gets the record even if the index then refuses (a missing index
+        with other run folders raises RegistryNeedsReindex, and reindex finds this record too)."""
+        doc = self._prepare(record)
+        with self._lock_held():
+            self._mirror([doc])
+            with self._index_under_lock(creating=[doc["id"]]) as index:
+                index.put([doc])
+        return doc
 
     def update(self, run_id: str, **fields: Any) -> dict:
         """Set fields of one record, atomically with respect to every other writer. Returns the
         updated document; raises RunNotFound."""
-        if "id" in fields and fields["id"] != run_id:
+        return self._update([run_id], fields, missing_ok=False)[0]
+
+    def update_many(self, run_ids: list[str], **fields: Any) -> None:
+        """Set the same fields on many records in one locked write (a 5,000-point launch hands
+        its runs to the queue in one rewrite, not 5,000). Ids not in the registry are ignored."""
+        self._update(list(dict.fromkeys(run_ids)), fields, missing_ok=True)
+
+    def _update(self, run_ids: list[str], fields: dict, missing_ok: bool) -> list[dict]:
+        if "id" in fields and any(fields["id"] != run_id for run_id in run_ids):
             raise ValueError("a run's id cannot be changed")
         fields = {k: v for k, v in fields.items() if k not in NOT_STORED}
         fields["schema_version"] = SCHEMA_VERSION
-        with self._locked_table() as table:
-            found = table.search(Query().id == run_id)
-            if not found:
-                raise RunNotFound(run_id, self.path)
-            table.update(fields, Query().id == run_id)
-            doc = _plain(found[0])
-            doc.update(fields)
-        return doc
+        if not run_ids:
+            return []
+        with self._locked_index() as index:
+            docs = []
+            for run_id in run_ids:
+                current = index.get(run_id)
+                if current is None:
+                    if missing_ok:
+                        continue
+                    raise RunNotFound(run_id, self.path)
+                docs.append({**current, **fields})
+            if docs:
+                self._mirror(docs)
+                index.put(docs)
+        return docs
 
     def remove(self, run_id: str) -> None:
-        """Delete one record (not the run's folder); raises RunNotFound."""
-        with self._locked_table() as table:
-            if not table.remove(Query().id == run_id):
+        """Delete one record and its folder's record.json (not the folder); raises RunNotFound."""
+        with self._locked_index() as index:
+            table = index.table(run_id)
+            if index.get(run_id) is None:
                 raise RunNotFound(run_id, self.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.workspace.run_dir(run_id) / RECORD_NAME)
+            table.remove(doc_ids=[run_id])
+
+    def reindex(self) -> ReindexResult:
+        """Rebuild the index from the run folders' record.json, every field of every record, in
+        one locked write. Folders without a record are reported; a layout-1 kdtui.json (every
+        record in one file) is carried over for the folders that have no record.json yet."""
+        result = ReindexResult(self.path)
+        with self._lock_held():
+            try:
+                old = _layout1_records(_parse(self.path.read_bytes())) or {}
+            except (OSError, ValueError):
+                old = {}
+            found: dict[str, dict] = {}
+            for name in self._record_folders():
+                try:
+                    raw = (self.workspace.root / name / RECORD_NAME).read_bytes()
+                except FileNotFoundError:
+                    if name in old:
+                        found[name] = self._prepare(old[name])
+                        result.migrated.append(name)
+                    else:
+                        result.without_record.append(name)
+                    continue
+                except OSError as exc:
+                    result.unreadable.append((name, exc.strerror or str(exc)))
+                    continue
+                try:
+                    doc = _parse(raw)
+                except ValueError:
+                    result.unreadable.append((name, "not valid JSON"))
+                    continue
+                if not isinstance(doc, dict) or doc.get("id") != name:
+                    result.unreadable.append((name, "not this folder's record (its id differs)"))
+                    continue
+                found[name] = doc
+            self._mirror([found[name] for name in result.migrated])
+            self._rewrite_index(found)
+        result.records = len(found)
+        return result
+
+    def _record_folders(self) -> list[str]:
+        """Folders that may hold a run: named like a run id, or holding a record.json."""
+        names = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.workspace.root):
+                if entry.is_dir() and (is_run_id(entry.name) or os.path.exists(
+                        os.path.join(entry.path, RECORD_NAME))):
+                    names.append(entry.name)
+        return sorted(names)
+
+    def _rewrite_index(self, records: dict[str, dict]) -> None:
+        try:
+            generation = (self._read_root() or (0, 0))[1]
+        except RegistryError:
+            generation = 0
+        storage = ShardStorage(self.index_dir, SHARDS, use_cache=False)
+        tables: dict[str, dict] = {name: {} for name in storage.names}
+        for run_id, doc in records.items():
+            tables[shard_of(run_id)][run_id] = doc
+        for name, table in tables.items():
+            storage.stage(name, table)
+        storage.commit()
+        with contextlib.suppress(FileNotFoundError):  # shards of a larger shard count, if any
+            for entry in os.scandir(self.index_dir):
+                if entry.name.endswith(".json") and entry.name[:-5] not in tables:
+                    os.unlink(entry.path)
+        self._write_root(SHARDS, generation + 1)
 
     # -- reads --
 
     def get(self, run_id: str) -> dict | None:
-        for record in self._read():
-            if record.get("id") == run_id:
-                return record
-        return None
+        if not self._reconciled:
+            return next((r for r in self._read() if r.get("id") == run_id), None)
+        root = self._read_root()
+        if root is None:
+            return None
+        return _Index(self.index_dir, root[0], use_cache=True).get(run_id)  # one shard
 
     def resolve(self, prefix: str) -> dict:
         """The one record whose id is `prefix` or starts with it."""
@@ -336,7 +676,7 @@ class RunStore:
 
     def resolve_all(self, prefixes: Iterable[str]) -> list[dict]:
         """`resolve` for each prefix, reading the registry once (a 1,000-run export would otherwise
-        parse the whole file once per id)."""
+        parse the whole index once per id)."""
         records = self._read()
         by_id = {record.get("id", ""): record for record in records}
         found = []
@@ -405,18 +745,26 @@ class RunStore:
         return records, list(applied)
 
     def _apply_changes(self, changes: dict[str, dict], workspace: Workspace) -> dict[str, dict]:
-        with self._locked_table() as table:
+        with self._locked_index() as index:
             # Re-check under the lock: the run may have finished (or been reconciled) meanwhile.
-            current = [d for d in table.all() if d.get("id") in changes]
+            current = [doc for doc in map(index.get, changes) if doc is not None]
             applied = _stale_changes(current, workspace)
-            if applied:
-                def settle(docs: dict) -> None:
-                    for doc in docs.values():
-                        if doc.get("id") in applied:
-                            doc.update(applied[doc["id"]])
-                # One read-modify-write for all of them (TinyDB's own update takes one per call).
-                table._update_table(settle)
+            docs = [{**doc, **applied[doc["id"]]} for doc in current if doc["id"] in applied]
+            if docs:
+                self._mirror(docs)
+                index.put(docs)
         return applied
+
+
+def _layout1_records(root: Any) -> dict[str, dict] | None:
+    """The records of a layout-1 registry (TinyDB's default table held every record), by id;
+    None if `root` is not one."""
+    if not isinstance(root, dict) or "kdtui_registry" in root:
+        return None
+    table = root.get("_default")
+    if not isinstance(table, dict) or set(root) - {"_default"}:
+        return None
+    return {doc["id"]: doc for doc in table.values() if isinstance(doc, dict) and isinstance(doc.get("id"), str)}
 
 
 def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, dict]:
