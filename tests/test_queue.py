@@ -1,7 +1,8 @@
 """The queue of one box: detached runs wait for a device slot (an OS file lock), first come first served.
 
 The slot rules are checked directly (GPU lists are given, so no GPU is needed); the behaviour through
-real detached workers launched by the installed `kdtui`, on CPU slots.
+real detached workers launched by the installed `kdtui`, on CPU slots: one worker per free slot, each
+serving the line until it is empty.
 """
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import signal
 import pytest
 
 from kdtui.core.procs import pid_alive
-from kdtui.runs.executors.slots import QueueError, Slot, plan_slots, pools_for_device, read_slots_per_gpu, visible_gpus
+from kdtui.core.registry import RunStore, reconcile
+from kdtui.core.spec import spec_from_dict
 from kdtui.core.workspace import Workspace
+from kdtui.runs.executors.slots import QueueError, RunQueue, Slot, demand, plan_slots, pools_for_device, \
+    read_slots_per_gpu, visible_gpus
+from kdtui.runs.service import RunService
 from tests.cli_helpers import json_out, kdtui, record, tiny_spec, wait_for, write
 
 FINAL = ("done", "failed", "stopped", "interrupted")
@@ -82,23 +87,31 @@ def _max_overlap(records) -> int:
     return peak
 
 
-def test_six_runs_on_two_slots_never_run_more_than_two_at_once(tmp_path):
+def _queued_in_line(ws, run_id) -> bool:
+    current = record(ws, run_id) or {}
+    return current.get("status") == "queued" and current.get("pid") is None
+
+
+def test_six_runs_on_two_slots_start_two_workers_first_in_line_first(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "settings.toml").write_text("[queue]\nslots_per_gpu = 2\n")  # the workspace's setting
     ids = _launch(tmp_path, ws, "six", 6)
     records = wait_for(lambda: _all_final(ws, ids), timeout=600, what="six queued runs to finish")
     assert [r["status"] for r in records] == ["done"] * 6
-    assert _max_overlap(records) == 2
-    assert {r["slot"] for r in records} == {"cpu.0", "cpu.1"} and all(r["gpu"] is None for r in records)
+    assert len({r["worker"] for r in records}) <= 2, "one worker per free slot, not one per run"
+    assert _max_overlap(records) <= 2
+    assert [r["id"] for r in sorted(records, key=lambda r: r["taken"])] == ids, "taken first in line first"
+    assert {r["slot"] for r in records} <= {"cpu.0", "cpu.1"} and all(r["gpu"] is None for r in records)
     for a in records:  # two runs at once never share a slot
         for b in records:
             if a is not b and a["started"] < b["finished"] and b["started"] < a["finished"]:
                 assert a["slot"] != b["slot"]
-    assert not list((ws / "queue").glob("*.json")), "every ticket leaves the line"
+    assert json_out(kdtui("queue", "--workspace", ws, "--json"))["waiting"] == []
+    wait_for(lambda: not any(pid_alive(r["worker"]) for r in records), timeout=60, what="the workers to exit")
 
 
-@pytest.mark.slow  # FIFO is also checked, on two waiting runs, by the killed-run test below
+@pytest.mark.slow  # FIFO is also checked, on two slots, by the test above
 def test_runs_start_in_the_order_they_were_queued(tmp_path):
     ws = tmp_path / "ws"
     ids = _launch(tmp_path, ws, "fifo", 4)  # default: one CPU slot
@@ -106,6 +119,7 @@ def test_runs_start_in_the_order_they_were_queued(tmp_path):
     assert [r["status"] for r in records] == ["done"] * 4
     assert sorted(records, key=lambda r: r["started"]) == records
     assert _max_overlap(records) == 1
+    assert len({r["worker"] for r in records}) == 1
 
 
 def test_a_killed_run_frees_its_slot_and_a_stopped_queued_run_leaves_the_line(tmp_path):
@@ -114,21 +128,69 @@ def test_a_killed_run_frees_its_slot_and_a_stopped_queued_run_leaves_the_line(tm
     try:
         wait_for(lambda: (record(ws, first) or {}).get("status") == "running", what="the first run to start")
         shown = json_out(kdtui("queue", "--workspace", ws, "--json"))
-        assert shown["slots"] == [{"slot": "cpu.0", "run": first}]
+        assert [(s["slot"], s["run"]) for s in shown["slots"]] == [("cpu.0", first)]
         assert [w["run"] for w in shown["waiting"]] == [second, third]
+        # Runs in line have no process of their own, and reconciling leaves them queued.
+        listed = {r["id"]: r for r in json_out(kdtui("runs", "list", "--workspace", ws, "--json"))}
+        assert [listed[i]["status"] for i in (second, third)] == ["queued", "queued"]
+        assert _queued_in_line(ws, second) and _queued_in_line(ws, third)
 
-        os.kill(record(ws, first)["pid"], signal.SIGKILL)
+        worker = record(ws, first)["worker"]
+        os.kill(record(ws, first)["pid"], signal.SIGKILL)  # the run's own process
         wait_for(lambda: (record(ws, second) or {}).get("status") == "running", what="the next run to take the slot")
-        assert record(ws, second)["slot"] == "cpu.0"
+        assert record(ws, second)["slot"] == "cpu.0" and record(ws, second)["worker"] == worker
         assert record(ws, third)["status"] == "queued"
         assert json_out(kdtui("runs", "show", first, "--workspace", ws, "--json"))["status"] == "interrupted"
 
-        third_pid = record(ws, third)["pid"]
         assert kdtui("runs", "stop", third, "--workspace", ws).returncode == 0
-        wait_for(lambda: not pid_alive(third_pid), timeout=60, what="the stopped run's worker to leave the line")
         assert record(ws, third)["status"] == "stopped" and record(ws, third)["started"] is None
         assert [w["run"] for w in json_out(kdtui("queue", "--workspace", ws, "--json"))["waiting"]] == []
     finally:
         for run_id in (second, third):
             kdtui("runs", "stop", run_id, "--workspace", ws)
         wait_for(lambda: (record(ws, second) or {}).get("status") in FINAL, what="the second run to stop")
+    wait_for(lambda: not pid_alive(worker), timeout=60, what="the worker to exit once its line is empty")
+    assert record(ws, third)["started"] is None, "a stopped queued run never starts"
+
+
+def test_a_launch_while_every_slot_is_busy_is_served_by_the_busy_worker(tmp_path):
+    ws = tmp_path / "ws"
+    [busy] = _launch(tmp_path, ws, "busy", 1, student_epochs=12, batch=32)
+    wait_for(lambda: (record(ws, busy) or {}).get("status") == "running", what="the first run to start")
+    spec = write(tmp_path / "later.toml", tiny_spec("later", data="teacher_subset = 200", sweep="seed = [0, 1]"))
+    result = kdtui("run", spec, "--detach", "--json", "--workspace", ws)
+    assert result.returncode == 0, result.stderr
+    assert "no new worker" in result.stderr
+    later = [r["id"] for r in json_out(result)]
+    records = wait_for(lambda: _all_final(ws, [busy, *later]), timeout=600, what="both launches to finish")
+    assert [r["status"] for r in records] == ["done"] * 3
+    assert len({r["worker"] for r in records}) == 1
+
+
+@pytest.mark.slow  # the killed-run test above covers a dead run's process; this one its worker's
+def test_a_killed_worker_lets_its_run_finish_and_hands_the_line_on(tmp_path):
+    ws = tmp_path / "ws"
+    first, second = _launch(tmp_path, ws, "orphan", 2, student_epochs=6, batch=32)
+    wait_for(lambda: (record(ws, first) or {}).get("status") == "running", what="the first run to start")
+    worker = record(ws, first)["worker"]
+    os.kill(worker, signal.SIGKILL)
+    records = wait_for(lambda: _all_final(ws, [first, second]), timeout=600, what="both runs to finish")
+    assert [r["status"] for r in records] == ["done", "done"]
+    assert records[1]["worker"] != worker and records[1]["slot"] == "cpu.0"
+    assert _max_overlap(records) == 1
+
+
+def test_a_sweep_waits_in_one_line_file_not_one_file_per_run(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws)
+    ids = RunService(ws, store).submit([spec_from_dict({"name": f"p{k}", "data": {"dataset": "digits"}, "seed": k,
+                                                        "device": "cpu"}) for k in range(50)], owner_pid=os.getpid())
+    queue = RunQueue(ws)
+    with queue.locked():
+        queue.enqueue(store, ids, gpus=[])
+        entries, _ = queue.waiting(store)
+    assert [e["run"] for e in entries] == ids
+    assert sorted(p.name for p in (ws.root / "queue").iterdir()) == ["line.json", "line.lock"]
+    assert all(r["pid"] is None for r in map(store.get, ids))
+    assert reconcile(RunStore(ws)) == [] and {store.get(i)["status"] for i in ids} == {"queued"}
+    assert demand(entries, plan_slots([], 2)["cpu"]) == plan_slots([], 2)["cpu"]

@@ -1,33 +1,36 @@
-"""The run queue of one box: device slots held through OS file locks, first come first served, no daemon.
+"""The run queue of one box: one line of waiting runs, device slots held through OS file locks, no daemon.
 
-Every background run is its own process (kdtui.runs.executors.worker). Before it trains, it waits in line for a slot:
-
-- a slot is a lock file, `<workspace>/queue/<slot>.lock`, held (flock) by the run's process for as
-  long as it runs. The kernel drops the lock when that process dies, however it dies, so nobody has
-  to clean up after a killed run;
-- the line is a folder of tickets, `<workspace>/queue/<enqueue time ns>-<run id>.json`, written by
-  the launcher in launch order. Only a run with no live ticket ahead of it in the same pool may take
-  a free slot, so runs start in FIFO order. A ticket whose process is gone is dropped by whoever sees it.
+- The line is `<workspace>/queue/line.json`: the waiting runs, first in line first, each with the
+  slot pools it may use and its launch options. It is one file (a 5,000-point sweep is one write,
+  not 5,000 files), replaced atomically, and only read or changed under `line.lock`.
+- A slot is a lock file, `<workspace>/queue/<slot>.lock`, held (flock) by the worker that owns it
+  (kdtui.runs.executors.worker) and by the run process it forks. The kernel drops the lock when the
+  last of them dies, however it dies, so nobody has to clean up after a killed worker.
+- A run in the line has no process of its own: its record's `pid` is None, which the registry's
+  reconciliation leaves alone. A worker that takes a run from the line gives it its own pid first,
+  then the pid of the process that runs it, so from then on a dead process means `interrupted`.
 
 Slots per device come from `--slots-per-gpu`, else the workspace's `settings.toml` (`[queue]
 slots_per_gpu = N`), else 1. A run on the GPU holds one slot of one GPU and sees only that GPU
 (CUDA_VISIBLE_DEVICES). Without GPUs, and for runs whose spec says `device = "cpu"`, the same number
 of CPU slots applies. This module never imports torch: GPUs are counted with CUDA_VISIBLE_DEVICES or
-nvidia-smi, before the run's process initialises CUDA.
+nvidia-smi, before any run's process initialises CUDA.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from filelock import FileLock, Timeout
-
+from kdtui.core.events import ACTIVE_STATUSES, QUEUED
+from kdtui.core.files import atomic_write
 from kdtui.core.procs import pid_alive
+from kdtui.core.registry import RunStore
 from kdtui.core.workspace import Workspace
 
 try:
@@ -36,10 +39,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 QUEUE_DIR = "queue"
+LINE_NAME = "line.json"
+LINE_LOCK_NAME = "line.lock"
 SETTINGS_NAME = "settings.toml"
 DEFAULT_SLOTS_PER_GPU = 1
-POLL_S = 0.25
-TICKET_WAIT_S = 10.0  # how long a new worker waits for the ticket its launcher writes just after starting it
 
 
 class QueueError(ValueError):
@@ -50,6 +53,10 @@ class QueueError(ValueError):
 class Slot:
     name: str           # "gpu0.1": GPU 0, its second slot; "cpu.0"
     gpu: str | None     # the GPU id as CUDA_VISIBLE_DEVICES names it; None for a CPU slot
+
+    @property
+    def pool(self) -> str:
+        return self.name.rsplit(".", 1)[0]
 
     def environment(self) -> dict[str, str]:
         """What the run's process must see: only its GPU."""
@@ -100,6 +107,11 @@ def check_slots_per_gpu(value, where: str = "--slots-per-gpu") -> int:
     return value
 
 
+def slots_per_gpu_for(workspace: Workspace, override: int | None) -> int:
+    """The launch's `--slots-per-gpu` if given, else the workspace's setting."""
+    return check_slots_per_gpu(override) if override is not None else read_slots_per_gpu(workspace)
+
+
 def plan_slots(gpus: list[str], slots_per_gpu: int) -> dict[str, list[Slot]]:
     """The slot pools: one per GPU ("gpu<id>") when there are GPUs, and "cpu" always."""
     pools = {f"gpu{gpu}": [Slot(f"gpu{gpu}.{k}", gpu) for k in range(slots_per_gpu)] for gpu in gpus}
@@ -125,87 +137,165 @@ def run_device(slot: Slot) -> str | None:
     return "cuda:0" if slot.gpu is not None else None
 
 
+def is_waiting(record: dict | None) -> bool:
+    """Whether a line entry's run still waits for the line to run it. Not if it was removed, stopped
+    (`kdtui runs stop` takes a queued run out of the line at once by marking it), or is queued but
+    owned by a live process (a foreground `kdtui runs resume` of a run that still had an entry)."""
+    return record is not None and record.get("status") == QUEUED and not pid_alive(record.get("pid"))
+
+
+class HeldSlot:
+    """A slot's lock, held through a plain flock so that it survives a fork unchanged: the worker
+    and the run process it forks share it, and it is free once both are gone."""
+
+    def __init__(self, slot: Slot, fd: int):
+        self.slot = slot
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing our descriptor; the lock goes once no process has it open
+            self._fd = None
+
+
 class RunQueue:
+    """The line and the slots of one workspace. Change the line and take slots only inside `locked()`:
+    that is what makes "the line is empty, so this worker exits" and "a run joined the line, so who
+    serves it" exclusive (see kdtui.runs.executors.launcher)."""
+
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
         self.folder = workspace.root / QUEUE_DIR
 
-    # -- the launcher's side -----------------------------------------------------------------
-
-    def enqueue(self, run_id: str, enqueued_ns: int, pid: int) -> Path:
-        """Put `run_id` (its worker: `pid`) in line, at the place of `enqueued_ns`."""
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{enqueued_ns:020d}-{run_id}.json"
-        _write_json(path, {"run": run_id, "pid": pid, "pools": None})
-        return path
-
-    # -- the worker's side -------------------------------------------------------------------
-
-    def wait_for_slot(self, run_id: str, pools: list[str], slots: dict[str, list[Slot]],
-                      give_up: Callable[[], bool]) -> tuple[Slot, FileLock] | None:
-        """Block until this run is first in line and a slot of one of `pools` is free; return the
-        slot and its held lock (release it, or exit, to free the slot). None if `give_up()` turns
-        true first (the run was stopped or removed while it waited)."""
-        ticket = self._own_ticket(run_id, give_up)
-        if ticket is None:
-            return None
-        _write_json(ticket, {"run": run_id, "pid": os.getpid(), "pools": pools})
+        fd = os.open(self.folder / LINE_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            while not give_up():
-                if self._first_in_line(ticket, pools):
-                    for pool in pools:
-                        for slot in slots[pool]:
-                            lock = FileLock(str(self.folder / f"{slot.name}.lock"))
-                            try:
-                                lock.acquire(timeout=0)
-                            except Timeout:
-                                continue
-                            return slot, lock
-                time.sleep(POLL_S)
-            return None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
         finally:
-            ticket.unlink(missing_ok=True)
+            os.close(fd)
 
-    def _own_ticket(self, run_id: str, give_up: Callable[[], bool]) -> Path | None:
-        deadline = time.monotonic() + TICKET_WAIT_S
-        while time.monotonic() < deadline:
-            found = sorted(self.folder.glob(f"*-{run_id}.json"))
-            if found:
-                return found[0]
-            if give_up():
-                return None
-            time.sleep(0.05)
-        # Started without a launcher (or its ticket was lost): join the end of the line.
-        return self.enqueue(run_id, time.time_ns(), os.getpid())
+    # -- the line (call inside `locked()`) ----------------------------------------------------------
 
-    def _first_in_line(self, mine: Path, pools: list[str]) -> bool:
-        for ticket in self.tickets():
-            if ticket["path"] == mine:
-                return True
-            if not pid_alive(ticket.get("pid")):
-                ticket["path"].unlink(missing_ok=True)  # its worker died waiting: it holds no place
-                continue
-            theirs = ticket.get("pools")
-            if theirs is None or set(theirs) & set(pools):
-                return False  # a live run ahead of us wants one of our pools (or has not said which yet)
-        return True
-
-    def tickets(self) -> list[dict]:
-        """The waiting runs, first in line first: {"path", "run", "pid", "pools", "enqueued"}."""
-        if not self.folder.exists():
+    def read_line(self) -> list[dict]:
+        """The entries, first in line first: {"run", "pools", "enqueued", "retrain_teachers", "device"}."""
+        try:
+            entries = json.loads((self.folder / LINE_NAME).read_text())
+        except FileNotFoundError:
             return []
-        out = []
-        for path in sorted(self.folder.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # vanished (it just took its slot) or, briefly, being replaced
-            stamp = path.name.split("-", 1)[0]
-            out.append({**data, "path": path, "enqueued": int(stamp) / 1e9 if stamp.isdigit() else None})
-        return out
+        except ValueError:
+            return []  # only a writer bypassing kdtui.core.files could leave half a file
+        return entries if isinstance(entries, list) else []
+
+    def write_line(self, entries: list[dict]) -> None:
+        atomic_write(self.folder / LINE_NAME, json.dumps(entries, separators=(",", ":")))
+
+    def enqueue(self, store: RunStore, run_ids: list[str], gpus: list[str], *, retrain_teachers: bool = False,
+                device: str | None = None) -> list[str]:
+        """Put registered runs at the end of the line, in the order given, and hand them to the line
+        (their `pid` becomes None); returns the ids enqueued. Every run's pools are checked before
+        anything is written (QueueError). A run already in the line moves to the end (a resume)."""
+        records = {record["id"]: record for record in store.all()}
+        now = time.time()
+        entries = []
+        for run_id in run_ids:
+            record = records.get(run_id)
+            if record is None:
+                continue  # removed meanwhile
+            wanted = device or (record.get("spec") or {}).get("device") or "auto"
+            entries.append({"run": run_id, "pools": pools_for_device(wanted, gpus), "enqueued": now,
+                            "retrain_teachers": retrain_teachers, "device": device})
+        ids = {entry["run"] for entry in entries}
+        self.write_line([e for e in self.read_line() if e.get("run") not in ids] + entries)
+        # After the line is written: a launcher killed in between leaves runs that still name it,
+        # so they read as interrupted (never runs that wait with nobody to know about them).
+        store.update_many(list(ids), pid=None, slot=None, gpu=None, worker=None)
+        return [entry["run"] for entry in entries]
+
+    def waiting(self, store: RunStore) -> tuple[list[dict], dict[str, dict]]:
+        """The entries whose runs still wait (see `is_waiting`), and the registry's records by id."""
+        records = {record["id"]: record for record in store.all()}
+        return [e for e in self.read_line() if is_waiting(records.get(e.get("run")))], records
+
+    def take_next(self, store: RunStore, pool: str) -> dict | None:
+        """Remove and return the first waiting entry that may use `pool`; entries that no longer
+        wait are dropped on the way."""
+        line = self.read_line()
+        records = {record["id"]: record for record in store.all()}
+        kept, taken = [], None
+        for entry in line:
+            if not is_waiting(records.get(entry.get("run"))):
+                continue
+            if taken is None and pool in entry.get("pools", ()):
+                taken = entry
+                continue
+            kept.append(entry)
+        if len(kept) != len(line):
+            self.write_line(kept)
+        return taken
+
+    # -- slots ------------------------------------------------------------------------------------
+
+    def try_slot(self, slot: Slot) -> HeldSlot | None:
+        """The slot's lock if it is free now, else None. Never blocks."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / f"{slot.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return HeldSlot(slot, fd)
+
+    def free_slots(self, slots: list[Slot]) -> list[Slot]:
+        """Which of `slots` nobody holds (each is tried and let go at once)."""
+        free = []
+        for slot in slots:
+            held = self.try_slot(slot)
+            if held is not None:
+                held.release()
+                free.append(slot)
+        return free
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+def demand(entries: list[dict], free: list[Slot]) -> list[Slot]:
+    """The free slots that the waiting entries would fill, first in line first: one slot per entry,
+    from the entry's own pools."""
+    left = list(free)
+    used = []
+    for entry in entries:
+        if not left:
+            break
+        for slot in left:
+            if slot.pool in entry.get("pools", ()):
+                left.remove(slot)
+                used.append(slot)
+                break
+    return used
+
+
+def all_slots(slots: dict[str, list[Slot]]) -> list[Slot]:
+    return [slot for members in slots.values() for slot in members]
+
+
+def queue_state(workspace: Workspace, store: RunStore) -> dict:
+    """What `kdtui queue` shows: the slots and who runs in each, and the line, first in line first.
+    Raises QueueError for a bad workspace setting."""
+    per_gpu = read_slots_per_gpu(workspace)
+    gpus = visible_gpus()
+    entries, records = RunQueue(workspace).waiting(store)  # no lock: the line is replaced whole, never edited
+    holders = {r["slot"]: r for r in records.values()
+               if r.get("status") in ACTIVE_STATUSES and r.get("slot") and pid_alive(r.get("pid"))}
+    names = [slot.name for pool, members in plan_slots(gpus, per_gpu).items()
+             if pool != "cpu" or not gpus for slot in members]
+    names += sorted(set(holders) - set(names))  # held under another --slots-per-gpu
+    return {
+        "slots_per_gpu": per_gpu, "gpus": gpus,
+        "slots": [{"slot": name, "run": (holders.get(name) or {}).get("id"),
+                   "name": (holders.get(name) or {}).get("name") or "",
+                   "started": (holders.get(name) or {}).get("started")} for name in names],
+        "waiting": [{"run": e["run"], "name": records[e["run"]].get("name") or "", "pools": e.get("pools"),
+                     "enqueued": e.get("enqueued")} for e in entries],
+    }

@@ -1,86 +1,178 @@
-"""The background process behind `kdtui run --detach` and launches from the app.
+"""A background worker: it holds one device slot for its whole life and runs queued runs on it, one after
+another, first in line first, until the line has none left for that slot; then it exits.
 
-    python -m kdtui.runs.executors.worker --workspace DIR RUN_ID [RUN_ID ...] [--retrain-teachers] [--device D]
-                           [--slots-per-gpu N]
+    python -m kdtui.runs.executors.worker --workspace DIR [--slots-per-gpu N] [RUN_ID ...]
 
-For each given (already registered, `queued`) run: wait in the workspace's queue for a device slot
-(kdtui.runs.executors.slots), then run it holding that slot. A run stopped or removed while it waits is skipped. The
-launcher starts one worker per run, so a sweep spreads over every free slot.
+Started by kdtui.runs.executors.launcher, one per free slot. Given run ids (registered, `queued`), it
+first puts them in line itself, then serves the line in this process.
+
+Each run executes in a child forked for it, so that:
+- CUDA_VISIBLE_DEVICES is set before that process initialises CUDA, and every run starts with a
+  fresh CUDA context and heap, however many runs the worker serves;
+- killing a run's process (its record's `pid`) interrupts that run only: the worker reconciles it
+  to `interrupted` and goes on with the next run on the same slot;
+- the worker itself never imports torch: it stays small while it waits between runs.
+The child shares the slot's lock, so the slot stays held while the run lives even if its worker is
+killed; such a run, when it ends, starts workers for the line as a launch would. A stop request (`kdtui runs stop`) reaches the run through its STOP file; SIGTERM or SIGINT to
+the worker stops its current run the same way and ends the worker.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
+import traceback
+from pathlib import Path
+from typing import Sequence
 
-from kdtui.core.registry import RunStore
-from kdtui.core.events import DONE, QUEUED, STOPPED
-from kdtui.runs.execute import execute
-from kdtui.runs.executors.slots import RunQueue, check_slots_per_gpu, plan_slots, pools_for_device, read_slots_per_gpu, \
-    run_device, visible_gpus
-from kdtui.core.workspace import STOP_FILE, Workspace
+from kdtui.core.events import DONE
+from kdtui.core.registry import RegistryError, RunStore
+from kdtui.core.workspace import Workspace
+from kdtui.runs.executors.launcher import start_workers
+from kdtui.runs.executors.slots import HeldSlot, RunQueue, Slot, all_slots, plan_slots, run_device, slots_per_gpu_for, \
+    visible_gpus
 
-# While a run waits, its STOP file and folder are checked at every poll (cheap), the registry this
-# often (it is read whole, and dozens of runs may be waiting).
-STATUS_CHECK_S = 10.0
+RUN_LOG = "worker.log"  # in the run's folder: what its process prints (tracebacks of crashes)
+
+
+def serve(workspace: Workspace | str | Path, run_ids: Sequence[str] = (), *, slots_per_gpu: int | None = None) -> int:
+    """Put `run_ids` (registered, queued) in line if given, then take a free slot the line needs and
+    run the line's runs on it until none are left for it. Returns 0 (each run's outcome is in its
+    record), 130 if asked to stop."""
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    store = RunStore(workspace)
+    queue = RunQueue(workspace)
+    gpus = visible_gpus()
+    if run_ids:
+        with queue.locked():
+            queue.enqueue(store, list(run_ids), gpus)
+    slots = all_slots(plan_slots(gpus, slots_per_gpu_for(workspace, slots_per_gpu)))
+    with queue.locked():
+        entries, _ = queue.waiting(store)
+        wanted = {pool for entry in entries for pool in entry.get("pools", ())}
+        held = next(filter(None, (queue.try_slot(s) for s in slots if s.pool in wanted)), None)
+    if held is None:
+        return 0  # the slots this line needs are all held: their workers serve it
+    termination = _Termination()
+    try:
+        while not termination.requested:
+            with queue.locked():
+                entry = queue.take_next(store, held.slot.pool)
+                if entry is None:
+                    # Inside the line's lock, so that a launch enqueueing now sees the slot free
+                    # and starts a worker for it (kdtui.runs.executors.launcher).
+                    held.release()
+                    return 0
+                _claim(store, entry["run"], held.slot)
+            termination.child = _fork_run(workspace, entry, held, slots_per_gpu)
+            _wait(termination.child)
+            termination.child = None
+            _settle(store)
+        return 130
+    finally:
+        held.release()
+
+
+def _claim(store: RunStore, run_id: str, slot: Slot) -> None:
+    """Give the taken run this worker's pid before it leaves the lock: a worker killed before its
+    run starts leaves a run that reads as interrupted, not one that waits for nobody."""
+    _quietly(lambda: store.update(run_id, pid=os.getpid(), worker=os.getpid(), slot=slot.name, gpu=slot.gpu,
+                                  taken=time.time()))
+
+
+def _fork_run(workspace: Workspace, entry: dict, held: HeldSlot, slots_per_gpu: int | None) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    worker = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = _run_child(workspace, entry, held.slot)
+        if os.getppid() != worker:
+            # Our worker was killed while the run went on: hand the line on as a launch would, so
+            # the runs behind this one are not left waiting for nobody.
+            held.release()
+            _quietly(lambda: start_workers(workspace, RunStore(workspace), slots_per_gpu=slots_per_gpu))
+        os._exit(code)
+    _quietly(lambda: RunStore(workspace, auto_reconcile=False).update(entry["run"], pid=pid))  # watch it from now on
+    return pid
+
+
+def _quietly(action) -> None:
+    """Registry bookkeeping that must not end the worker: a missing or busy registry, a full disk.
+    The run's own process reports those; the next reader of the registry settles the rest."""
+    try:
+        action()
+    except (RegistryError, OSError, ValueError):
+        traceback.print_exc()
+
+
+def _run_child(workspace: Workspace, entry: dict, slot: Slot) -> int:
+    """The forked process of one run: its own session and log, only its slot's GPU, then the run."""
+    try:
+        os.setsid()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)  # the run installs its own stop handlers
+        log = os.open(workspace.run_dir(entry["run"]) / RUN_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.environ.update(slot.environment())  # before the run imports torch and initialises CUDA
+        from kdtui.runs.execute import execute  # torch: only in the run's process, never in the worker
+
+        record = execute(workspace, RunStore(workspace), entry["run"], retrain_teachers=entry.get("retrain_teachers"),
+                         device=run_device(slot) or entry.get("device"))
+        return 0 if record.get("skipped") or record.get("status") == DONE else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _wait(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def _settle(store: RunStore) -> None:
+    """The run's process is gone: if it died without a final record (killed), say so now."""
+    _quietly(store.reconcile)
+
+
+class _Termination:
+    """SIGTERM / SIGINT to the worker: stop the current run (it keeps its checkpoint), take no more."""
+
+    def __init__(self):
+        self.requested = False
+        self.child: int | None = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if self.child is not None:
+            try:
+                os.kill(self.child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdtui.runs.executors.worker")
     parser.add_argument("--workspace", required=True)
-    parser.add_argument("--retrain-teachers", action="store_true")
-    parser.add_argument("--device")
     parser.add_argument("--slots-per-gpu", type=int)
-    parser.add_argument("run_ids", nargs="+")
+    parser.add_argument("run_ids", nargs="*")
     args = parser.parse_args(argv)
-    workspace = Workspace(args.workspace)
-    store = RunStore(workspace)
-    queue = RunQueue(workspace)
-    per_gpu = check_slots_per_gpu(args.slots_per_gpu) if args.slots_per_gpu else read_slots_per_gpu(workspace)
-    gpus = visible_gpus()
-    slots = plan_slots(gpus, per_gpu)
-    worst = 0
-    for run_id in args.run_ids:
-        record = store.get(run_id)
-        if record is None or record["status"] != QUEUED:
-            continue  # removed, or stopped while it waited
-        device = args.device or (record.get("spec") or {}).get("device") or "auto"
-        held = queue.wait_for_slot(run_id, pools_for_device(device, gpus), slots, _gave_up(workspace, store, run_id))
-        if held is None:
-            continue  # stopped or removed while it waited in line
-        slot, lock = held
-        try:
-            os.environ.update(slot.environment())  # before the run imports torch and initialises CUDA
-            store.update(run_id, slot=slot.name, gpu=slot.gpu)
-            record = execute(workspace, store, run_id, retrain_teachers=args.retrain_teachers,
-                             device=run_device(slot) or args.device)
-        finally:
-            lock.release()
-        if record.get("skipped"):
-            continue  # stopped or removed while this process started up
-        if record["status"] == STOPPED:
-            return 130
-        worst = max(worst, 0 if record["status"] == DONE else 1)
-    return worst
-
-
-def _gave_up(workspace: Workspace, store: RunStore, run_id: str):
-    """True once the waiting run was stopped (`kdtui runs stop` writes STOP and marks it) or removed."""
-    folder = workspace.run_dir(run_id)
-    next_check = 0.0
-
-    def gave_up() -> bool:
-        nonlocal next_check
-        if not folder.exists() or (folder / STOP_FILE).exists():
-            return True
-        now = time.monotonic()
-        if now >= next_check:
-            next_check = now + STATUS_CHECK_S
-            record = store.get(run_id)
-            return record is None or record["status"] != QUEUED
-        return False
-    return gave_up
+    return serve(args.workspace, args.run_ids, slots_per_gpu=args.slots_per_gpu)
 
 
 if __name__ == "__main__":
