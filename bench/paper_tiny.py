@@ -34,7 +34,8 @@ import tomli_w  # noqa: E402
 
 from kdtui.core.presets import get_preset  # noqa: E402
 from kdtui.core.registry import RunStore, record_with_history  # noqa: E402
-from kdtui.analysis.report import Setting, build_report, group_settings, mean_std  # noqa: E402
+from kdtui.analysis.compare import mean_std  # noqa: E402
+from kdtui.analysis.report import Setting, build_report, group_settings  # noqa: E402
 from kdtui.core.workspace import Workspace  # noqa: E402
 
 EXPERIMENTS = ("e7", "e5", "e10", "e12")

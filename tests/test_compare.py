@@ -262,3 +262,33 @@ def test_nan_is_ignored_by_best_but_kept_by_last():
     r = _record("a", history=[{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": math.nan}])
     assert cmp.metric_value(r, "train_loss", "best") == 0.5
     assert math.isnan(cmp.metric_value(r, "train_loss", "last"))
+
+
+def test_mean_std_by_hand_and_a_diverged_seed_makes_the_group_nan():
+    # 0.80, 0.84, 0.88: mean 0.84; squared deviations 0.0016 + 0 + 0.0016 over n-1 = 2 -> std 0.04.
+    stat = cmp.mean_std([0.80, None, 0.84, "n/a", 0.88])
+    assert stat.n == 3 and stat.mean == pytest.approx(0.84) and stat.std == pytest.approx(0.04)
+    assert cmp.mean_std([0.5]) == MeanStd(0.5, 0.0, 1)
+    assert cmp.mean_std([None, True]) is None          # absent or not a number: nothing to average
+    # A seed that diverged (NaN, or inf) is kept and poisons the group instead of being averaged away.
+    for bad in (math.nan, math.inf):
+        stat = cmp.mean_std([0.80, bad, 0.88])
+        assert stat.n == 3 and math.isnan(stat.mean) and math.isnan(stat.std)
+
+
+def test_seed_group_with_a_diverged_run_compares_and_exports():
+    # statistics.stdev raised AttributeError on a NaN here before mean_std handled it.
+    group = _seed_group()
+    group[1]["metrics"]["test_agreement"] = math.nan
+    group[1]["history"] = []
+    c = cmp.compare(group, by_group=True)
+    cell = c.metric("test_agreement")[0]
+    assert math.isnan(cell.mean) and cell.n == len(group)
+    assert "| test_agreement | nan ± nan |" in cmp.to_markdown(c, digits=2)
+
+
+def test_markdown_cells_cannot_break_the_table():
+    from kdtui.analysis.markdown import md_table
+    text = md_table(["run", "name"], [["a|b", "line\r\nbreak\rand\nmore \\ end"]])
+    assert text.splitlines() == ["| run | name |", "|---|---|",
+                                 "| a\\|b | line break and more \\\\ end |"]

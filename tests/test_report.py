@@ -200,3 +200,15 @@ def test_single_setting_and_explicit_varied(tmp_path):
     assert header[0] == "temperature" and rows[0][0] == "4"
     with pytest.raises(ValueError):
         build_report([], tmp_path / "none", "nothing")
+
+
+def test_a_diverged_seed_shows_as_nan_not_as_the_survivors_mean(tmp_path):
+    # The report and the comparison share one mean_std: a NaN final metric (a seed that diverged)
+    # makes its setting's cell NaN; averaging the two surviving seeds (0.70, 0.72) would print 0.7100.
+    records = [_record(i, seed, 1, 4.0, [], 0.7 + 0.01 * seed) for i, seed in enumerate((0, 1, 2))]
+    records[1]["metrics"]["test_agreement"] = float("nan")
+    build_report(records, tmp_path, "diverged")
+    header, rows = _table((tmp_path / "results.md").read_text())
+    assert rows[0][header.index("test_agreement")] == "nan ± nan"
+    assert rows[0][header.index("test_acc")] == "0.9000 ± 0.0000"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

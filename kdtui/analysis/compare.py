@@ -20,10 +20,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from kdtui.analysis.markdown import md_table
+from kdtui.core.names import printable
+
 __all__ = [
     "METRICS", "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "AGGREGATIONS", "EXPORT_FORMATS",
     "MeanStd", "Comparison",
-    "flatten_spec", "metric_series", "metric_value", "best_epoch", "higher_is_better",
+    "is_number", "mean_std", "flatten_spec", "metric_series", "metric_value", "best_epoch", "higher_is_better",
     "group_label", "strip_seed", "compare",
     "format_cell", "to_csv", "to_markdown", "to_json", "from_json", "render_rich",
     "export_runs", "import_runs_json",
@@ -128,19 +131,20 @@ def higher_is_better(metric: str) -> bool:
     raise ValueError(f"metric {metric!r} has no 'best' direction: use one of {', '.join(METRICS)}")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float metric value (NaN included), not a bool, None or text."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def metric_series(record: dict, metric: str) -> list[tuple[Any, float]]:
     """`(epoch, value)` for every history entry that has `metric` (a curve to plot)."""
     return [(entry.get("epoch"), entry[metric]) for entry in (record.get("history") or [])
-            if isinstance(entry, dict) and _is_number(entry.get(metric))]
+            if isinstance(entry, dict) and is_number(entry.get(metric))]
 
 
 def _final(record: dict, metric: str) -> float | None:
     value = (record.get("metrics") or {}).get(metric)
-    return value if _is_number(value) else None
+    return value if is_number(value) else None
 
 
 def _best_index(values: Sequence[float], higher: bool) -> int | None:
@@ -235,18 +239,27 @@ def _common(values: list[Any]) -> Any:
 
 def _seeds(values: list[Any]) -> str:
     known = [v for v in values if v is not None]
-    if all(_is_number(v) for v in known):
+    if all(is_number(v) for v in known):
         known = sorted(known)
     return _join(known)
 
 
-def _mean_std(values: list[float | None]) -> MeanStd | None:
-    present = [v for v in values if v is not None]
+def mean_std(values: Iterable[Any]) -> MeanStd | None:
+    """Mean and sample standard deviation (0.0 for one value) of the numbers among `values`; None
+    when there are none.
+
+    Values that are not numbers (None: a run that never recorded the metric) are left out, and `n`
+    counts the rest. A NaN or infinite value (a run that diverged) is kept and makes the mean and
+    std NaN: averaging only the seeds that survived would report a better setting than the one that
+    was run, and a NaN cell makes the reader look at the failed seed instead.
+    """
+    present = [float(v) for v in values if is_number(v)]
     if not present:
         return None
-    mean = statistics.mean(present)
+    if not all(math.isfinite(v) for v in present):
+        return MeanStd(math.nan, math.nan, len(present))
     std = statistics.stdev(present) if len(present) > 1 else 0.0
-    return MeanStd(float(mean), float(std), len(present))
+    return MeanStd(statistics.mean(present), std, len(present))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +302,7 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
             per_group = [[flat_of[id(r)].get(key) for r in g] for g in groups]
             combine = _seeds if key == "seed" else _common
             config_rows.append((key, [combine(values) for values in per_group]))
-        metric_rows = [(m, [_mean_std([metric_value(r, m, agg) for r in g]) for g in groups])
+        metric_rows = [(m, [mean_std(metric_value(r, m, agg) for r in g) for g in groups])
                        for m in METRICS]
 
     if diff_only:
@@ -320,28 +333,32 @@ def _config_text(value: Any, missing: str) -> str:
     return missing if value is None else str(value)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). OWASP's
+# remedy: a leading single quote, which the spreadsheet shows as text. (OWASP's other two, tab and
+# carriage return, never start a cell here: `printable` escapes them.)
+_FORMULA_START = ("=", "+", "-", "@")
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell for a CSV file: text is escaped (`printable`) and defused if it would start a
+    formula; anything else, numbers such as -0.5 included, is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def to_csv(comparison: Comparison) -> str:
     """`section,key,<column>...`: config rows (section "config") then metric rows ("metric").
-    Numbers at full precision, None empty, MeanStd as "mean ± std"."""
+    Numbers at full precision, None empty, MeanStd as "mean ± std"; text through `csv_safe`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["section", "key", *comparison.columns])
+    writer.writerow(["section", "key", *map(csv_safe, comparison.columns)])
     for key, values in comparison.config_rows:
-        writer.writerow(["config", key, *(_config_text(v, "") for v in values)])
+        writer.writerow(["config", key, *(_config_text(csv_safe(v), "") for v in values)])
     for key, values in comparison.metric_rows:
         writer.writerow(["metric", key, *(format_cell(v, None, "") for v in values)])
     return out.getvalue()
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(header: list[str], rows: Iterable[list[str]]) -> str:
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines.extend("| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows)
-    return "\n".join(lines) + "\n"
 
 
 def to_markdown(comparison: Comparison, digits: int = 4) -> str:
@@ -353,7 +370,7 @@ def to_markdown(comparison: Comparison, digits: int = 4) -> str:
     rows.extend([key, *(format_cell(v, digits) for v in values)]
                 for key, values in comparison.metric_rows)
     header = ["group" if comparison.by_group else "run", *comparison.columns]
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 def _encode_cell(value: Any) -> Any:
@@ -408,9 +425,9 @@ def render_rich(comparison: Comparison, digits: int = 4):
     table = Table(show_header=True, header_style="bold", show_lines=False)
     table.add_column(Text("group" if comparison.by_group else "run"), style="cyan", no_wrap=True)
     for column in comparison.columns:
-        table.add_column(Text(str(column)), justify="right")
+        table.add_column(Text(printable(column)), justify="right")
     for key, values in comparison.config_rows:
-        table.add_row(Text(key), *(Text(_config_text(v, _MISSING)) for v in values))
+        table.add_row(Text(key), *(Text(printable(_config_text(v, _MISSING))) for v in values))
     if comparison.metric_rows:
         table.add_section()
         table.add_row(Text(f"metrics ({comparison.agg})", style="bold"),
@@ -483,11 +500,11 @@ def export_runs(records: Sequence[dict], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_plain_text(v) for v in row] for row in rows])
+        writer.writerows([[_plain_text(csv_safe(v)) for v in row] for row in rows])
         return out.getvalue()
     md_rows = [[format_cell(v, 4) if isinstance(v, float) else
                 (_MISSING if v is None else _plain_text(v)) for v in row] for row in rows]
-    return _md_table(header, md_rows)
+    return md_table(header, md_rows)
 
 
 def import_runs_json(text: str) -> list[dict]:

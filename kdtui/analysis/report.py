@@ -25,13 +25,15 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from kdtui.analysis.compare import MeanStd, flatten_spec, metric_series
+from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, mean_std, metric_series
+from kdtui.analysis.markdown import md_table
 from kdtui.core.events import DONE
+from kdtui.core.files import atomic_output, atomic_write
 
 __all__ = ["TABLE_METRICS", "OPTIONAL_METRICS", "FIGURE_SIZE_IN", "FIGURE_DPI", "Setting",
-           "varied_keys", "group_settings", "mean_std", "build_report", "select_records", "report_for"]
+           "varied_keys", "group_settings", "build_report", "select_records", "report_for"]
 
 # results.md's columns (PRODUCT.md's metric names), then the E12 control's when any run has them.
 TABLE_METRICS: tuple[str, ...] = ("test_agreement", "train_agreement", "train_agreement_eval", "test_acc",
@@ -79,10 +81,6 @@ class Setting:
     @property
     def seeds(self) -> list[Any]:
         return [(r.get("spec") or {}).get("seed") for r in self.records]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -163,15 +161,6 @@ def group_settings(records: Sequence[dict], varied: Sequence[str] | None = None)
     return out, keys
 
 
-def mean_std(values: Iterable[Any]) -> MeanStd | None:
-    """Mean and sample std (0.0 for one value) of the numbers among `values`; None if there are none."""
-    present = [float(v) for v in values if _is_number(v) and not math.isnan(v)]
-    if not present:
-        return None
-    std = statistics.stdev(present) if len(present) > 1 else 0.0
-    return MeanStd(statistics.mean(present), std, len(present))
-
-
 def _final(record: dict, metric: str) -> Any:
     return (record.get("metrics") or {}).get(metric)
 
@@ -240,7 +229,7 @@ def _axis_plan(settings: list[Setting], keys: list[str]) -> tuple[str | None, li
             v = s.values.get(key)
             if not any(_same(v, seen) for seen in values):
                 values.append(v)
-        numeric = all(_is_number(v) for v in values)
+        numeric = all(is_number(v) for v in values)
         return (len(values), numeric, -keys.index(key))
     x_key = max(keys, key=rank)
     return x_key, [k for k in keys if k != x_key]
@@ -261,7 +250,7 @@ def _summary_figure(path: Path, title: str, metric: str, settings: list[Setting]
         v = s.values.get(x_key) if x_key else None
         if not any(_same(v, seen) for seen in x_values):
             x_values.append(v)
-    numeric = x_key is not None and all(_is_number(v) for v in x_values)
+    numeric = x_key is not None and all(is_number(v) for v in x_values)
     series: dict[str, list[Setting]] = {}
     for s in settings:
         label = ", ".join(f"{short[k]}={_show(s.values.get(k))}" for k in series_keys)
@@ -319,15 +308,21 @@ def _summary_figure(path: Path, title: str, metric: str, settings: list[Setting]
     _clip_fraction(ax, metric)
     if len(handles) > 1:
         _legend(fig, ax, handles, labels)
-    fig.savefig(path, dpi=FIGURE_DPI)
+    _save(fig, path)
     return True
+
+
+def _save(fig, path: Path) -> None:
+    # The temporary name ends in .tmp, so the format is named rather than guessed from it.
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=FIGURE_DPI, format="png")
 
 
 def _mean_curve(records: Sequence[dict], metric: str) -> list[tuple[float, float]]:
     by_epoch: dict[Any, list[float]] = {}
     for record in records:
         for epoch, value in metric_series(record, metric):
-            if _is_number(epoch) and not math.isnan(value):
+            if is_number(epoch) and not math.isnan(value):
                 by_epoch.setdefault(epoch, []).append(float(value))
     return [(float(e), statistics.mean(vs)) for e, vs in sorted(by_epoch.items())]
 
@@ -355,24 +350,13 @@ def _curve_figure(path: Path, title: str, metric: str, settings: list[Setting], 
     _clip_fraction(ax, metric)
     _style(ax, f"{title}: {name} per epoch (mean over seeds)", "epoch (student)", name)
     _legend(fig, ax, handles, labels, title=" / ".join(short[k] for k in keys) if compact else None)
-    fig.savefig(path, dpi=FIGURE_DPI)
+    _save(fig, path)
     return True
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------
-
-def _md_escape(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    return lines
-
 
 def _cell(stat: MeanStd | None) -> str:
     return _MISSING if stat is None else stat.format(4)
@@ -381,7 +365,7 @@ def _cell(stat: MeanStd | None) -> str:
 def _table_metrics(records: Sequence[dict]) -> list[str]:
     present = set()
     for record in records:
-        present.update(k for k, v in (record.get("metrics") or {}).items() if _is_number(v))
+        present.update(k for k, v in (record.get("metrics") or {}).items() if is_number(v))
     return list(TABLE_METRICS) + [m for m in OPTIONAL_METRICS if m in present]
 
 
@@ -399,15 +383,15 @@ def _results_markdown(title: str, settings: list[Setting], keys: list[str], reco
         seeds = ", ".join(str(x) for x in s.seeds)
         rows.append([_show(s.values[k], 60) for k in keys] + [str(len(s.records)), seeds]
                     + [_cell(_setting_stat(s, m)) for m in metrics])
-    lines += _md_table(header, rows)
+    lines += md_table(header, rows).splitlines()
     lines += ["", "## Runs", ""]
     run_rows = [[str(r.get("id")), str(r.get("name")), str((r.get("spec") or {}).get("seed")),
                  str(r.get("status")), (r.get("group_hash") or "")[:8]]
-                + [_MISSING if not _is_number(_final(r, m)) else f"{_final(r, m):.4f}"
+                + [_MISSING if not is_number(_final(r, m)) else f"{_final(r, m):.4f}"
                    for m in ("test_agreement", "train_agreement", "test_acc")]
                 for s in settings for r in s.records]
-    lines += _md_table(["id", "name", "seed", "status", "group", "test_agreement", "train_agreement",
-                        "test_acc"], run_rows)
+    lines += md_table(["id", "name", "seed", "status", "group", "test_agreement", "train_agreement",
+                       "test_acc"], run_rows).splitlines()
     return "\n".join(lines) + "\n"
 
 
@@ -466,7 +450,7 @@ def build_report(records: list[dict], out_dir: Path, title: str, varied: list[st
         if _curve_figure(out_dir / name, title, metric, settings, keys):
             figures.append((name, f"{_SHORT.get(metric, _LABELS[metric])} per epoch, one line per setting"))
 
-    (out_dir / "results.md").write_text(_results_markdown(title, settings, keys, records), encoding="utf-8")
+    atomic_write(out_dir / "results.md", _results_markdown(title, settings, keys, records))
 
     short = _short_keys(keys)
     lines = [f"# {title}", "",
@@ -484,7 +468,7 @@ def build_report(records: list[dict], out_dir: Path, title: str, varied: list[st
     if renamed:
         lines += ["", "Labels use short names: " + ", ".join(renamed) + "."]
     index = out_dir / "index.md"
-    index.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    atomic_write(index, "\n".join(lines).rstrip() + "\n")
     return index
 
 
@@ -553,7 +537,7 @@ def report_for(workspace, *, preset: str | None = None, scale: str | None = None
     from kdtui.core.registry import RunStore, record_with_history
     from kdtui.core.workspace import Workspace
 
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, create=False)
     store = RunStore(ws)
     found, name, title = select_records(store, preset=preset, scale=scale, group=group, run_ids=run_ids)
     records = [record_with_history(store, ws, r["id"]) for r in found]

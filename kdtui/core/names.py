@@ -1,0 +1,39 @@
+"""Run names are free text typed by people; some characters in them act on the terminal instead of
+being shown. This module says which, and shows a name safely.
+
+Control characters (C0, DEL, C1) can move the cursor, recolour or retitle a terminal (ESC starts
+every such sequence), and bidirectional controls reorder what is shown after them, so a name can
+pretend to be another. New names with them are refused by spec validation (`unsafe_characters`);
+names already in a registry are shown through `printable` on every screen and in every command.
+"""
+from __future__ import annotations
+
+# The bidirectional formatting characters: LRE, RLE, PDF, LRO, RLO; LRI, RLI, FSI, PDI; the
+# implicit marks LRM, RLM and the Arabic letter mark.
+BIDI_CONTROLS = frozenset(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)))
+
+
+def is_unsafe(char: str) -> bool:
+    """A control character (C0, DEL, C1) or a bidirectional control."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in BIDI_CONTROLS
+
+
+def unsafe_characters(text: str) -> list[str]:
+    """The unsafe characters in `text`, in order, each once."""
+    return list(dict.fromkeys(char for char in text if is_unsafe(char)))
+
+
+def escape_char(char: str) -> str:
+    """`\\x1b` for a control character below U+0100, `\\u202e` above."""
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """`text` as a string with every unsafe character escaped (`\\x1b`, `\\u202e`), so that what
+    a terminal shows is what the text holds."""
+    text = "" if text is None else str(text)
+    if not any(is_unsafe(char) for char in text):  # the usual case: no copy
+        return text
+    return "".join(escape_char(char) if is_unsafe(char) else char for char in text)
