@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Callable
 
 from kdtui.core.eventlog import read_all
 from kdtui.core.registry import RunStore
+from kdtui.core.workspace import is_run_id_prefix
 
 _SCRIPT = Path(sys.executable).with_name("kdtui")
 KDTUI = [str(_SCRIPT)] if _SCRIPT.exists() else ([shutil.which("kdtui")] if shutil.which("kdtui")
@@ -35,11 +37,12 @@ def cli_env(**extra: str) -> dict:
 
 
 def kdtui(*args: str | os.PathLike, timeout: float = TIMEOUT_S, cwd: str | os.PathLike | None = None,
-          **popen) -> subprocess.CompletedProcess:
-    """Run `kdtui ARGS...` to completion; stdin is /dev/null (not a terminal), output captured."""
+          env_extra: dict | None = None, **popen) -> subprocess.CompletedProcess:
+    """Run `kdtui ARGS...` to completion; stdin is /dev/null (not a terminal), output captured.
+    `env_extra` adds environment variables (the environment is otherwise `cli_env()`)."""
     popen.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([*KDTUI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=cli_env(), cwd=cwd, **popen)
+                          env=cli_env(**(env_extra or {})), cwd=cwd, **popen)
 
 
 def start_kdtui(*args: str | os.PathLike, log_dir: Path, name: str) -> subprocess.Popen:
@@ -124,7 +127,28 @@ def student_epochs_seen(ws: Path, run_id: str) -> list[int]:
 
 
 def run_folders(ws: Path) -> list[str]:
-    """Run folders in a workspace (not the teacher store nor the registry)."""
+    """Run folders in a workspace (named by a run id: not the teacher store, reports or the registry)."""
     if not Path(ws).exists():
         return []
-    return sorted(p.name for p in Path(ws).iterdir() if p.is_dir() and p.name not in ("teachers", "reports"))
+    return sorted(p.name for p in Path(ws).iterdir() if p.is_dir() and is_run_id_prefix(p.name))
+
+
+def fake_run(ws: Path, run_id: str, status: str = "done", **fields) -> dict:
+    """A registry record plus its folder and a small events.jsonl, shaped like a finished run."""
+    folder = ws / run_id
+    folder.mkdir(parents=True)
+    metrics = {"train_agreement": 0.9, "test_agreement": 0.85, "test_acc": 0.8, "test_kl": 0.1, "epoch": 2}
+    lines = [{"t": time.time(), "type": "epoch", "phase": "student", "index": 0, "epoch": e,
+              "metrics": {k: v - 0.1 * (2 - e) for k, v in metrics.items() if k != "epoch"}} for e in (0, 1, 2)]
+    (folder / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    doc = {"id": run_id, "name": f"fake-{run_id[-4:]}", "status": status, "spec": {"seed": 0},
+           "spec_hash": "s" * 64, "group_hash": "g" * 64, "metrics": metrics if status == "done" else {},
+           "host": socket.gethostname(), "pid": None, "created": time.time(), **fields}
+    RunStore(ws).add(doc)
+    return doc
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,32 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import cli_env, json_out, kdtui, record, run_folders, store
+from cli_helpers import cli_env, dead_pid, fake_run, json_out, kdtui, record, run_folders, store
 from kdtui.core.registry import RunStore
 from kdtui.runs.service import RunService
 from kdtui.core.spec import parse_spec
 from kdtui.core.workspace import Workspace
-
-
-def fake_run(ws: Path, run_id: str, status: str = "done", **fields) -> dict:
-    """A registry record plus its folder and a small events.jsonl, shaped like a finished run."""
-    folder = ws / run_id
-    folder.mkdir(parents=True)
-    metrics = {"train_agreement": 0.9, "test_agreement": 0.85, "test_acc": 0.8, "test_kl": 0.1, "epoch": 2}
-    lines = [{"t": time.time(), "type": "epoch", "phase": "student", "index": 0, "epoch": e,
-              "metrics": {k: v - 0.1 * (2 - e) for k, v in metrics.items() if k != "epoch"}} for e in (0, 1, 2)]
-    (folder / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    doc = {"id": run_id, "name": f"fake-{run_id[-4:]}", "status": status, "spec": {"seed": 0},
-           "spec_hash": "s" * 64, "group_hash": "g" * 64, "metrics": metrics if status == "done" else {},
-           "host": socket.gethostname(), "pid": None, "created": time.time(), **fields}
-    RunStore(ws).add(doc)
-    return doc
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
 
 
 # -- start-up cost -----------------------------------------------------------------------------------
@@ -254,4 +232,13 @@ def test_list_table_shows_whole_ids_in_80_columns(three_runs):
 
 
 def test_empty_workspace_lists_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
     assert json_out(kdtui("runs", "list", "--workspace", tmp_path / "empty", "--json")) == []
+
+
+def test_a_read_command_never_creates_a_workspace(tmp_path):
+    result = kdtui("runs", "list", "--workspace", tmp_path / "missing", "--json")
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path / "missing") in lines[0]
+    assert not (tmp_path / "missing").exists()

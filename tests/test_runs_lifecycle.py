@@ -39,6 +39,12 @@ def settled(ws, run_id: str) -> dict | None:
     return current if current and current["status"] in FINAL else None
 
 
+def started(ws, run_id: str) -> dict | None:
+    """The record once the run's own process has started it (then `pid` is that process)."""
+    current = record(ws, run_id)
+    return current if current and current["status"] != "queued" else None
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(ws, long_spec):
     """`kdtui run --detach`: how long the CLI took, the record right after it returned, the final one."""
@@ -48,14 +54,17 @@ def uninterrupted(ws, long_spec):
     assert result.returncode == 0, result.stderr
     [printed] = json_out(result)
     at_return = record(ws, printed["id"])
-    pid = at_return["pid"]
+    # A run waiting in the line has no process of its own; once a worker takes it, its pid is the
+    # run's process, which leads its own session (a closed terminal's SIGHUP never reaches it).
+    taken = wait_for(lambda: started(ws, printed["id"]), what=f"run {printed['id']} to start")
+    pid = taken["pid"]
     try:
-        own_session = os.getsid(pid) == pid     # the worker leads its own session
+        own_session = os.getsid(pid) == pid
     except ProcessLookupError:
         own_session = None                       # already gone: nothing to check
     final = wait_for(lambda: settled(ws, printed["id"]), what=f"run {printed['id']} to finish")
     return {"cli_seconds": cli_seconds, "printed": printed, "at_return": at_return, "final": final,
-            "own_session": own_session, "stderr": result.stderr}
+            "own_session": own_session, "run_pid": pid, "stderr": result.stderr}
 
 
 # -- detach ------------------------------------------------------------------------------------------
@@ -68,7 +77,7 @@ def test_detach_returns_at_once_and_the_run_finishes_on_its_own(ws, uninterrupte
     run_seconds = final["finished"] - final["started"]
     assert uninterrupted["cli_seconds"] < run_seconds, (uninterrupted["cli_seconds"], run_seconds)
     assert uninterrupted["own_session"] in (True, None)
-    assert final["pid"] == at_return["pid"] != os.getpid()
+    assert final["pid"] == uninterrupted["run_pid"] != os.getpid()
     assert "started in the background" in uninterrupted["stderr"]
     assert final["metrics"]["epoch"] == LONG_EPOCHS
     assert student_epochs_seen(ws, final["id"]) == list(range(LONG_EPOCHS + 1))

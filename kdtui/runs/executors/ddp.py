@@ -1,15 +1,15 @@
 """`kdtui run SPEC --nproc N`: one run as N data-parallel processes under torchrun.
 
-`run_data_parallel` starts them and follows the run; each process is this module's `main`:
+`run_data_parallel` starts them and follows the run; each process is this module's `run_rank`,
+behind the hidden command `kdtui ddp-rank`:
 
-    python -m torch.distributed.run --standalone --nproc_per_node N -m kdtui.runs.executors.ddp --workspace DIR RUN_ID
+    python -m torch.distributed.run --standalone --nproc_per_node N -m kdtui.cli ddp-rank --workspace DIR RUN_ID
 
 Every process trains its share of each batch (kernels.distributed); rank 0 writes the events, the
 checkpoints and the record, exactly as a single-process run does.
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -26,7 +26,7 @@ def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_te
     """One run as `nproc` data-parallel processes under torchrun, followed through its event log
     (rank 0 writes it). Ctrl-C reaches torchrun too, which stops the processes cleanly."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "kdtui.runs.executors.ddp", "--workspace", str(ws.root), run_id]
+               "-m", "kdtui.cli", "ddp-rank", "--workspace", str(ws.root), run_id]
     if retrain_teachers:
         command.append("--retrain-teachers")
     with open(ws.run_dir(run_id) / "torchrun.log", "ab") as log:
@@ -49,17 +49,13 @@ def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_te
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdtui.runs.executors.ddp")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--retrain-teachers", action="store_true")
-    parser.add_argument("run_id")
-    args = parser.parse_args(argv)
-    workspace = Workspace(args.workspace)
+def run_rank(workspace_root, run_id: str, *, retrain_teachers: bool = False) -> int:
+    """This torchrun process's share of the run; its exit status."""
+    workspace = Workspace(workspace_root)
     store = RunStore(workspace)
-    record = store.get(args.run_id)
+    record = store.get(run_id)
     if record is None:
-        print(f"kdtui.runs.executors.ddp: no run {args.run_id} in {workspace.root}", file=sys.stderr)
+        print(f"kdtui ddp-rank: no run {run_id} in {workspace.root}", file=sys.stderr)
         return 2
 
     import torch.distributed
@@ -68,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shards, device = init_from_torchrun((record.get("spec") or {}).get("device") or "auto")
     try:
-        final = execute(workspace, store, args.run_id, retrain_teachers=args.retrain_teachers, device=device,
+        final = execute(workspace, store, run_id, retrain_teachers=retrain_teachers, device=device,
                         shards=shards)
     finally:
         if torch.distributed.is_initialized():
@@ -78,7 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     if final.get("status") == STOPPED:
         return 130
     return 0 if final.get("status") == DONE else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

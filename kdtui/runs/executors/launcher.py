@@ -55,7 +55,7 @@ def _workers_needed(queue: RunQueue, store: RunStore, slots: dict) -> int:
 
 def worker_command(workspace: Workspace, slots_per_gpu: int | None) -> list[str]:
     """How a worker process is started (the launch options travel in the line, per run)."""
-    command = [sys.executable, "-m", "kdtui.runs.executors.worker", "--workspace", str(workspace.root)]
+    command = [sys.executable, "-m", "kdtui.cli", "worker", "--workspace", str(workspace.root)]
     if slots_per_gpu is not None:
         command += ["--slots-per-gpu", str(slots_per_gpu)]
     return command

@@ -9,13 +9,12 @@ tail` and the registry work as for local runs. Nothing needs a shared file syste
 
 `kdtui runs stop` writes the run's STOP file here; the driver sees it and cancels the run's Ray task.
 
-    python -m kdtui.runs.executors.ray_cluster --workspace DIR [--address ADDR] [--gpus-per-run N] RUN_ID...
+    kdtui ray-driver --workspace DIR [--address ADDR] [--gpus-per-run N] RUN_ID...
 
-is the detached driver behind `--executor ray --detach`.
+(a hidden command, `drive_detached`) is the detached driver behind `--executor ray --detach`.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -147,7 +146,7 @@ def launch_detached(workspace: Workspace, run_ids: list[str], *, address: str | 
     """The driver as a background process of its own session (it outlives the terminal)."""
     import subprocess
 
-    command = [sys.executable, "-m", "kdtui.runs.executors.ray_cluster", "--workspace", str(workspace.root),
+    command = [sys.executable, "-m", "kdtui.cli", "ray-driver", "--workspace", str(workspace.root),
                "--gpus-per-run", str(gpus_per_run), *run_ids]
     if address:
         command += ["--address", address]
@@ -159,19 +158,10 @@ def launch_detached(workspace: Workspace, run_ids: list[str], *, address: str | 
     return process.pid
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdtui.runs.executors.ray_cluster")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--address")
-    parser.add_argument("--gpus-per-run", type=float, default=0)
-    parser.add_argument("--retrain-teachers", action="store_true")
-    parser.add_argument("run_ids", nargs="+")
-    args = parser.parse_args(argv)
-    workspace = Workspace(args.workspace)
-    records = drive(workspace, RunStore(workspace), args.run_ids, address=args.address,
-                    gpus_per_run=args.gpus_per_run, retrain_teachers=args.retrain_teachers)
+def drive_detached(workspace_root, run_ids: list[str], *, address: str | None, gpus_per_run: float,
+                   retrain_teachers: bool) -> int:
+    """The detached driver's work (`kdtui ray-driver`): drive the runs to the end; its exit status."""
+    workspace = Workspace(workspace_root)
+    records = drive(workspace, RunStore(workspace), run_ids, address=address, gpus_per_run=gpus_per_run,
+                    retrain_teachers=retrain_teachers)
     return 0 if all(r["status"] == DONE for r in records) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,9 @@
 """A background worker: it holds one device slot for its whole life and runs queued runs on it, one after
 another, first in line first, until the line has none left for that slot; then it exits.
 
-    python -m kdtui.runs.executors.worker --workspace DIR [--slots-per-gpu N] [RUN_ID ...]
+    python -m kdtui.cli worker --workspace DIR [--slots-per-gpu N] [RUN_ID ...]
+
+(a hidden command of the one command line, which calls `serve`).
 
 Started by kdtui.runs.executors.launcher, one per free slot. Given run ids (registered, `queued`), it
 first puts them in line itself, then serves the line in this process.
@@ -18,7 +20,6 @@ the worker stops its current run the same way and ends the worker.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -164,16 +165,3 @@ class _Termination:
                 os.kill(self.child, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdtui.runs.executors.worker")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--slots-per-gpu", type=int)
-    parser.add_argument("run_ids", nargs="*")
-    args = parser.parse_args(argv)
-    return serve(args.workspace, args.run_ids, slots_per_gpu=args.slots_per_gpu)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """`kdtui doctor`: what kdtui sees on this machine, and hints for the usual SSH / tmux problems.
 
-This is a CLI command, not part of the app: it is the one place outside a run that imports torch
-(inside `doctor_report`, so that importing this module stays cheap).
+It is the one place outside a run that imports torch (inside `doctor_report`, so that importing this
+module, which every `kdtui` command does, stays cheap).
 """
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+
+import click
+
+from kdtui.cli.common import out, workspace_option
+
+
+@click.command("doctor")
+@workspace_option
+def command(workspace: Path | None) -> None:
+    """What matters on a remote box: torch and CUDA, the terminal's colours, the workspace."""
+    out.print(render_report(doctor_report(workspace)))
 
 
 def _torch_lines() -> list[tuple[str, str]]:
@@ -81,7 +92,7 @@ def doctor_report(workspace=None, env: dict | None = None) -> list[tuple[str, st
     """(label, value) rows: torch and CUDA devices, terminal and colours, workspace and runs, then
     `hint` rows for what looks wrong (SSH colours, tmux escape delay)."""
     from kdtui.core.registry import RunStore
-    from kdtui.core.workspace import Workspace
+    from kdtui.core.workspace import Workspace, WorkspaceError
 
     env = dict(os.environ if env is None else env)
     rows: list[tuple[str, str]] = []
@@ -94,7 +105,7 @@ def doctor_report(workspace=None, env: dict | None = None) -> list[tuple[str, st
     rows += tmux_rows
     hints += tmux_hints
     try:
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, create=False)
         rows.append(("workspace", str(ws.root)))
         records = RunStore(ws, auto_reconcile=False).all() if Path(ws.registry_path).exists() else []
         by_status: dict[str, int] = {}
@@ -102,6 +113,8 @@ def doctor_report(workspace=None, env: dict | None = None) -> list[tuple[str, st
             by_status[record.get("status", "?")] = by_status.get(record.get("status", "?"), 0) + 1
         detail = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
         rows.append(("runs", f"{len(records)}" + (f" ({detail})" if detail else "")))
+    except WorkspaceError as exc:  # a report, not a refusal: doctor says what it found
+        rows.append(("workspace", str(exc)))
     except Exception as exc:
         rows.append(("workspace", f"unreadable: {exc}".splitlines()[0]))
     rows += [("hint", hint) for hint in hints]

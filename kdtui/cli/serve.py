@@ -8,6 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
+import click
+
+from kdtui.cli.common import err, fail, workspace_option
+
 INSTALL_HINT = "install kdtui[serve] (pip install 'kdtui[serve]') to use kdtui serve"
 
 
@@ -24,7 +28,7 @@ def serve_command(workspace) -> str:
     if script.exists():
         launcher = shlex.quote(str(script))
     else:  # not installed as a console script: the same entry point through this interpreter
-        launcher = f"{shlex.quote(sys.executable)} -c 'from kdtui.cli import main; main()'"
+        launcher = f"{shlex.quote(sys.executable)} -m kdtui.cli"
     return f"{launcher} --workspace {shlex.quote(str(root))}"
 
 
@@ -44,3 +48,15 @@ def serve(workspace=None, host: str = "127.0.0.1", port: int = 8000, *, echo=pri
         echo(f"from your own machine: ssh -L {port}:127.0.0.1:{port} user@box   then open http://localhost:{port}")
     server = Server(command, host=host, port=port, title="kdtui")
     server.serve()
+
+
+@click.command("serve")
+@workspace_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (default: this machine only).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+def command(workspace: Path | None, host: str, port: int) -> None:
+    """Serve the terminal app to a browser (textual-serve); reach it through `ssh -L`."""
+    try:
+        serve(workspace, host=host, port=port, echo=lambda line: err.print(line, markup=False))
+    except ServeUnavailable as exc:
+        raise fail(str(exc))

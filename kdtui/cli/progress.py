@@ -4,6 +4,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from kdtui.core.names import printable
 
 HEADLINE = ("train_agreement", "test_agreement", "test_acc", "teacher_test_acc", "test_kl")
 
@@ -60,7 +63,8 @@ def describe_epoch(event: dict) -> str:
 
 
 def summary_table(record: dict) -> Table:
-    table = Table(title=f"{record['name']}  ({record['id']}, {record['status']})", show_header=True)
+    # Text, not a markup string: a name is shown as it is, escaped (kdtui.core.names), never styled.
+    table = Table(title=Text(f"{printable(record['name'])}  ({record['id']}, {record['status']})"), show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = record.get("metrics") or {}

@@ -1,0 +1,190 @@
+"""What every command module shares: exit codes, the output consoles, one-line errors, JSON output,
+the `--workspace` and `--json` options, and the small text formatters of the tables."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from kdtui.core.workspace import ENV_VAR, Workspace, WorkspaceError
+
+if TYPE_CHECKING:
+    from kdtui.core.registry import RunStore
+
+# The registry (TinyDB) and the event log are imported where a command uses them, not here: every
+# command module imports this one, and `kdtui --help` loads them all.
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+MISSING = "—"
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich.console costs ~0.1 s that `runs list`,
+    the JSON commands and `--help` never need."""
+
+    def __init__(self, **options):
+        self._options = options
+        self._console = None
+
+    def get(self):
+        """The rich Console itself (for rich's own machinery: Progress, Live)."""
+        if self._console is None:
+            from rich.console import Console
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self.get(), name)
+
+
+out = _LazyConsole(highlight=False)  # ids and paths are not numbers to colour
+err = _LazyConsole(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> click.exceptions.Exit:
+    """Print one line on stderr, `error: ...`, and return the exit to raise."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    return click.exceptions.Exit(code)
+
+
+def finish(code: int) -> click.exceptions.Exit:
+    """The exit to raise with a code other than 0 (or to end early with 0)."""
+    return click.exceptions.Exit(code)
+
+
+class OrderedGroup(click.Group):
+    """A group that lists its commands in the order they were added (a workflow's order), not A-Z."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+class LazyGroup(OrderedGroup):
+    """click's documented lazy loading ("Lazily Loading Subcommands"): a command's module is imported
+    when that command is asked for, so `kdtui runs list` never imports `run`, `doctor` and the rest.
+    `lazy` maps each name to "module:attribute", in the order `--help` lists them."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return super().list_commands(ctx) + [name for name in self.lazy if name not in self.commands]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            import importlib
+
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+def _workspace_or_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """`kdtui -w W runs list` and `kdtui runs list -w W` mean the same; the command's own wins."""
+    if value is None and ctx.parent is not None:
+        value = ctx.find_root().params.get("workspace")
+    return value
+
+
+WORKSPACE_HELP = f"Workspace folder (default: ${ENV_VAR} or ./runs)."
+
+
+def workspace_option(command):
+    return click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        callback=_workspace_or_root, help=WORKSPACE_HELP)(command)
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")(command)
+
+
+def open_store(workspace: Path | str | None, create: bool = False) -> tuple[Workspace, RunStore]:
+    """The workspace and its registry, or a one-line error. Only `kdtui run` passes create=True:
+    a command that only reads never leaves a workspace folder behind."""
+    from kdtui.core.registry import RunStore
+
+    try:
+        ws = Workspace(workspace, create=create)
+    except WorkspaceError as exc:
+        raise fail(str(exc))
+    return ws, RunStore(ws)
+
+
+def resolve(store: RunStore, prefix: str) -> dict:
+    """The record a unique id prefix names, or a one-line error."""
+    from kdtui.core.registry import RegistryError
+
+    try:
+        return store.resolve(prefix)
+    except RegistryError as exc:
+        raise fail(str(exc))
+
+
+def resolve_all(store: RunStore, prefixes: list[str]) -> list[dict]:
+    from kdtui.core.registry import RegistryError
+
+    try:
+        return store.resolve_all(prefixes)
+    except RegistryError as exc:
+        raise fail(str(exc))
+
+
+def print_json(payload) -> None:
+    """Strict JSON on stdout (NaN/inf become null, so jq and other tools can read it): indented
+    on a terminal, compact when piped (like `gh --json`; the compact encoder is C, ~10x faster
+    on a 1,000-run listing)."""
+    indent = 2 if sys.stdout.isatty() else None
+    try:
+        text = json.dumps(payload, indent=indent, default=str, allow_nan=False)
+    except ValueError:
+        from kdtui.core import eventlog
+
+        text = json.dumps(eventlog.sanitize(json.loads(json.dumps(payload, default=str))), indent=indent)
+    sys.stdout.write(text + "\n")
+
+
+# -- text ------------------------------------------------------------------------------------------
+
+def fmt_number(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else MISSING
+
+
+def plain_table(columns: list[tuple[str, str]], rows: list[list[str]], squeeze: int) -> str:
+    """Aligned text columns, like `gh run list`: cheap for thousands of rows (a rich Table spends
+    ~2 ms a row measuring and wrapping). Column `squeeze` is cut with '…' to fit the terminal;
+    the others (ids, statuses, numbers) are never cut."""
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, (name, _) in enumerate(columns)]
+    width = shutil.get_terminal_size((100, 24)).columns
+    gap = 2
+    over = sum(widths) + gap * (len(widths) - 1) - width
+    if over > 0:
+        widths[squeeze] = max(len(columns[squeeze][0]), widths[squeeze] - over)
+
+    def line(cells: list[str]) -> str:
+        parts = []
+        for cell, w, (_, align) in zip(cells, widths, columns):
+            if len(cell) > w:
+                cell = cell[: max(w - 1, 0)] + "…"
+            parts.append(cell.ljust(w) if align == "<" else cell.rjust(w))
+        return (" " * gap).join(parts).rstrip()
+
+    return "\n".join([line([name for name, _ in columns])] + [line(row) for row in rows]) + "\n"
+
+
+def clip(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def pids_text(pids: list[int]) -> str:
+    if not pids:  # every slot the runs need is busy: the workers holding them take the runs in turn
+        return "no new worker: queued behind the busy ones"
+    return f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} workers, pids {pids[0]}…{pids[-1]}"

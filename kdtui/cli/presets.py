@@ -1,0 +1,50 @@
+"""`kdtui presets ...`: the paper's experiments as ready-made specs."""
+from __future__ import annotations
+
+import shutil
+import sys
+
+import click
+
+from kdtui.cli.common import clip, fail, json_option, print_json
+
+
+@click.group("presets", invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """The paper's experiments as ready-made specs."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@command.command("list")
+@json_option
+def presets_list(as_json: bool) -> None:
+    """Each preset: id, title, what it varies, and its number of runs at each scale."""
+    from kdtui.core.presets import SCALES, list_presets
+
+    rows = [{"id": p.id, "title": p.title, "varies": p.header("tiny").get("varies", p.varies),
+             "runs": {scale: p.run_count(scale) for scale in SCALES}} for p in list_presets()]
+    if as_json:
+        print_json(rows)
+        return
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = [f"{'id':<8}{'runs paper/tiny':>16}  title"]
+    for r in rows:
+        lines.append(clip(f"{r['id']:<8}{r['runs']['paper']:>10} / {r['runs']['tiny']:<3}  {r['title']}", width))
+        lines.append(clip(f"{'':<8}varies: {r['varies']}", width))
+    lines.append("\nkdtui presets show ID [--scale paper|tiny] prints a preset's spec, with its sweep")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@command.command("show")
+@click.argument("preset_id", metavar="ID")
+@click.option("--scale", default="tiny", show_default=True, help="paper or tiny.")
+def presets_show(preset_id: str, scale: str) -> None:
+    """Print a preset's spec (TOML, with its [sweep]): copy it, edit it, run it."""
+    from kdtui.core.presets import PresetError, preset_text
+
+    try:
+        sys.stdout.write(preset_text(preset_id, scale))
+    except PresetError as exc:
+        raise fail(str(exc))

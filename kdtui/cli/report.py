@@ -1,0 +1,27 @@
+"""`kdtui report`: figures and a mean ± std table for a preset's runs, a seed group or chosen runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kdtui.cli.common import fail, out, workspace_option
+
+
+@click.command("report")
+@click.argument("run_ids", nargs=-1, metavar="[IDS]...")
+@click.option("--preset", default=None, help="The finished runs of a preset.")
+@click.option("--scale", default=None, help="With --preset: paper or tiny.")
+@click.option("--group", default=None, help="A seed group (group hash prefix).")
+@workspace_option
+def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, group: str | None,
+            workspace: Path | None) -> None:
+    """Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/."""
+    from kdtui.analysis.report import report_for
+    from kdtui.core.registry import RegistryError
+
+    try:
+        index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=list(run_ids) or None)
+    except (ValueError, RegistryError) as exc:
+        raise fail(str(exc).splitlines()[0])
+    out.print(f"report: {index}", markup=False)

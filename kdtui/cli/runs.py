@@ -1,0 +1,307 @@
+"""`kdtui runs ...`: find, follow, compare, export, stop, resume and delete runs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from kdtui.analysis.compare import AGGREGATIONS, EXPORT_FORMATS
+from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err, fail, finish, fmt_number, json_option,
+                              OrderedGroup, open_store, out, pids_text, plain_table, print_json, resolve, resolve_all,
+                              workspace_option)
+from kdtui.core.events import ACTIVE_STATUSES, DONE, STATUSES
+from kdtui.core.names import printable
+from kdtui.core.workspace import Workspace, is_run_id_prefix
+from kdtui.tui.state import age_text
+
+if TYPE_CHECKING:
+    from kdtui.core.registry import RunStore
+
+
+@click.group("runs", cls=OrderedGroup, invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Find, follow, compare and export runs."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@command.command("list")
+@workspace_option
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only runs with this status.")
+@click.option("--name", default=None, help="Only runs whose name contains this.")
+@click.option("--group", default=None, help="Only runs in this seed group (hash prefix).")
+@json_option
+def runs_list(workspace: Path | None, status: str | None, name: str | None, group: str | None,
+              as_json: bool) -> None:
+    """List runs, newest last."""
+    ws, store = open_store(workspace)
+    records = store.find(status=status, name=name, group=group)
+    _notice_unlisted_folders(ws, store)
+    if as_json:
+        print_json(records)
+        return
+    sys.stdout.write(plain_table(
+        [("id", "<"), ("name", "<"), ("status", "<"), ("train agr", ">"), ("test agr", ">"), ("test acc", ">"),
+         ("group", "<"), ("age", ">")],
+        [[r["id"], printable(r.get("name")), str(r.get("status")),
+          fmt_number((r.get("metrics") or {}).get("train_agreement")),
+          fmt_number((r.get("metrics") or {}).get("test_agreement")),
+          fmt_number((r.get("metrics") or {}).get("test_acc")),
+          (r.get("group_hash") or "")[:8], age_text(r.get("created"))] for r in records],
+        squeeze=1))
+
+
+def _notice_unlisted_folders(ws: Workspace, store: RunStore) -> None:
+    """On stderr: run folders the registry does not list. The listing is still right for what the
+    registry holds, so this is a notice, not an error."""
+    from kdtui.core.registry import RECORD_NAME
+
+    unlisted = store.unregistered_run_folders()
+    recoverable = [name for name in unlisted if (ws.run_dir(name) / RECORD_NAME).is_file()]
+    lost = [name for name in unlisted if name not in set(recoverable)]
+    if recoverable:
+        n = len(recoverable)
+        err.print(f"{n} run folder{'s are' if n != 1 else ' is'} not in the registry: run `kdtui runs reindex`",
+                  markup=False, highlight=False, soft_wrap=True)
+    if lost:  # reindex cannot list these: it rebuilds from record.json, and they have none
+        n = len(lost)
+        err.print(f"{n} run folder{'s have' if n != 1 else ' has'} no {RECORD_NAME} and cannot be listed "
+                  f"({', '.join(lost[:3])}{', ...' if n > 3 else ''}): delete them, or run their spec.toml again",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@command.command("reindex")
+@workspace_option
+def runs_reindex(workspace: Path | None) -> None:
+    """Rebuild the registry from the run folders (each holds its own record.json)."""
+    _, store = open_store(workspace)
+    out.print(store.reindex().describe(), markup=False, highlight=False, soft_wrap=True)
+
+
+HISTORY_COLUMNS = (("train_agreement", "train agr"), ("train_agreement_eval", "clean agr"),
+                   ("test_agreement", "test agr"), ("test_acc", "test acc"), ("test_kl", "test KL"),
+                   ("train_loss", "loss"))
+
+
+@command.command("show")
+@click.argument("run_id")
+@workspace_option
+@json_option
+def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
+    """Show one run: its record and per-epoch history."""
+    from kdtui.core.registry import record_with_history
+
+    ws, store = open_store(workspace)
+    record = record_with_history(store, ws, resolve(store, run_id)["id"])
+    if as_json:
+        print_json(record)
+        return
+    from kdtui.cli.progress import summary_table
+    out.print(summary_table(record))
+    for key in ("status", "device", "host", "pid", "spec_hash", "group_hash"):
+        out.print(f"{key}: {printable(record.get(key))}", markup=False)
+    for teacher in record.get("teachers") or []:
+        out.print(f"teacher {teacher.get('member')}: {teacher.get('key', '')[:12]} "
+                  f"{'reused' if teacher.get('reused') else 'trained'}, test acc {fmt_number(teacher.get('test_acc'))}")
+    history = record["history"]
+    if history:
+        from rich.table import Table
+
+        # The headline curves only (every metric is in --json and export): fits 80 columns.
+        shown = [(n, title) for n, title in HISTORY_COLUMNS if any(n in row for row in history)]
+        table = Table(title="history")
+        table.add_column("epoch", justify="right", no_wrap=True)
+        for _, title in shown:
+            table.add_column(title, justify="right", no_wrap=True)
+        for row in history:
+            table.add_row(str(row["epoch"]), *(fmt_number(row.get(n)) for n, _ in shown))
+        out.print(table)
+    out.print(f"folder: {ws.run_dir(record['id'])}", markup=False)
+
+
+@command.command("tail")
+@click.argument("run_id")
+@workspace_option
+@json_option
+def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
+    """Follow a run's events until it ends."""
+    from kdtui.cli.progress import describe_epoch
+    from kdtui.core import eventlog
+    from kdtui.core.events import EpochMetrics, FINAL_EVENT_TYPES, Log, PhaseEnd, PhaseStart
+    from kdtui.core.procs import pid_alive
+
+    ws, store = open_store(workspace)
+    record = resolve(store, run_id)
+    shown_types = {PhaseStart.type, PhaseEnd.type, Log.type, *FINAL_EVENT_TYPES}
+
+    def process_gone() -> bool:
+        current = store.get(record["id"]) or {}
+        return current.get("status") not in ACTIVE_STATUSES or not pid_alive(current.get("pid"))
+
+    try:
+        for event in eventlog.follow(ws.events_path(record["id"]), stop=process_gone):
+            if as_json:
+                sys.stdout.write(json.dumps(event) + "\n")
+                sys.stdout.flush()
+                continue
+            kind = event.get("type")
+            if kind == EpochMetrics.type:
+                out.print(f"{event.get('phase')} {event.get('index', 0)}: {describe_epoch(event)}", markup=False)
+            elif kind in shown_types:
+                detail = event.get("message") or event.get("error") or ""
+                out.print(f"{kind} {event.get('phase', '')} {detail}".rstrip(), markup=False)
+    except KeyboardInterrupt:
+        raise finish(EXIT_INTERRUPTED)
+    final = store.get(record["id"]) or {}
+    raise finish(EXIT_OK if final.get("status") == DONE else EXIT_FAILED)
+
+
+def _records_with_history(ws: Workspace, store: RunStore, ids: list[str] | None) -> list[dict]:
+    from kdtui.core.registry import record_with_history
+
+    records = store.all() if ids is None else resolve_all(store, ids)
+    return [record_with_history(store, ws, r["id"]) for r in records]
+
+
+@command.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@workspace_option
+@click.option("--diff-only", is_flag=True, help="Hide settings equal in every run.")
+@click.option("--agg", type=click.Choice(AGGREGATIONS), default="last", show_default=True, help="Per metric.")
+@click.option("--by-group", is_flag=True, help="Mean ± std across seeds per group.")
+@json_option
+def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, diff_only: bool, agg: str, by_group: bool,
+                 as_json: bool) -> None:
+    """Compare runs side by side (two or more ids; unique prefixes work): settings, then metrics."""
+    from kdtui.analysis.compare import compare, render_rich, to_json
+
+    ws, store = open_store(workspace)
+    records = _records_with_history(ws, store, list(run_ids))
+    try:
+        comparison = compare(records, diff_only=diff_only, agg=agg, by_group=by_group)
+    except ValueError as exc:
+        raise fail(str(exc))
+    if as_json:
+        sys.stdout.write(to_json(comparison) + "\n")
+    else:
+        out.print(render_rich(comparison))
+
+
+@command.command("export")
+@click.argument("run_ids", nargs=-1)
+@workspace_option
+@click.option("--format", "-f", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of stdout.")
+def runs_export(run_ids: tuple[str, ...], workspace: Path | None, fmt: str, output: Path | None) -> None:
+    """Export runs, all by default (final metrics and settings; JSON includes the history)."""
+    from kdtui.analysis.compare import export_runs
+    from kdtui.core.files import atomic_write
+
+    ws, store = open_store(workspace)
+    text = export_runs(_records_with_history(ws, store, list(run_ids) or None), fmt)
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        atomic_write(output, text)
+    except OSError as exc:  # no such folder, no permission, a full disk: say which file
+        raise fail(f"cannot write {output}: {exc.strerror or exc}")
+    err.print(f"wrote {output}", markup=False)
+
+
+@command.command("stop")
+@click.argument("run_ids", nargs=-1)
+@workspace_option
+@click.option("--group", default=None, help="Every queued or running run of this seed group (hash prefix).")
+@click.option("--all", "every", is_flag=True, help="Every queued and running run in the workspace.")
+@click.option("--yes", "-y", is_flag=True, help="With --all: do not ask.")
+def runs_stop(run_ids: tuple[str, ...], workspace: Path | None, group: str | None, every: bool, yes: bool) -> None:
+    """Stop runs cleanly (IDs, --group G or --all); each keeps its last checkpoint (`runs resume`)."""
+    from kdtui.runs.service import RunService
+
+    if sum((bool(run_ids), group is not None, every)) != 1:
+        raise fail("give run ids, --group G or --all (one of them)")
+    ws, store = open_store(workspace)
+    if run_ids:
+        records = resolve_all(store, list(run_ids))
+    else:
+        records = store.find(status=ACTIVE_STATUSES, group=group)
+        if not records:
+            out.print("no queued or running runs" + (f" in group {group}" if group else ""), markup=False)
+            return
+    if every and not yes:
+        _confirm(f"Stop {len(records)} queued or running run(s)?", f"refusing to stop {len(records)} run(s)")
+    service = RunService(ws, store)
+    outcomes = [service.stop(record) for record in records]
+    for outcome in outcomes:
+        out.print(outcome.message, markup=False)
+    out.print(f"{sum(o.changed for o in outcomes)} of {len(outcomes)} run(s) stopped or asked to stop", markup=False)
+
+
+def _confirm(question: str, refusal: str) -> None:
+    """Ask on the terminal; without one (a script, a pipe) refuse unless --yes was given."""
+    if not sys.stdin.isatty():
+        raise fail(f"{refusal} without --yes (no terminal to ask)")
+    if not click.confirm(question):
+        raise finish(EXIT_OK)
+
+
+@command.command("resume")
+@click.argument("run_id")
+@workspace_option
+@click.option("--detach", is_flag=True, help="Resume in the background.")
+@json_option
+def runs_resume(run_id: str, workspace: Path | None, detach: bool, as_json: bool) -> None:
+    """Continue a stopped, interrupted or failed run from its last checkpoint."""
+    from kdtui.cli.run import run_foreground
+    from kdtui.runs.service import RunService, ServiceError
+
+    ws, store = open_store(workspace)
+    record = resolve(store, run_id)
+    service = RunService(ws, store)
+    try:
+        if detach:
+            pids = service.resume_detached([record])
+        else:
+            service.requeue(record)
+    except ServiceError as exc:
+        raise fail(str(exc))
+    if detach:
+        out.print(f"{record['id']} resumed in the background ({pids_text(pids)})", markup=False)
+        raise finish(EXIT_OK)
+    raise finish(run_foreground(ws, store, [record["id"]], as_json, retrain=False))
+
+
+@command.command("rm")
+@click.argument("run_ids", nargs=-1, required=True)
+@workspace_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+def runs_rm(run_ids: tuple[str, ...], workspace: Path | None, yes: bool) -> None:
+    """Delete runs: their record and folder."""
+    from kdtui.runs.service import RunService, ServiceError
+
+    # Every id is checked before anything is read or removed: an id becomes a folder to delete.
+    bad = [run_id for run_id in run_ids if not is_run_id_prefix(run_id)]
+    if bad:
+        raise fail(f"not a run id: {printable(repr(bad[0]))} (run ids look like YYMMDD-HHMMSS-xxxx; a prefix works)")
+    ws, store = open_store(workspace)
+    records = resolve_all(store, list(run_ids))
+    active = [r["id"] for r in records if r["status"] in ACTIVE_STATUSES]
+    if active:
+        raise fail(f"{', '.join(active)} still active; stop first (kdtui runs stop ID)")
+    if not yes:
+        names = ", ".join(f"{r['id']} ({printable(r['name'])})" for r in records)
+        _confirm(f"Delete {names}?", f"refusing to delete {names}")
+    try:
+        outcomes = RunService(ws, store).remove(records)
+    except ServiceError as exc:
+        raise fail(str(exc))
+    for outcome in outcomes:
+        out.print(outcome.message, markup=False)
