@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, MutableMapping
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
-from tinydb.table import Document, Table
+from tinydb.table import Table
 
 from kdtui.core import eventlog
 from kdtui.core.events import (ACTIVE_STATUSES, FINAL_EVENT_TYPES, INTERRUPTED, QUEUED, Done, EpochMetrics, Failed,
@@ -415,11 +415,6 @@ class RunStore:
         if old_layout:
             raise RegistryNeedsReindex(f"registry {self.path} {problem}: {REINDEX_HINT}")
         raise RegistryCorrupt(f"registry {self.path} {problem}")
-
-    def check(self) -> None:
-        """Raise what any read would (RegistryNeedsReindex, RegistryCorrupt), reading only the root
-        file: `kdtui run` checks before it claims run folders, so a broken registry leaves none."""
-        self._read_root()
 
     def _write_root(self, shards: int, generation: int) -> None:
         atomic_write(self.path, json.dumps({"kdtui_registry": LAYOUT, "shards": shards,

@@ -24,8 +24,9 @@ class TeacherStore:
     def path(self, key: str) -> Path:
         return self.root / key / "teacher.pt"
 
-    def has(self, key: str) -> bool:
-        return self.path(key).exists()
+    def cache_dir(self, key: str) -> Path:
+        """Where the teacher's output cache lives (kernels.teacher_cache): beside it, shared by every run."""
+        return self.root / key
 
     def obtain(self, spec: Spec, member: int, train: Callable[[Path], "object"], load: Callable[[Path], "object"],
                save: Callable[["object", Path], None], retrain: bool = False, shards=None):

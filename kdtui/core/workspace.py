@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -13,26 +14,75 @@ EVENTS_NAME = "events.jsonl"
 STOP_FILE = "STOP"  # in a run folder: asks the run (or its waiting worker) to stop
 
 
-def resolve_workspace(arg: str | Path | None = None) -> Path:
-    """The workspace folder: `arg` (the --workspace option), else $KDTUI_HOME, else ./runs.
+class WorkspaceError(ValueError):
+    """The workspace cannot be opened or created as asked; the message is one line for the user."""
 
-    The result is absolute with `~` expanded, and the folder exists afterwards.
-    """
+
+def workspace_path(arg: str | Path | None = None) -> Path:
+    """Where the workspace is: `arg` (the --workspace option), else $KDTUI_HOME, else ./runs;
+    absolute, with `~` and `$VARS` expanded. Touches nothing on disk."""
     if arg is None or str(arg) == "":
         arg = os.environ.get(ENV_VAR) or DEFAULT_DIR
     root = Path(os.path.expandvars(str(arg))).expanduser()
     if not root.is_absolute():
         root = Path.cwd() / root
-    root = Path(os.path.normpath(root))
-    root.mkdir(parents=True, exist_ok=True)
+    return Path(os.path.normpath(root))
+
+
+def resolve_workspace(arg: str | Path | None = None, *, create: bool = True) -> Path:
+    """The workspace folder (see `workspace_path`), checked: with `create`, made if missing and
+    writable afterwards (what `kdtui run` and the app need); without, it must already exist and be
+    readable, so that a command that only reads never leaves a folder behind. Raises WorkspaceError."""
+    root = workspace_path(arg)
+    if create:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise WorkspaceError(f"workspace {root} is not a folder") from None
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create workspace {root}: {exc.strerror or exc}") from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise WorkspaceError(f"workspace {root} is not writable (a run writes its folder there)")
+        return root
+    try:
+        is_dir = root.is_dir()
+    except OSError as exc:  # e.g. a parent folder that this user may not enter
+        raise WorkspaceError(f"cannot read workspace {root}: {exc.strerror or exc}") from None
+    if not is_dir:
+        if root.exists():
+            raise WorkspaceError(f"workspace {root} is not a folder")
+        raise WorkspaceError(f"no workspace at {root} (nothing has run there yet: `kdtui run SPEC.toml` "
+                             f"creates it; another one: --workspace DIR or ${ENV_VAR})")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise WorkspaceError(f"cannot read workspace {root}: permission denied")
     return root
 
 
-class Workspace:
-    """One workspace: `kdtui.json` (the registry), `<run id>/` folders, `teachers/`, `reports/`."""
+# A run id is `YYMMDD-HHMMSS-xxxx` (new_run_id); commands take any prefix of one. Anything else
+# (a path, `..`, spaces, control characters) is refused before it can name a file.
+_RUN_ID_PREFIX = re.compile(r"[0-9]{1,6}|[0-9]{6}-[0-9]{0,6}|[0-9]{6}-[0-9]{6}-[0-9a-z]{0,4}")
 
-    def __init__(self, root: str | Path | None = None):
-        self.root: Path = resolve_workspace(root)
+
+def is_run_id_prefix(text: str) -> bool:
+    """Whether `text` is a run id or the start of one."""
+    return _RUN_ID_PREFIX.fullmatch(text) is not None
+
+
+_RUN_ID = re.compile(r"[0-9]{6}-[0-9]{6}-[0-9a-f]{4}")
+
+
+def is_run_id(text: str) -> bool:
+    """Whether `text` is a whole run id (so a folder of that name is a run folder)."""
+    return _RUN_ID.fullmatch(text) is not None
+
+
+class Workspace:
+    """One workspace: `kdtui.json` (the registry), `<run id>/` folders, `teachers/`, `reports/`.
+
+    `create=False` opens an existing one only (see `resolve_workspace`)."""
+
+    def __init__(self, root: str | Path | None = None, *, create: bool = True):
+        self.root: Path = resolve_workspace(root, create=create)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"

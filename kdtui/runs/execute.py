@@ -17,7 +17,7 @@ from typing import Callable
 
 from kdtui.core.eventlog import EventWriter
 from kdtui.core.events import DONE, FAILED, RUNNING, STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
-from kdtui.core.registry import RunStore
+from kdtui.core.registry import RegistryNeedsReindex, RunNotFound, RunStore
 from kdtui.core.spec import Spec
 from kdtui.core.teachers import TeacherStore
 from kdtui.core.workspace import STOP_FILE, Workspace
@@ -98,12 +98,13 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
         if device:
             config = _with_device(config, device)
         stop.stop_file.unlink(missing_ok=True)
-        return _execute(workspace, store, run_id, spec, config, stop, retrain_teachers, on_event, shards)
+        return _execute(workspace, _KeptRecord(store, current), run_id, spec, config, stop, retrain_teachers,
+                        on_event, shards)
     finally:
         StopSignal.restore(previous_handlers)
 
 
-def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, config, stop: StopSignal,
+def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spec, config, stop: StopSignal,
              retrain_teachers: bool, on_event: Callable[[dict], None] | None, shards) -> dict:
     from kernels import engine
     from kernels.data import DataError
@@ -120,11 +121,11 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
             if on_event is not None:
                 on_event(payload)
 
-        store.update(run_id, status=RUNNING, pid=os.getpid(), host=socket.gethostname(),
-                     started=time.time(), error=None, finished=None, nproc=shards.world)
+        record.update(status=RUNNING, pid=os.getpid(), host=socket.gethostname(),
+                      started=time.time(), error=None, finished=None, nproc=shards.world)
         try:
             dev = engine.resolve_device(config.device)
-            store.update(run_id, device=str(dev))
+            record.update(device=str(dev))
             emit(Log(f"run {run_id} on {dev}"))
             prepared = engine.prepare(config, dev, shards)
             teacher_store = TeacherStore(workspace.teachers_dir)
@@ -134,42 +135,70 @@ def _execute(workspace: Workspace, store: RunStore, run_id: str, spec: Spec, con
                 for k in range(config.members):
                     teacher, key, reused = teacher_store.obtain(
                         spec, k,
-                        train=lambda ckpt, k=k: engine.train_teacher(config, k, prepared, checkpoint=ckpt,
-                                                                      on_event=emit, should_stop=stop),
+                        train=lambda ckpt, k=k: engine.train_teacher(
+                            config, k, prepared, checkpoint=_loadable(ckpt, TEACHER_ADVICE),
+                            on_event=emit, should_stop=stop),
                         load=lambda path: _load_teacher(path, dev),
                         save=_save_teacher,
                         retrain=retrain_teachers,
                         shards=shards if shards.world > 1 else None)
+                    teacher.key, teacher.cache_dir = key, str(teacher_store.cache_dir(key))
                     if reused:
                         emit(PhaseStart("teacher", index=k, total=config.members, reused=True))
                         emit(PhaseEnd("teacher", index=k, total=config.members, metrics=teacher.metrics))
                     teachers.append(teacher)
                     teachers_used.append({"key": key, "member": k, "reused": reused, "role": role,
                                           **_rounded(teacher.metrics)})
-                    store.update(run_id, teachers=teachers_used)
+                    record.update(teachers=teachers_used)
                 return teachers
 
             teachers = obtain_teachers(spec, config, "distilled")
-            result = engine.distill(config, prepared, teachers, checkpoint=run_dir / "student.pt",
+            result = engine.distill(config, prepared, teachers,
+                                    checkpoint=_loadable(run_dir / "student.pt", _student_advice(run_id)),
                                     on_event=emit, should_stop=stop)
+            record.update(teacher_cache=result["teacher_cache"])
             if spec.eval.independent:
                 result["metrics"].update(_independent_control(
                     spec, config, prepared, teachers, run_dir, obtain_teachers, emit, stop))
             emit(Done(result["metrics"]))
-            store.update(run_id, status=DONE, metrics=result["metrics"], finished=time.time())
+            record.update(status=DONE, metrics=result["metrics"], finished=time.time())
         except engine.StopRequested as exc:
             emit(Stopped(str(exc)))
-            store.update(run_id, status=STOPPED, finished=time.time())
-        except (engine.RunFailed, DataError) as exc:
+            record.update(status=STOPPED, finished=time.time())
+        except (engine.RunFailed, DataError, DamagedCheckpoint) as exc:
             emit(Failed(str(exc), phase=getattr(exc, "phase", ""), epoch=getattr(exc, "epoch", -1),
                         step=getattr(exc, "step", -1)))
-            store.update(run_id, status=FAILED, error=str(exc), finished=time.time())
+            record.update(status=FAILED, error=str(exc), finished=time.time())
         except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
             (run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt")).write_text(traceback.format_exc())
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             emit(Failed(message))
-            store.update(run_id, status=FAILED, error=message, finished=time.time())
-    return store.get(run_id)
+            record.update(status=FAILED, error=message, finished=time.time())
+    return record.current
+
+
+class _KeptRecord:
+    """The run's registry record, also kept in memory as the run changes it. The registry is an
+    index that a user may delete or empty while a run goes; the run then puts its whole record back
+    on its next write (and so at its end) instead of dying with RunNotFound and losing it."""
+
+    def __init__(self, store: RunStore, current: dict):
+        self.store = store
+        self.current = dict(current)
+
+    def update(self, **fields) -> dict:
+        self.current.update(fields)
+        try:
+            stored = self.store.update(self.current["id"], **fields)
+        except (RunNotFound, RegistryNeedsReindex):
+            try:
+                stored = self.store.put(self.current)
+            except RegistryNeedsReindex:
+                # The index is gone while other runs' folders exist: only `kdtui runs reindex` can
+                # rebuild it, and it will find this run too, since put wrote record.json first.
+                stored = self.current
+        self.current = {**self.current, **stored}
+        return self.current
 
 
 # The E12 control's teachers and student use the run's seed plus this offset: the same settings,
@@ -190,7 +219,8 @@ def _independent_control(spec: Spec, config, prepared, teachers: list, run_dir: 
     other_spec = spec.model_copy(update={"seed": seed})
     other_config = replace(config, seed=seed)
     other_teachers = obtain_teachers(other_spec, other_config, "independent")
-    other = engine.distill(other_config, prepared, other_teachers, checkpoint=run_dir / "independent.pt",
+    other = engine.distill(other_config, prepared, other_teachers,
+                           checkpoint=_loadable(run_dir / "independent.pt", _student_advice(run_dir.name)),
                            on_event=emit, should_stop=stop, phase="independent")
     fidelity = engine.fidelity_on_test_set(config, prepared, other["student"], teachers)
     return {"independent_test_agreement": fidelity["agreement"], "independent_test_kl": fidelity["kl"],
@@ -240,8 +270,43 @@ def _save_teacher(teacher, path: Path) -> None:
 def _load_teacher(path: Path, device):
     import torch
     from kernels.engine import TeacherResult
-    state = torch.load(path, map_location=device, weights_only=True)
-    return TeacherResult(state["initial_state"], state["final_state"], state["metrics"])
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        return TeacherResult(state["initial_state"], state["final_state"], state["metrics"])
+    except torch.OutOfMemoryError:  # the device is full, the file may be fine
+        raise
+    except Exception:  # torch's own message would advise weights_only=False: never pass that on
+        raise DamagedCheckpoint(path, TEACHER_ADVICE) from None
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that cannot be read back; the message names the file and what to do."""
+
+    def __init__(self, path: Path, advice: str):
+        self.path = path
+        super().__init__(f"checkpoint {path} cannot be read (damaged, or not a PyTorch checkpoint): {advice}")
+
+
+TEACHER_ADVICE = "run again with --retrain-teachers to train that teacher anew, or delete the file and run again"
+
+
+def _student_advice(run_id: str) -> str:
+    return f"delete it and run again (kdtui runs resume {run_id} then starts this phase over)"
+
+
+def _loadable(path: Path, advice: str) -> Path:
+    """`path`, after checking that the checkpoint there (if any) loads: the engine would otherwise
+    fail inside torch.load with torch's message, which advises loading with weights_only=False, an
+    unsafe thing to do with a file nobody can vouch for. One extra read, and only on a resume."""
+    import torch
+    if path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise DamagedCheckpoint(path, advice) from None
+        if not isinstance(state, dict):
+            raise DamagedCheckpoint(path, advice)
+    return path
 
 
 def _rounded(metrics: dict) -> dict:
