@@ -1,0 +1,150 @@
+"""Labels that tell compared runs apart: what differs between them, in a few characters.
+
+`run_labels(records)` names each run by the spec keys whose values differ between the runs, with
+short names (`τ=1, seed=2`); when too many keys differ to read (runs of different experiments), by
+the run's name where the names differ. The compare table's column headers, the curve legends and
+exports all use these, so a sweep point reads the same everywhere.
+
+`seed_stat` is the honest mean ± std of a group: over distinct seeds only (n ≥ 2), replicates that
+share a seed averaged first and flagged (they are not independent samples).
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from kdtui.analysis.compare import flatten_spec
+from kdtui.core.names import printable
+
+# Short names of the keys sweeps vary most; any other key is shown by its last path segment.
+SHORT_KEYS: dict[str, str] = {
+    "distill.temperature": "τ",
+    "student.init_lambda": "λ",
+    "distill.alpha": "α",
+    "distill.loss": "loss",
+    "distill.augment": "aug",
+    "distill.mixup_alpha": "mixup α",
+    "distill.teacher_cache": "cache",
+    "teacher.members": "m",
+    "teacher.model": "teacher",
+    "student.model": "student",
+    "student.init": "init",
+    "teacher.epochs": "T epochs",
+    "student.epochs": "S epochs",
+    "teacher.lr": "T lr",
+    "student.lr": "S lr",
+    "teacher.batch_size": "T batch",
+    "student.batch_size": "S batch",
+    "teacher.augment": "T aug",
+    "data.dataset": "data",
+    "data.teacher_subset": "teacher n",
+    "data.extra": "extra",
+    "data.student_splits": "splits",
+    "seed": "seed",
+}
+MAX_KEYS = 3          # more differing keys than this: the names say it better
+MAX_VALUE = 14        # a value longer than this is cut in the middle
+
+
+def short_id(run_id: str) -> str:
+    """The random suffix of an id (`b09d` of `261129-185038-b09d`): what people type and say."""
+    return str(run_id).rsplit("-", 1)[-1]
+
+
+def short_key(key: str) -> str:
+    return SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
+
+
+def cut_middle(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cutting the middle (the ends tell names apart)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return cut_middle(str(value), MAX_VALUE)
+
+
+def differing_keys(records: Sequence[dict]) -> list[str]:
+    """Spec keys (dotted, in spec order) whose values are not the same in every record."""
+    flats = [flatten_spec(r.get("spec")) for r in records]
+    keys: list[str] = []
+    for flat in flats:
+        keys.extend(k for k in flat if k not in keys)
+    differing = []
+    for key in keys:
+        values = [flat.get(key) for flat in flats]
+        first = values[0]
+        if any(v != first or type(v) is not type(first) for v in values[1:]):
+            differing.append(key)
+    return differing
+
+
+def run_labels(records: Sequence[dict]) -> dict[str, str]:
+    """run id -> a label saying what sets the run apart from the others given."""
+    records = list(records)
+    if not records:
+        return {}
+    ids = [str(r.get("id")) for r in records]
+    names = [printable(r.get("name")) for r in records]  # labels are shown: escaped (kdtui.core.names)
+    keys = differing_keys(records) if len(records) > 1 else []
+    names_differ = len(set(names)) == len(names)
+    if keys and (len(keys) <= MAX_KEYS or not names_differ):
+        flats = [flatten_spec(r.get("spec")) for r in records]
+        labels = [", ".join(f"{short_key(k)}={_value_text(flat.get(k))}" for k in keys) for flat in flats]
+    elif names_differ and len(records) > 1:
+        labels = names
+    else:
+        labels = [""] * len(records)
+    labels = [label or name or short_id(run_id) for label, name, run_id in zip(labels, names, ids)]
+    # Runs that are alike in every key (replicates) keep apart by their short id.
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    labels = [f"{label} #{short_id(run_id)}" if seen[label] > 1 else label for label, run_id in zip(labels, ids)]
+    return dict(zip(ids, labels))
+
+
+class SeedStat(NamedTuple):
+    """A metric over a group, counted by seed: `mean` over the distinct seeds (replicates of one
+    seed averaged first), `std` across seeds (None below two seeds), how many seeds and runs."""
+    mean: float
+    std: float | None
+    seeds: int
+    runs: int
+
+    @property
+    def shares_seeds(self) -> bool:
+        return self.runs > self.seeds
+
+    def format(self, digits: int = 4) -> str:
+        text = f"{self.mean:.{digits}f}"
+        if self.std is not None:
+            text += f" ± {self.std:.{digits}f}"
+        return text + (" †" if self.shares_seeds else "")
+
+
+def seed_stat(pairs: Iterable[tuple[Any, Any]]) -> SeedStat | None:
+    """`pairs` are (seed, value) of a group's runs; runs without a number are left out. A mean ±
+    std needs two distinct seeds: runs that share a seed are replicates, not independent samples."""
+    by_seed: dict[str, list[float]] = {}
+    for seed, value in pairs:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            by_seed.setdefault(str(seed), []).append(float(value))
+    if not by_seed:
+        return None
+    means = [statistics.fmean(values) for values in by_seed.values()]
+    std = statistics.stdev(means) if len(means) > 1 else None
+    return SeedStat(statistics.fmean(means), std, len(means), sum(map(len, by_seed.values())))
