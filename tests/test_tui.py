@@ -122,20 +122,15 @@ async def loaded(pilot, rows: int | None = None):
 
 @pytest.fixture(scope="session")
 def template_ws(tmp_path_factory) -> Path:
-    """A workspace with two real finished runs (seeds 0 and 1 of the tiny spec, one group), made the
-    way `kdtui run SPEC` makes them: registered, then run by the worker process."""
-    from kdtui.core.spec import expand_sweep, parse_spec
-    from kdtui.runs.service import RunService
-
+    """A workspace with two real finished runs (seeds 0 and 1 of the tiny spec, one group), made by
+    the public CLI in the foreground: `kdtui run SPEC`."""
     ws = tmp_path_factory.mktemp("tui") / "ws"
-    workspace = Workspace(ws)
-    store = RunStore(workspace)
-    spec = parse_spec(tiny_spec(seeds=[0, 1]), "tiny.toml")
-    run_ids = RunService(workspace, store).submit([point.resolved() for point in expand_sweep(spec)])
-    proc = subprocess.run([sys.executable, "-m", "kdtui.runs.executors.worker", "--workspace", str(ws), *run_ids],
+    spec_path = ws.parent / "tiny.toml"
+    spec_path.write_text(tiny_spec(seeds=[0, 1]))
+    proc = subprocess.run([sys.executable, "-m", "kdtui.cli", "run", str(spec_path), "--workspace", str(ws)],
                           env=_worker_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert [store.get(i)["status"] for i in run_ids] == ["done", "done"]
+    assert [r["status"] for r in RunStore(Workspace(ws)).all()] == ["done", "done"]
     return ws
 
 
@@ -161,13 +156,20 @@ def ids_by_seed(ws: Path) -> dict[int, str]:
 
 # -- runs screen ----------------------------------------------------------------------------------
 
+def rows_by_id(table: DataTable) -> dict[str, dict[str, str]]:
+    """run id -> {column key: cell text} (the id column may show only the id's suffix)."""
+    keys = [column.key.value for column in table.columns.values()]
+    return {row.key.value: dict(zip(keys, (getattr(c, "plain", str(c)).strip() for c in table.get_row(row.key))))
+            for row in table.ordered_rows}
+
+
 async def test_runs_screen_layout_fits_80x24(template_ws):
     app = make_app(template_ws)
     async with app.run_test(size=(80, 24)) as pilot:
         table = await loaded(pilot, rows=2)
         headers = [str(c.label).strip() for c in table.columns.values()]
-        assert headers == [header for _, header, _, _ in COLUMNS]
-        assert headers == ["status", "name", "id", "progress", "train", "test", "acc", "age"]
+        # 80 columns: the id shows its suffix, age and accuracy give way to the name
+        assert headers == ["status", "name", "id", "progress", "train agr", "test agr", "time ~left"]
         assert table.virtual_size.width <= table.size.width <= 80  # no sideways scrolling
         text = screen_text(app)
         lines = text.splitlines()
@@ -176,16 +178,32 @@ async def test_runs_screen_layout_fits_80x24(template_ws):
         positions = [header_line.index(h) for h in headers]
         assert positions == sorted(positions)
         seeds = ids_by_seed(template_ws)
-        rows = {r[2].strip(): r for r in table_rows(table)}
+        rows = rows_by_id(table)
         assert set(rows) == set(seeds.values())
         for run_id in seeds.values():
-            assert run_id in text
-            assert rows[run_id][0].strip() == "done"
-            assert rows[run_id][3].strip() == "S 2/2"
-            assert rows[run_id][5].strip().startswith("0.")  # test agreement from the record
+            assert run_id.rsplit("-", 1)[1] in text and rows[run_id]["id"] == run_id.rsplit("-", 1)[1]
+            assert rows[run_id]["status"] == "done"
+            assert rows[run_id]["progress"] == "S 2/2"
+            assert rows[run_id]["test"].startswith("0.")  # test agreement from the record
+            assert rows[run_id]["time"].endswith("s")     # how long it ran: "12s", "1m05s"
         # newest first
-        assert table_rows(table)[0][2].strip() == seeds[1]
+        assert table.ordered_rows[0].key.value == seeds[1]
         assert "2 runs" in text and "Launch" in text
+
+
+async def test_runs_screen_at_100x30_keeps_accuracy_and_time(template_ws):
+    app = make_app(template_ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await loaded(pilot, rows=2)
+        headers = [str(c.label).strip() for c in table.columns.values()]
+        assert headers == ["status", "name", "id", "progress", "train agr", "test agr", "test acc", "time ~left", "age"]
+        assert table.virtual_size.width <= table.size.width <= 100
+        assert all(cells["acc"].startswith("0.") for cells in rows_by_id(table).values())
+    app = make_app(template_ws)
+    async with app.run_test(size=(160, 45)) as pilot:
+        table = await loaded(pilot, rows=2)
+        seeds = ids_by_seed(template_ws)
+        assert rows_by_id(table)[seeds[0]]["id"] == seeds[0]  # wide enough for the whole id
 
 
 async def test_filter_and_help(template_ws):
@@ -229,6 +247,116 @@ async def test_command_palette_opens_the_editor(template_ws):
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen), what="the editor")
 
 
+async def test_sort_by_key_and_header_click_then_queue_and_log_screens(template_ws):
+    from kdtui.tui.screens.log import LogScreen
+    from kdtui.tui.screens.queue import QueueScreen
+
+    seeds = ids_by_seed(template_ws)
+    by_test = sorted(seeds.values(), key=lambda i: RunStore(Workspace(template_ws)).get(i)["metrics"]["test_agreement"])
+    app = make_app(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=2)
+        order = lambda: [row.key.value for row in table.ordered_rows]  # noqa: E731
+        assert order() == [seeds[1], seeds[0]]  # newest first
+        await pilot.press("O")  # reverse: oldest first
+        await wait_for(pilot, lambda: order() == [seeds[0], seeds[1]], what="oldest first")
+        assert "age▼" in [str(c.label).strip() for c in table.columns.values()]
+        # a click on the "test agr" header sorts by test agreement, a second click reverses
+        header = next(line for line in screen_text(app).splitlines() if "test agr" in line and "status" in line)
+        x = header.index("test agr") + 2
+        y = table.region.y
+        await pilot.click(offset=(x, y))
+        await wait_for(pilot, lambda: app.screen.sort_key == "test" and order() == by_test, what="sorted by test agr")
+        await pilot.click(offset=(x, y))
+        await wait_for(pilot, lambda: app.screen.sort_reverse and order() == by_test[::-1], what="reversed")
+        for _ in range(len(COLUMNS) + 1):  # o walks the columns, then back to newest first
+            await pilot.press("o")
+            if app.screen.sort_key is None:
+                break
+        assert app.screen.sort_key is None and order() == [seeds[1], seeds[0]]
+
+        await pilot.press("w")
+        queue = await wait_for(pilot, lambda: isinstance(app.screen, QueueScreen) and app.screen, what="queue")
+        await wait_for(pilot, lambda: queue.state is not None, what="the queue read")
+        text = screen_text(app)
+        assert "slot" in text and "waiting: 0" in text and "cpu.0" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+
+        await pilot.press("v")
+        log = await wait_for(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen, what="the log")
+        await wait_for(pilot, lambda: len(log.lines) > 10, what="the event log read")
+        events = (template_ws / seeds[1] / "events.jsonl").read_text().splitlines()
+        assert len(log.lines) == len(events)  # every event, progress included
+        await pilot.press("slash", *"start", "enter")
+        lines_table = log.query_one("#log-lines", DataTable)
+        await wait_for(pilot, lambda: "teacher 1/1: start" in log.lines[lines_table.cursor_row], what="the first match")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: "student: start" in log.lines[lines_table.cursor_row], what="the next match")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back from the log")
+
+
+async def _palette_hits(pilot, query: str) -> list[str]:
+    """The palette's answers to `query`, as their plain titles (best first)."""
+    from textual.command import CommandList
+
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    palette = await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette" and app.screen,
+                             what="the palette")
+    await pilot.press(*query)
+    commands = palette.query_one(CommandList)
+
+    def settled():
+        return [str(getattr(o.prompt, "plain", o.prompt)).split("\n")[0] for o in commands.options] or None
+    first = await wait_for(pilot, settled, what=f"hits for {query!r}")
+    await pilot.pause(0.5)  # hits arrive in batches: take the list once it stops growing
+    titles = settled() or first
+    await pilot.press("escape")
+    return titles
+
+
+async def test_editor_and_palette_offer_every_paper_preset(template_ws):
+    from kdtui.core.presets import SCALES, list_presets
+    from textual.widgets import Select
+
+    presets = list_presets()
+    app = make_app(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("l")
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+        select = editor.query_one("#editor-source", Select)
+        options = await wait_for(pilot, lambda: [(str(p), v) for p, v in select._options if v != Select.NULL]
+                                 if len(select._options) > 20 else None, what="the start-from list")
+        values = [value for _, value in options]
+        for preset in presets:
+            for scale in SCALES:
+                title = next(t for t, v in options if v == f"preset:{preset.id}:{scale}")
+                assert title == f"{preset.id.upper()} {scale} — {preset.title}"
+        assert "preset:digits" in values and all(f"run:{i}" in values for i in ids_by_seed(template_ws).values())
+        # picking E7 tiny fills the form from the preset's file
+        select.value = "preset:e7:tiny"
+        await wait_for(pilot, lambda: editor.source == "e7-interpolation.tiny.toml" and "valid" in editor.status_text,
+                       what="E7 loaded")
+        assert editor.data["name"] == "e7-interpolation-tiny" and "student.init_lambda" in editor.data["sweep"]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+
+        hits = await _palette_hits(pilot, "e7")
+        e7 = {f"{verb} preset E7 {scale} — {presets[7].title}" for verb in ("Edit", "Launch") for scale in SCALES}
+        assert set(hits[:len(e7)]) == e7  # first, above fuzzy matches of run ids with a 7 in them
+        assert {h for h in hits if "preset" in h} == e7
+        hits = await _palette_hits(pilot, "preset")
+        for preset in presets:
+            for scale in SCALES:
+                assert f"Edit preset {preset.id.upper()} {scale} — {preset.title}" in hits
+        assert len(hits) == len(set(hits))  # no entry twice
+        hits = await _palette_hits(pilot, "quit")
+        assert sum(1 for h in hits if h == "Quit") == 1
+
+
 # -- live screen ----------------------------------------------------------------------------------
 
 async def test_open_finished_run_shows_curves_table_and_log(template_ws):
@@ -256,13 +384,105 @@ async def test_open_finished_run_shows_curves_table_and_log(template_ws):
         assert live.final and live.final["type"] == "done"
         await wait_for(pilot, lambda: all(c.drawn for c in screen.query(Curves)), what="the plots drawn")
         text = screen_text(app)
-        assert "done" in text and "agreement (train, test)" in text and "test accuracy" in text
+        assert "done" in text and "agreement (train agr, test agr)" in text and "test acc" in text
+        assert "test agr 0." in text  # the latest metrics line
+        # 100x30: all three charts, none squeezed
+        for chart in ("#plot-agreement", "#plot-acc", "#plot-kl"):
+            assert screen.query_one(chart).region.height >= 8, chart
         assert any("done" in line for line in live.log)
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
 
 
+async def test_live_view_at_80x24_switches_the_small_charts(template_ws):
+    app = make_app(template_ws)
+    seeds = ids_by_seed(template_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen, what="live")
+        acc, kl = screen.query_one("#plot-acc", Curves), screen.query_one("#plot-kl", Curves)
+        await wait_for(pilot, lambda: all(c.drawn for c in screen.query(Curves) if c.display), what="the plots")
+        agreement = screen.query_one("#plot-agreement", Curves)
+        # agreement and one small chart, each tall enough to read; the other small chart waits for t
+        assert agreement.region.height >= 10 and acc.region.height >= 10 and kl.region.height == 0
+        assert screen.query_one("#live-epochs").region.height >= 4 and screen.query_one("#live-log").region.height >= 4
+        text = await wait_for(pilot, lambda: (lambda t: t if "test acc" in t and "test agr 0." in t else None)(screen_text(app)),
+                              what="the charts and the latest metrics on screen")
+        assert f"{seeds[1].rsplit('-', 1)[1]} done  student ep 2/2  100%" in text
+        assert all(len(line) <= 80 for line in text.splitlines())
+        await pilot.press("t")
+        await wait_for(pilot, lambda: kl.region.height >= 10 and acc.region.height == 0, what="the KL chart")
+        await wait_for(pilot, lambda: kl.drawn and "test KL (nats)" in screen_text(app), what="the KL chart drawn")
+        assert screen.run_id == seeds[1]
+
+
 # -- compare --------------------------------------------------------------------------------------
+
+async def test_marks_toggle_clear_and_do_not_leak_into_stop(ws):
+    seeds = ids_by_seed(ws)
+    _fake_running(ws, "260101-000000-f00d", name="going")  # newest: the first row
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=3)
+        summary = app.screen.query_one("#runs-summary")
+        await pilot.press("down", "space")  # marks seed 1 and moves down
+        assert app.marked == [seeds[1]] and app.screen.current_id() == seeds[0]
+        await pilot.press("space")
+        assert app.marked == [seeds[1], seeds[0]]
+        assert "2 marked" in str(summary.render())
+        assert rows_by_id(table)[seeds[1]]["status"] == "*done"
+        await pilot.press("m")  # m toggles too: seed 0 unmarked (the cursor stays on the last row)
+        assert app.marked == [seeds[1]]
+        await pilot.press("u")
+        await wait_for(pilot, lambda: app.marked == [] and "marked" not in str(summary.render()), what="u clears")
+        assert rows_by_id(table)[seeds[1]]["status"] == "done"
+        await pilot.press("up", "space", "space")
+        assert app.marked == [seeds[1], seeds[0]]
+        await pilot.press("escape")  # no filter set: esc clears the marks
+        assert app.marked == []
+
+        # compare takes the marks; afterwards stop acts on the run under the cursor
+        await pilot.press("home")
+        assert app.screen.current_id() == "260101-000000-f00d"
+        await pilot.press("down", "space", "space", "c")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen, what="compare")
+        assert screen.run_ids == [seeds[1], seeds[0]] and app.marked == []
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+        await pilot.press("home", "s")
+        stop_file = ws / "260101-000000-f00d" / "STOP"
+        await wait_for(pilot, stop_file.exists, what="the stop request of the running run")
+        await wait_for(pilot, lambda: any("stopping 1 run" in n.message for n in app._notifications),
+                       what="how many it stopped")
+
+        # with marks, stop acts on the marked runs and says when none of them runs
+        await pilot.press("down", "space")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("none of the 1 marked runs is running" in n.message
+                                          for n in app._notifications), what="the marked-runs warning")
+
+        await pilot.press("f1")
+        help_screen = await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, what="help")
+        rows = dict((what, keys) for keys, what in help_screen.rows)
+        assert rows["Mark"] == "space / m" and rows["Unmark all"] == "u"
+        notes = str(help_screen.query_one("#help-notes").render())
+        assert "act on the marked runs if any are marked, else on the run under the cursor" in notes
+
+
+async def test_delete_acts_on_marked_runs_and_says_how_many(ws):
+    seeds = ids_by_seed(ws)
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("space", "space", "d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert "these 2 runs" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(app.records) == 0, what="both gone")
+        await wait_for(pilot, lambda: any("deleted 2 runs" in n.message for n in app._notifications), what="the count")
+        assert app.marked == [] and not (ws / seeds[0]).exists()
+
 
 async def test_mark_two_runs_compare_and_export(ws):
     app = make_app(ws)
@@ -277,17 +497,19 @@ async def test_mark_two_runs_compare_and_export(ws):
         await wait_for(pilot, lambda: screen.comparison is not None, what="the comparison")
         table = screen.query_one(DataTable)
         headers = [str(c.label) for c in table.columns.values()]
-        assert headers == ["run", seeds[1], seeds[0]]
+        # columns say what differs (the seed), with the id's suffix under it
+        assert headers == ["run", f"seed=1\n{seeds[1].rsplit('-', 1)[1]}", f"seed=0\n{seeds[0].rsplit('-', 1)[1]}"]
         keys = [r[0] for r in table_rows(table)]
         assert keys[0] == "seed" and "data.dataset" not in keys  # diff only is on: only the seed differs
-        assert keys.index("test_agreement") > keys.index("metrics (last)")
+        assert keys.index("test agr") > keys.index("metrics (last)")
         curves = screen.query_one("#compare-test", Curves)
         assert [len(xs) for _, xs, _ in curves.series] == [3, 3]
+        assert [label for label, _, _ in curves.series] == ["seed=1", "seed=0"]
         await wait_for(pilot, lambda: curves.drawn, what="the overlaid curves drawn")
         # A capture can land mid-layout (the curves redraw as they size themselves): wait for the
         # whole screen, the table and the curves' title both on it.
-        text = await wait_for(pilot, lambda: (lambda t: t if all(s in t for s in ("test agreement", "test_agreement",
-                                                                                  seeds[1])) else None)(screen_text(app)),
+        text = await wait_for(pilot, lambda: (lambda t: t if all(s in t for s in ("test agr", "seed=1",
+                                                                                  seeds[1].rsplit("-", 1)[1])) else None)(screen_text(app)),
                               what="the comparison table and curves on screen")
         assert all(len(line) <= 80 for line in text.splitlines())
 
@@ -299,8 +521,8 @@ async def test_mark_two_runs_compare_and_export(ws):
         await pilot.press("g")
         await wait_for(pilot, lambda: len(table.columns) == 2, what="one group column")
         group_label = str(list(table.columns.values())[1].label)
-        assert "n=2" in group_label
-        assert "±" in dict((r[0], r[1]) for r in table_rows(table))["test_agreement"]
+        assert "n=2 seeds" in group_label
+        assert "±" in dict((r[0], r[1]) for r in table_rows(table))["test agr"]
 
         await pilot.press("x")
         reports = ws / "reports"
@@ -362,6 +584,46 @@ async def test_editor_validates_as_you_type_with_the_cli_message(template_ws):
                        what="the TOML error")
 
 
+async def test_editor_tabs_sweep_preview_and_unsaved_edits(template_ws):
+    app = make_app(template_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("l")
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+        await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
+        await pilot.press("escape")  # nothing edited: leaves at once
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="left without asking")
+
+        await pilot.press("l")
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+        await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
+        tabs = editor.query_one("#editor-tabs")
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: tabs.active == "tab-sweep", what="the sweep tab (F3)")
+        editor.query_one("#editor-sweep", TextArea).load_text('seed = [0, 1, 2]\n"distill.temperature" = [1.0, 4.0]\n')
+        preview = editor.query_one("#editor-preview")
+        await wait_for(pilot, lambda: str(preview.render()).startswith("6 runs:"), what="the sweep preview")
+        lines = str(preview.render()).splitlines()
+        assert lines[1].split() == ["1", "seed=0,", "distill.temperature=1.0"] and len(lines) == 7
+        assert lines[6].split() == ["6", "seed=2,", "distill.temperature=4.0"]
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: tabs.active == "tab-toml", what="the TOML tab (F4)")
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: tabs.active == "tab-form", what="the form tab (F2)")
+        await pilot.press("ctrl+pagedown")
+        await wait_for(pilot, lambda: tabs.active == "tab-sweep", what="the next tab")
+
+        await pilot.press("escape")  # edited: asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert "Discard the unsaved edits" in screen_text(app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is editor, what="still editing")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="discarded")
+
+
 async def test_editor_starts_from_a_past_run_and_saves(template_ws, tmp_path):
     app = make_app(template_ws)
     seeds = ids_by_seed(template_ws)
@@ -420,9 +682,9 @@ async def test_launch_follow_to_done_and_runs_outlive_the_app(ws, tmp_path):
                        timeout=120, what="the student phase streamed")
         await wait_for(pilot, first_status, timeout=120, what="the first run done")
         assert "running" in seen
-        row = await wait_for(pilot, lambda: next(r for r in table_rows(table) if r[2].strip() == first
-                                                  and r[0].strip() == "done"), what="the row done")
-        assert row[3].strip() == "S 2/2" and row[5].strip().startswith(("0.", "1.0"))
+        row = await wait_for(pilot, lambda: (lambda r: r if r["status"] == "done" else None)(rows_by_id(table)[first]),
+                             what="the row done")
+        assert row["progress"] == "S 2/2" and row["test"].startswith(("0.", "1.0"))
         assert app.live[first].final["type"] == "done"
         assert status_of(app, second) in ("queued", "running")
         await pilot.press("q")  # quitting leaves the runs going
@@ -457,10 +719,10 @@ async def _launch_long_run(pilot, tmp_path: Path) -> str:
     await wait_for(pilot, lambda: status_of(app, run_id) == "running", timeout=120, what="running")
     await wait_for(pilot, lambda: app.live[run_id].phase["phase"] == "student" and app.live[run_id].epoch >= 1,
                    timeout=120, what="student epochs streaming")
-    progress = await wait_for(pilot, lambda: next(r for r in table_rows(table) if r[2].strip() == run_id
-                                                  and r[3].strip().startswith("S "))[3].strip(),
-                              what="the progress cell")
-    assert progress.endswith("/200")
+    row = await wait_for(pilot, lambda: (lambda r: r if r["progress"].startswith("S ") else None)(rows_by_id(table)[run_id]),
+                         what="the progress cell")
+    assert row["progress"].endswith("/200")
+    assert row["time"] and row["id"] == run_id.rsplit("-", 1)[1]
     return run_id
 
 
@@ -543,7 +805,8 @@ async def test_streams_a_running_run_with_bounded_memory(tmp_path):
                               "metrics": {"train_agreement": 0.5 + epoch / 10, "test_agreement": 0.4 + epoch / 10,
                                           "test_acc": 0.9, "test_kl": 0.1}}])
             await wait_for(pilot, lambda: len(curves.series[1][1]) == epoch, what=f"epoch {epoch} on the curve")
-        assert "student epoch 3/10" in screen_text(app)
+        text = screen_text(app)
+        assert "student epoch 3/10" in text and "ETA " in text  # elapsed and time left in the header
         live = app.live["260101-000000-aaaa"]
         assert live.fraction() == (300.0, 1000.0)
         # Thousands of log lines later, the app still keeps only the last LOG_LINES of them.

@@ -131,7 +131,7 @@ def test_editor_fields_cover_the_spec():
 
 
 def test_doctor_report_rows(tmp_path):
-    from kdtui.doctor import doctor_report, render_report
+    from kdtui.cli.doctor import doctor_report, render_report
 
     RunStore(Workspace(tmp_path)).add({"id": "a", "name": "a", "status": "done"})
     env = {"TERM": "xterm-256color", "SSH_CONNECTION": "10.0.0.1 5000 10.0.0.2 22", "PATH": os.environ.get("PATH", "")}
@@ -148,7 +148,7 @@ def test_doctor_report_rows(tmp_path):
 
 
 def test_doctor_tmux_escape_time_hint(tmp_path, monkeypatch):
-    import kdtui.doctor as doctor
+    import kdtui.cli.doctor as doctor
 
     class Done:
         stdout = "500\n"
@@ -160,7 +160,7 @@ def test_doctor_tmux_escape_time_hint(tmp_path, monkeypatch):
 
 
 def test_serve_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
-    from kdtui.serve import ServeUnavailable, serve, serve_command
+    from kdtui.cli.serve import ServeUnavailable, serve, serve_command
 
     real_import = builtins.__import__
 
@@ -173,3 +173,155 @@ def test_serve_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
         serve(str(tmp_path))
     assert "install kdtui[serve]" in str(info.value) and "\n" not in str(info.value)
     assert "--workspace" in serve_command(str(tmp_path))
+
+
+# -- labels, vocabulary, timing: pure functions the screens use -------------------------------------
+
+def _rec(run_id, name, **spec):
+    base = {"seed": 0, "data": {"dataset": "digits"}, "distill": {"temperature": 4.0, "loss": "kl"},
+            "student": {"init_lambda": 0.0}}
+    for key, value in spec.items():
+        node = base
+        *parts, leaf = key.split("__")
+        for part in parts:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return {"id": run_id, "name": name, "spec": base}
+
+
+def test_run_labels_name_what_differs_with_short_names():
+    from kdtui.analysis.labels import run_labels
+
+    records = [_rec("261129-185038-b09d", "kd[distill.temperature=1,seed=0]", distill__temperature=1.0),
+               _rec("261129-185038-c0fe", "kd[distill.temperature=4,seed=2]", seed=2),
+               _rec("261129-185038-d00d", "kd[distill.temperature=4,seed=0]")]
+    assert run_labels(records) == {"261129-185038-b09d": "seed=0, τ=1", "261129-185038-c0fe": "seed=2, τ=4",
+                                   "261129-185038-d00d": "seed=0, τ=4"}
+    lam = [_rec(f"x-{i}", f"e7[student.init_lambda={v}]", student__init_lambda=v) for i, v in enumerate((0.0, 0.25))]
+    assert list(run_labels(lam).values()) == ["λ=0", "λ=0.25"]
+    loss = [_rec("a-1", "kd", distill__loss="kl"), _rec("a-2", "kd", distill__loss="reverse-kl")]
+    assert list(run_labels(loss).values()) == ["loss=kl", "loss=reverse-kl"]
+    # an unknown key falls back to its last path segment
+    other = [_rec("b-1", "kd", distill__mystery=1), _rec("b-2", "kd", distill__mystery=2)]
+    assert list(run_labels(other).values()) == ["mystery=1", "mystery=2"]
+
+
+def test_run_labels_fall_back_to_names_then_ids():
+    from kdtui.analysis.labels import cut_middle, run_labels
+
+    # many keys differ (different experiments): the names say it better
+    a = _rec("r-aaaa", "e1-data-size-tiny", seed=1, distill__temperature=1.0, distill__loss="brier",
+             student__init_lambda=0.5)
+    b = _rec("r-bbbb", "e7-interpolation-tiny")
+    assert run_labels([a, b]) == {"r-aaaa": "e1-data-size-tiny", "r-bbbb": "e7-interpolation-tiny"}
+    # identical specs with different names: the names
+    assert run_labels([_rec("r-1", "first"), _rec("r-2", "second")]) == {"r-1": "first", "r-2": "second"}
+    # identical specs and names (replicates): the short id keeps them apart
+    assert run_labels([_rec("r-1111", "kd"), _rec("r-2222", "kd")]) == {"r-1111": "kd #1111", "r-2222": "kd #2222"}
+    assert run_labels([_rec("r-1", "solo")]) == {"r-1": "solo"}
+    assert cut_middle("kd[distill.temperature=4]", 12) == "kd[dis…re=4]" and cut_middle("short", 12) == "short"
+
+
+def test_seed_stat_counts_distinct_seeds_only():
+    from kdtui.analysis.labels import seed_stat
+
+    one = seed_stat([(0, 0.6228)])
+    assert one.std is None and one.format() == "0.6228"  # a group of one: its value, no "± 0.0000"
+    same_seed = seed_stat([(0, 0.5), (0, 0.7)])
+    assert (same_seed.seeds, same_seed.runs, same_seed.std) == (1, 2, None)
+    assert same_seed.format() == "0.6000 †"  # flagged: two runs, one seed
+    mixed = seed_stat([(0, 0.5), (0, 0.7), (1, 0.8), (2, None)])
+    assert (mixed.seeds, mixed.runs) == (2, 3) and mixed.mean == pytest.approx(0.7)
+    assert mixed.std == pytest.approx(0.1414, abs=1e-4) and mixed.format().endswith("†")
+    assert seed_stat([(0, None)]) is None
+
+
+def test_one_vocabulary():
+    from kdtui.core.vocabulary import metric_label, teacher_label, teacher_short
+    from kdtui.tui.state import EPOCH_COLUMNS
+
+    assert [metric_label(m) for m in ("train_agreement", "train_agreement_eval", "test_agreement", "test_kl",
+                                      "test_acc", "teacher_test_acc")] == \
+        ["train agr", "clean train agr", "test agr", "test KL", "test acc", "teacher acc"]
+    assert len({metric_label(m) for m in EPOCH_COLUMNS}) == len(EPOCH_COLUMNS)
+    assert teacher_label(0, 2) == "teacher 1/2" and teacher_short(1) == "T2"
+
+
+def _clock_events():
+    """Two teacher members (10 steps each at 0.5 s), then a student (2 epochs x 10 steps at 0.1 s)."""
+    events, t = [], 100.0
+    for index in range(2):
+        events.append({"t": t, "type": "phase_start", "phase": "teacher", "index": index, "total": 2,
+                       "epochs": 1, "steps_per_epoch": 10, "reused": False})
+        for step in range(1, 11):
+            t += 0.5
+            events.append({"t": t, "type": "progress", "phase": "teacher", "index": index, "epoch": 1,
+                           "step": step, "steps": 10})
+        events.append({"t": t, "type": "phase_end", "phase": "teacher", "index": index})
+    events.append({"t": t, "type": "phase_start", "phase": "student", "index": 0, "total": 1, "epochs": 2,
+                   "steps_per_epoch": 10, "reused": False})
+    for epoch in (1, 2):
+        for step in range(1, 11):
+            t += 0.1
+            events.append({"t": t, "type": "progress", "phase": "student", "index": 0, "epoch": epoch,
+                           "step": step, "steps": 10})
+    events.append({"t": t, "type": "done"})
+    return events
+
+
+def test_run_clock_measures_phase_by_phase():
+    from kdtui.core.timing import RunClock
+
+    events = _clock_events()
+    clock = RunClock()
+    assert clock.elapsed(0.0) is None and clock.eta(0.0) is None
+    clock.feed(events[:6])  # teacher 1, 5 steps in (at t=102.5)
+    assert clock.elapsed(102.5) == pytest.approx(2.5)
+    assert clock.phase_eta(102.5) == pytest.approx(2.5)  # 5 steps left at 0.5 s
+    assert clock.eta(102.5) is None  # the student's pace is not known yet: no guess
+    clock.feed(events[6:])
+    assert clock.finished and clock.eta(999.0) == 0.0
+    assert clock.elapsed(999.0) == pytest.approx(10.0 + 2.0)
+
+    # the student half-way: the rest of the student at its own pace (0.1 s a step)
+    clock = RunClock()
+    half = next(i for i, e in enumerate(events) if e.get("phase") == "student" and e.get("epoch") == 2
+                and e.get("step") == 1)
+    clock.feed(events[:half])
+    now = events[half - 1]["t"]
+    assert clock.eta(now) == pytest.approx(1.0)
+    assert clock.eta(now + 0.4) == pytest.approx(0.6)  # time goes on between events
+
+
+def test_run_clock_teachers_to_come_and_reused_teachers():
+    from kdtui.core.timing import RunClock, format_duration
+
+    events = _clock_events()
+    # A resumed run: the student pace is known from before, teacher 2 is still to come.
+    clock = RunClock(teachers=2)
+    clock.feed([{"t": 0.0, "type": "phase_start", "phase": "student", "index": 0, "epochs": 1,
+                 "steps_per_epoch": 10},
+                {"t": 0.0, "type": "progress", "phase": "student", "epoch": 1, "step": 1, "steps": 10},
+                {"t": 1.0, "type": "progress", "phase": "student", "epoch": 1, "step": 11, "steps": 10},
+                {"t": 1.0, "type": "stopped"}])
+    assert clock.finished and clock.elapsed(50.0) == pytest.approx(1.0)
+    clock.feed(events[:3])  # teacher 1 of 2 again, 2 steps in (0.5 s each), after the stop
+    assert not clock.finished
+    # teacher 1: 8 steps left, teacher 2: 10 steps, at 0.5 s; then the student: 10 steps at 0.1 s
+    assert clock.eta(101.0) == pytest.approx(8 * 0.5 + 10 * 0.5 + 10 * 0.1)
+    assert clock.elapsed(101.0) == pytest.approx(1.0 + 1.0)  # the time it lay stopped does not count
+    reused = RunClock()
+    reused.feed([{"t": 5.0, "type": "phase_start", "phase": "teacher", "index": 0, "total": 1, "epochs": 3,
+                  "steps_per_epoch": 10, "reused": True}])
+    assert reused.phase_eta(6.0) == 0.0
+    assert [format_duration(s) for s in (None, 4.4, 65, 3 * 3600 + 7 * 60, 2 * 86400 + 4 * 3600)] == \
+        ["—", "4s", "1m05s", "3h07m", "2d04h"]
+
+
+def test_curve_axes_are_sane_with_zero_or_one_point():
+    from kdtui.tui.widgets.curves import x_limits
+
+    assert x_limits([]) == (0.0, 1.0)
+    assert x_limits([("a", [0], [0.5])]) == (0.0, 1.0)   # not plotext's -1 .. 1
+    assert x_limits([("a", [3], [0.5])]) == (2.5, 3.5)
+    assert x_limits([("a", [0, 1, 2], [0.1, 0.2, 0.3]), ("b", [], [])]) == (0.0, 2.0)

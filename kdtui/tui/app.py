@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
-from kdtui.core.registry import RunStore
+from kdtui.core.registry import RegistryCorrupt, RegistryNeedsReindex, RunStore
 from kdtui.runs.service import RunService, ServiceError
 from kdtui.tui.commands import KdtuiCommands
 from kdtui.tui.messages import EventsBatch, RunsLoaded, TaskDone
@@ -51,6 +51,7 @@ class KdtuiApp(App):
         self.live: dict[str, RunLive] = {}
         self.marked: list[str] = []
         self.loaded = False                     # the registry has been read once
+        self.registry_error = ""                # why the registry cannot be read now, if it cannot
         self.streamer = EventStreamer(self.workspace)
         self.watcher = RegistryWatcher(self.workspace)
         self.registry_poll = registry_poll
@@ -60,6 +61,15 @@ class KdtuiApp(App):
         self._flush_pending = False
         self._last_flush = 0.0
         self._closing = False
+
+    def get_system_commands(self, screen):
+        # Textual's Quit and Keys, replaced by ours (one entry each in the palette): quitting leaves
+        # the runs going, and the keys are this app's help screen.
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Quit", "Keys"):
+                yield command
+        yield SystemCommand("Keys", "the keys of this screen (F1 or ?)", self.action_help)
+        yield SystemCommand("Quit", "runs keep going in the background", self.exit)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -79,7 +89,13 @@ class KdtuiApp(App):
             try:
                 fresh = self.watcher.poll(records)
                 last_error = ""
-            except Exception as exc:  # a corrupt or unreadable registry: say so once, keep watching
+            except (RegistryNeedsReindex, RegistryCorrupt) as exc:
+                # Not "0 runs": the runs screen says what is wrong and what to do, until it is fixed.
+                if str(exc) != last_error:
+                    last_error = str(exc)
+                    self.post_message(RunsLoaded([], error=str(exc)))
+                fresh = None
+            except Exception as exc:  # e.g. a registry locked too long: say so once, keep watching
                 if str(exc) != last_error:
                     last_error = str(exc)
                     self.post_message(TaskDone(f"registry: {exc}", "error"))
@@ -113,6 +129,7 @@ class KdtuiApp(App):
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         old_ids = set(self.by_id)
+        self.registry_error = message.error
         self.records = message.records
         self.by_id = {r["id"]: r for r in message.records if isinstance(r.get("id"), str)}
         for run_id in old_ids - set(self.by_id):  # deleted (here or from the shell)
@@ -209,7 +226,9 @@ class KdtuiApp(App):
             for run_id in run_ids:
                 record = service.store.get(run_id)
                 messages.append(service.stop(record).message if record else f"{run_id}: gone")
-            return TaskDone("\n".join(messages), run_ids=run_ids)
+            head = f"stopping {_count(len(run_ids), 'run')}"
+            return TaskDone("\n".join([head, *messages[:5]] + ([f"… and {len(messages) - 5} more"]
+                                                              if len(messages) > 5 else [])), run_ids=run_ids)
         self.run_task("stop", stop)
 
     def resume_runs(self, run_ids: list[str]) -> None:
@@ -223,7 +242,8 @@ class KdtuiApp(App):
             except ServiceError as exc:
                 return TaskDone(str(exc), "warning")
             resumed = [record["id"] for record in records]
-            return TaskDone(f"{', '.join(resumed)} resumed in the background", run_ids=resumed)
+            return TaskDone(f"resumed {_count(len(resumed), 'run')} in the background: {_ids(resumed)}",
+                            run_ids=resumed)
         self.run_task("resume", resume)
 
     def delete_runs(self, run_ids: list[str]) -> None:
@@ -235,22 +255,34 @@ class KdtuiApp(App):
             except ServiceError as exc:
                 return TaskDone(str(exc), "warning")
             done = [outcome.run_id for outcome in outcomes]
-            return TaskDone(f"deleted {', '.join(done)}" if done else "nothing deleted", run_ids=done)
+            message = f"deleted {_count(len(done), 'run')}: {_ids(done)}" if done else "nothing deleted"
+            return TaskDone(message, run_ids=done)
         self.run_task("delete", delete)
+
+    def launch_source(self, source_id: str) -> None:
+        """Launch a spec source (a preset at a scale, from the palette) as it is."""
+        def launch() -> TaskDone:
+            from kdtui.core.spec import parse_spec
+            from kdtui.tui.sources import read_source
+
+            text, name, _ = read_source(self.workspace, source_id)
+            return self._launch(parse_spec(text, source=name), name)
+        self.run_task("launch", launch)
 
     def launch_spec(self, spec, source: str = "spec") -> None:
         """Register every point of the spec's sweep and start them in the background: the same as
         `kdtui run SPEC --detach`."""
-        def launch() -> TaskDone:
-            from kdtui.core.spec import expand_sweep
+        self.run_task("launch", lambda: self._launch(spec, source))
 
-            points = [point.resolved() for point in expand_sweep(spec, source=source)]
-            service = self.service()
-            run_ids = service.submit(points)
-            service.launch(run_ids)
-            what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
-            return TaskDone(f"launched {what} in the background (queued for a device slot)", run_ids=run_ids)
-        self.run_task("launch", launch)
+    def _launch(self, spec, source: str) -> TaskDone:
+        from kdtui.core.spec import expand_sweep
+
+        points = [point.resolved() for point in expand_sweep(spec, source=source)]
+        service = self.service()
+        run_ids = service.submit(points)
+        service.launch(run_ids)
+        what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
+        return TaskDone(f"launched {what} in the background (queued for a device slot)", run_ids=run_ids)
 
     # -- navigation (keys, the command palette) ----------------------------------------------
 
@@ -270,7 +302,19 @@ class KdtuiApp(App):
     def open_editor(self, source_id: str | None = None) -> None:
         from kdtui.tui.screens.editor import EditorScreen
 
-        self.push_screen(EditorScreen(source_id))
+        # One editor for the app's life (installed screens survive being popped): building its
+        # form again on each open took seconds.
+        if not self.is_screen_installed("editor"):
+            self.install_screen(EditorScreen(source_id), name="editor")
+            self.push_screen("editor")
+            return
+        editor = self.get_screen("editor")
+        if editor in self.screen_stack:
+            while self.screen is not editor:
+                self.pop_screen()
+        else:
+            self.push_screen("editor")
+        editor.start(source_id)
 
     def open_compare(self, run_ids: list[str] | None = None) -> None:
         from kdtui.tui.screens.compare import CompareScreen
@@ -279,13 +323,35 @@ class KdtuiApp(App):
         if len(run_ids) < 2:
             self.notify("mark two or more runs first (space or m on the runs screen)", severity="warning")
             return
+        # The comparison takes the marks: left behind, they would take over the next stop or delete.
+        self.marked.clear()
         self.push_screen(CompareScreen(run_ids))
+
+    def open_queue(self) -> None:
+        from kdtui.tui.screens.queue import QueueScreen
+
+        if not isinstance(self.screen, QueueScreen):
+            self.push_screen(QueueScreen())
+
+    def open_log(self, run_id: str) -> None:
+        from kdtui.tui.screens.log import LogScreen
+
+        self.push_screen(LogScreen(run_id))
 
     def go_home(self) -> None:
         from kdtui.tui.screens.runs import RunsScreen
 
         while len(self.screen_stack) > 1 and not isinstance(self.screen, RunsScreen):
             self.pop_screen()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _ids(run_ids: list[str], shown: int = 4) -> str:
+    more = f" and {len(run_ids) - shown} more" if len(run_ids) > shown else ""
+    return ", ".join(run_ids[:shown]) + more
 
 
 def _one_line(exc: BaseException) -> str:

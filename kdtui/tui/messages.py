@@ -8,8 +8,10 @@ from textual.message import Message
 
 @dataclass
 class RunsLoaded(Message):
-    """The registry changed; these are all its records, oldest first."""
+    """The registry changed; these are all its records, oldest first. `error`: the registry cannot
+    be read as it is (one line, e.g. naming `kdtui runs reindex`), and `records` is empty."""
     records: list[dict]
+    error: str = ""
 
 
 @dataclass

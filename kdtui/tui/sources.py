@@ -1,20 +1,22 @@
-"""Where a new spec can start from: presets (the shipped specs, plus `kdtui.core.presets` when that
-module exists), a spec file, or a past run's resolved spec. Reading happens in worker threads."""
+"""Where a new spec can start from: the paper's presets (`kdtui.core.presets`, each at paper and
+tiny scale), the shipped starter specs, the spec files in the workspace, or a past run's resolved
+spec. Everything here reads files: the editor calls it from worker threads."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import NamedTuple
 
 from kdtui.core.workspace import Workspace
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+WORKSPACE_SPECS = "specs"   # <workspace>/specs/*.toml, beside the workspace's own *.toml files
 
 
 class SpecSource(NamedTuple):
-    id: str       # "preset:<id>" or "run:<run id>"
+    id: str       # "preset:<id>:<scale>", "spec:<path>" or "run:<run id>"
     title: str    # what the picker shows
-    text: str     # TOML; "" until read (past runs are read when picked)
+    text: str     # TOML; "" for sources read when picked (files, past runs)
+    about: str = ""  # more words to search (the palette matches these too)
 
 
 def _first_comment(text: str) -> str:
@@ -27,43 +29,58 @@ def _first_comment(text: str) -> str:
     return ""
 
 
-def shipped_presets() -> list[SpecSource]:
+def paper_presets() -> list[SpecSource]:
+    """Every preset of the paper (E1 ... E12), at each scale, titled `E7 tiny — <title>`."""
+    from kdtui.core.presets import SCALES, list_presets
+
+    out = []
+    for preset in list_presets():
+        for scale in SCALES:
+            if scale in preset.scales:
+                title = f"{preset.id.upper()} {scale} — {preset.title}"
+                about = f"preset {preset.id} {preset.stem} varies {preset.varies}"
+                out.append(SpecSource(f"preset:{preset.id}:{scale}", title, "", about))
+    return out
+
+
+def shipped_specs() -> list[SpecSource]:
     out = []
     for path in sorted(SPECS_DIR.glob("*.toml")):
         text = path.read_text()
         about = _first_comment(text)
-        out.append(SpecSource(f"preset:{path.stem}", f"{path.stem}" + (f" — {about}" if about else ""), text))
+        out.append(SpecSource(f"preset:{path.stem}", path.stem + (f" — {about}" if about else ""), text, about))
     return out
 
 
-def plugged_presets() -> list[SpecSource]:
-    """Presets from `kdtui.core.presets`, if that module exists: it may define `app_presets()` (or
-    `PRESETS`) giving `(id, title, toml text)` triples."""
-    try:
-        module = importlib.import_module("kdtui.core.presets")
-    except ImportError:
-        return []
-    provider = getattr(module, "app_presets", None)
-    items = provider() if callable(provider) else getattr(module, "PRESETS", None)
-    out = []
-    for item in items or []:
-        try:
-            preset_id, title, text = item
-        except (TypeError, ValueError):
-            continue
-        out.append(SpecSource(f"preset:{preset_id}", str(title), str(text)))
-    return out
+def workspace_specs(workspace: Workspace) -> list[SpecSource]:
+    """The spec files a user keeps in the workspace (its top folder and `specs/`)."""
+    paths = sorted(workspace.root.glob("*.toml")) + sorted((workspace.root / WORKSPACE_SPECS).glob("*.toml"))
+    return [SpecSource(f"spec:{path}", f"file {path.relative_to(workspace.root)}", "", str(path)) for path in paths]
 
 
 def all_presets() -> list[SpecSource]:
-    plugged = plugged_presets()
-    seen = {p.id for p in plugged}
-    return plugged + [p for p in shipped_presets() if p.id not in seen]
+    return paper_presets() + shipped_specs()
 
 
-def run_source(record: dict) -> SpecSource:
-    return SpecSource(f"run:{record['id']}", f"run {record['id']} — {record.get('name', '')}", "")
+def read_source(workspace: Workspace, source_id: str) -> tuple[str, str, str]:
+    """(TOML text, what messages call it, the file it came from or "") for a source id; raises
+    OSError when the file is unreadable, KeyError for an unknown id."""
+    kind, _, rest = source_id.partition(":")
+    if kind == "run":
+        return (workspace.run_dir(rest) / "spec.toml").read_text(), f"run {rest}", ""
+    if kind == "spec":
+        path = Path(rest)
+        return path.read_text(), path.name, str(path)
+    if kind == "preset" and rest.count(":") == 1:
+        from kdtui.core.presets import PresetError, get_preset
 
-
-def read_run_spec(workspace: Workspace, run_id: str) -> str:
-    return (workspace.run_dir(run_id) / "spec.toml").read_text()
+        preset_id, scale = rest.split(":")
+        try:
+            preset = get_preset(preset_id)
+            return preset.text(scale), preset.path(scale).name, ""
+        except PresetError as exc:
+            raise KeyError(str(exc)) from None
+    for source in shipped_specs():
+        if source.id == source_id:
+            return source.text, f"{rest}.toml", ""
+    raise KeyError(f"no such preset: {rest}")

@@ -12,18 +12,16 @@ import time
 from collections import deque
 from typing import Any, Iterable
 
-from kdtui.core.events import FINAL_EVENT_TYPES
+from kdtui.core.events import ACTIVE_STATUSES, DONE, FINAL_EVENT_TYPES
+from kdtui.core.timing import RunClock, format_duration
+from kdtui.core.vocabulary import metric_label, teacher_label, teacher_short
 
 LOG_LINES = 500
-ACTIVE = frozenset({"queued", "running"})
+ACTIVE = ACTIVE_STATUSES
 # The curves of the live screen (PRODUCT.md: agreement is the headline).
 AGREEMENT = ("train_agreement", "test_agreement")
 EPOCH_COLUMNS = ("train_agreement", "test_agreement", "train_agreement_eval", "test_acc", "test_kl",
                  "test_nll", "test_ece", "train_loss", "lr")
-SHORT_NAMES = {"train_agreement": "train agr", "test_agreement": "test agr",
-               "train_agreement_eval": "train agr (eval)", "test_acc": "test acc", "test_kl": "test kl",
-               "test_nll": "test nll", "test_ece": "test ece", "train_loss": "loss", "lr": "lr",
-               "teacher_test_acc": "teacher acc", "teacher_train_acc": "teacher train acc"}
 
 
 def compact_events(events: list[dict]) -> list[dict]:
@@ -49,9 +47,7 @@ def _clock(t: Any) -> str:
 
 def _phase_label(event: dict) -> str:
     if event.get("phase") == "teacher":
-        total = event.get("total")
-        index = event.get("index", 0) or 0
-        return f"teacher {index + 1}/{total}" if total else f"teacher {index + 1}"
+        return teacher_label(event.get("index", 0) or 0, event.get("total"))
     return str(event.get("phase") or "")
 
 
@@ -66,7 +62,7 @@ def describe_event(event: dict) -> str | None:
         parts = [f"{_phase_label(event)} epoch {event.get('epoch')}"]
         for name in ("train_agreement", "test_agreement", "test_acc", "test_kl", "train_loss"):
             if isinstance(metrics.get(name), (int, float)):
-                parts.append(f"{SHORT_NAMES[name]} {metrics[name]:.3f}")
+                parts.append(f"{metric_label(name)} {metrics[name]:.3f}")
         return head + "  ".join(parts)
     if kind == "phase_start":
         if event.get("reused"):
@@ -76,8 +72,8 @@ def describe_event(event: dict) -> str | None:
         return head + f"{_phase_label(event)}: end"
     if kind == "done":
         metrics = event.get("metrics") or {}
-        return head + ("done  test agr " + _num(metrics.get("test_agreement"))
-                       + "  test acc " + _num(metrics.get("test_acc")))
+        return head + (f"done  {metric_label('test_agreement')} " + _num(metrics.get("test_agreement"))
+                       + f"  {metric_label('test_acc')} " + _num(metrics.get("test_acc")))
     if kind == "failed":
         where = []
         if event.get("phase"):
@@ -101,7 +97,7 @@ class RunLive:
     """
 
     __slots__ = ("run_id", "phase", "epoch", "step", "steps", "rows", "final", "log", "log_total",
-                 "events_seen", "last_t", "version")
+                 "events_seen", "last_t", "version", "clock")
 
     def __init__(self, run_id: str, log_lines: int = LOG_LINES):
         self.run_id = run_id
@@ -116,10 +112,12 @@ class RunLive:
         self.events_seen = 0
         self.last_t: float | None = None
         self.version = 0                    # bumped when rows change (curves redraw only then)
+        self.clock = RunClock()             # elapsed time and ETA, from the same events
 
     def feed(self, events: Iterable[dict]) -> None:
         for event in events:
             self.events_seen += 1
+            self.clock.feed((event,))
             kind = event.get("type")
             if isinstance(event.get("t"), (int, float)):
                 self.last_t = event["t"]
@@ -189,7 +187,7 @@ class RunLive:
             return ""
         epochs = self.phase.get("epochs") or 0
         if self.phase.get("phase") == "teacher":
-            prefix = f"T{(self.phase.get('index') or 0) + 1}"
+            prefix = teacher_short(self.phase.get("index") or 0)
             if self.phase.get("reused"):
                 return f"{prefix} reuse"
         else:
@@ -230,10 +228,31 @@ def record_metric(record: dict, live: RunLive | None, metric: str) -> float | No
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def time_cell(record: dict, live: RunLive | None, now: float | None = None) -> str:
+    """'3m12s ~1m05s' (elapsed, then the ETA while it runs), from the run's events when the app
+    follows them, else from the record's start and finish times."""
+    now = time.time() if now is None else now
+    active = record.get("status") in ACTIVE
+    elapsed = live.clock.elapsed(now) if live is not None else None
+    if elapsed is None:
+        started, finished = record.get("started"), record.get("finished")
+        if isinstance(started, (int, float)):
+            end = finished if isinstance(finished, (int, float)) and not active else now
+            elapsed = max(end - started, 0.0)
+    if elapsed is None:
+        return ""
+    text = format_duration(elapsed)
+    if active and live is not None:
+        eta = live.clock.eta(now)
+        if eta is not None:
+            text += f" ~{format_duration(eta)}"
+    return text
+
+
 def progress_cell(record: dict, live: RunLive | None) -> str:
     if live is not None and live.phase is not None:
         return live.progress_text()
-    if record.get("status") == "done":
+    if record.get("status") == DONE:
         epochs = ((record.get("spec") or {}).get("student") or {}).get("epochs")
         return f"S {epochs}/{epochs}" if epochs else ""
     return ""

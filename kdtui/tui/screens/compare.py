@@ -13,9 +13,18 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from kdtui.analysis.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, MeanStd, compare, format_cell,
-                           metric_series, to_csv, to_markdown)
-from kdtui.tui.widgets.curves import Curves
+from kdtui.analysis.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, compare, format_cell,
+                                    metric_series, metric_value, to_csv, to_markdown)
+from kdtui.analysis.labels import SeedStat, cut_middle, run_labels, seed_stat, short_id
+from kdtui.core.files import atomic_write
+from kdtui.core.vocabulary import metric_label
+from kdtui.tui.widgets.curves import COLORS, MARKERS, Curves
+from kdtui.tui.widgets.tables import RowTable
+
+# More curves than this: the labels go to a legend table under the plots, keyed by colour and marker.
+LEGEND_IN_PLOT_MAX = 6
+LABEL_WIDTH = 22
+MARKER_GLYPHS = {"braille": "⣿", "dot": "•"}  # plotext's marker names, as they look
 
 
 @dataclass
@@ -24,9 +33,11 @@ class RecordsRead(Message):
     error: str = ""
 
 
-def _short_label(record: dict) -> str:
-    name = str(record.get("name") or "")
-    return name if len(name) <= 24 else name[:23] + "…"
+def _group_labels(groups: list[list[dict]]) -> list[str]:
+    """A label per seed group: what differs between the groups, the seed left out."""
+    firsts = [{**g[0], "spec": {k: v for k, v in (g[0].get("spec") or {}).items() if k != "seed"}} for g in groups]
+    labels = run_labels(firsts)
+    return [labels[str(first.get("id"))] for first in firsts]
 
 
 class CompareScreen(Screen):
@@ -52,10 +63,11 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("reading runs…", id="compare-info")
-        yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="compare-table", cursor_type="row", zebra_stripes=True, header_height=2)
         with Horizontal(id="compare-plots"):
-            yield Curves("test agreement", y_range=(0.0, 1.0), id="compare-test")
-            yield Curves("train agreement", y_range=(0.0, 1.0), id="compare-train")
+            yield Curves(metric_label("test_agreement"), y_range=(0.0, 1.02), id="compare-test")
+            yield Curves(metric_label("train_agreement"), y_range=(0.0, 1.02), id="compare-train")
+        yield Static("", id="compare-legend", classes="hidden")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -95,31 +107,67 @@ class CompareScreen(Screen):
         self.comparison = c = compare(self.records, diff_only=self.diff_only, agg=self.agg, by_group=self.by_group)
         info.update(f"{len(self.records)} runs · agg {self.agg} (a) · diff only {'on' if self.diff_only else 'off'} (d)"
                     f" · by group {'on' if self.by_group else 'off'} (g) · export: x csv, k md")
+        by_id = {str(r.get("id")): r for r in self.records}
+        groups = [[by_id[i] for i in members if i in by_id] for members in c.members]
+        if c.by_group:
+            heads = []
+            for label, group in zip(_group_labels(groups), groups):
+                seeds = len({str((r.get("spec") or {}).get("seed")) for r in group})
+                count = f"n={seeds} seed{'s' if seeds != 1 else ''}"
+                heads.append((label, count + (f", {len(group)} runs †" if len(group) > seeds else "")))
+        else:
+            labels = run_labels(self.records)
+            heads = [(labels[column], short_id(column)) for column in c.columns]
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_column("group" if c.by_group else "run", key="key")
-        for i, column in enumerate(c.columns):
-            table.add_column(Text(str(column), justify="right"), key=f"c{i}")
+        for i, (label, under) in enumerate(heads):
+            table.add_column(Text(f"{cut_middle(label, LABEL_WIDTH)}\n{under}", justify="right"), key=f"c{i}")
         for key, values in c.config_rows:
-            table.add_row(key, *(Text("—" if v is None else str(v), justify="right") for v in values))
+            table.add_row(key, *(Text("—" if v is None else str(v), justify="right") for v in values), key=f"cfg:{key}")
         table.add_row(Text(f"metrics ({c.agg})", style="bold"), *([""] * len(c.columns)), key="__metrics__")
         for key, values in c.metric_rows:
+            if c.by_group:
+                # Counted by seed (kdtui.analysis.labels.seed_stat): no ± below two distinct seeds.
+                values = [seed_stat(((r.get("spec") or {}).get("seed"), metric_value(r, key, c.agg)) for r in group)
+                          for group in groups]
             best = None
             if len(values) > 1 and (key in HIGHER_IS_BETTER or key in LOWER_IS_BETTER):
-                numbers = [v.mean if isinstance(v, MeanStd) else v for v in values]
+                numbers = [v.mean if isinstance(v, SeedStat) else v for v in values]
                 present = [(n, i) for i, n in enumerate(numbers) if isinstance(n, (int, float)) and n == n]
                 if present:
                     best = (max if key in HIGHER_IS_BETTER else min)(present)[1]
-            table.add_row(key, *(Text(format_cell(v, 4), justify="right", style="bold green" if i == best else "")
-                                 for i, v in enumerate(values)), key=key)
+            table.add_row(metric_label(key),
+                          *(Text(v.format(4) if isinstance(v, SeedStat) else format_cell(v, 4), justify="right",
+                                 style="bold green" if i == best else "") for i, v in enumerate(values)), key=key)
+        if c.by_group and any("†" in under for _, under in heads):
+            info.update(info.render().plain + " · † runs share a seed: averaged, not counted as independent")
 
     def _draw_curves(self) -> None:
+        labels = run_labels(self.records)
+        in_plot = len(self.records) <= LEGEND_IN_PLOT_MAX
         for metric, widget_id in (("test_agreement", "#compare-test"), ("train_agreement", "#compare-train")):
             series = []
             for record in self.records:
                 points = metric_series(record, metric)
-                series.append((_short_label(record), [e or 0 for e, _ in points], [v for _, v in points]))
-            self.query_one(widget_id, Curves).set_series(series)
+                series.append((cut_middle(labels[str(record.get("id"))], LABEL_WIDTH),
+                               [e or 0 for e, _ in points], [v for _, v in points]))
+            self.query_one(widget_id, Curves).set_series(series, references=[("1.0", 1.0)], legend=in_plot)
+        legend = self.query_one("#compare-legend", Static)
+        legend.set_class(in_plot, "hidden")
+        if not in_plot:
+            from rich.table import Table
+
+            grid = Table.grid(padding=(0, 2))
+            columns = 3
+            for _ in range(columns):
+                grid.add_column(no_wrap=True)
+            cells = [Text.assemble((f"{MARKER_GLYPHS.get(MARKERS[i % len(MARKERS)], MARKERS[i % len(MARKERS)])} ",
+                                    COLORS[i % len(COLORS)]), cut_middle(labels[str(r.get("id"))], LABEL_WIDTH))
+                     for i, r in enumerate(self.records)]
+            for start in range(0, len(cells), columns):
+                grid.add_row(*cells[start:start + columns])
+            legend.update(grid)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -152,9 +200,7 @@ class CompareScreen(Screen):
             while path.exists():
                 n += 1
                 path = folder / f"{stem}-{n}.{fmt}"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            atomic_write(path, text)
             self.last_export = path
             return f"wrote {path}"
         self.app.run_task("export", write)

@@ -27,8 +27,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
+from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Header, Input, Label, Select, Static, TabbedContent, TabPane, TextArea
 
+from kdtui.core.files import atomic_write
+from kdtui.core.names import printable
 from kdtui.core.spec import FIELD_PATHS, Spec, SpecError, spec_from_dict
 from kernels import catalog
 
@@ -165,25 +168,76 @@ def sweep_size(spec: Spec) -> int:
     return math.prod(len(v) for v in (spec.sweep or {}).values()) if spec.sweep else 1
 
 
+PREVIEW_POINTS = 50   # points listed; the count covers them all
+
+
+def sweep_preview(spec: Spec) -> Text:
+    """'6 runs:' then one line per point with its values (`seed=0, distill.temperature=1.0`),
+    the first PREVIEW_POINTS of them; each point validated as `expand_sweep` does at launch."""
+    from kdtui.core.spec import expand_sweep
+
+    n = sweep_size(spec)
+    if not spec.sweep:
+        return Text("no sweep: launches 1 run", style="dim")
+    if n > PREVIEW_POINTS:
+        # Validating thousands of points on each key press would stall typing: list the first ones.
+        import itertools
+
+        keys = list(spec.sweep)
+        combos = itertools.islice(itertools.product(*(spec.sweep[k] for k in keys)), PREVIEW_POINTS)
+        lines = [", ".join(f"{k}={v}" for k, v in zip(keys, combo)) for combo in combos]
+    else:
+        try:
+            lines = [point.name[len(spec.name) + 1:-1].replace(",", ", ") for point in expand_sweep(spec)]
+        except SpecError as exc:
+            return Text(f"error: {exc.message}", style="bold red")
+    text = Text(f"{n} run{'s' if n != 1 else ''}:\n", style="bold")
+    text.append("\n".join(f"{i + 1:>4}  {line}" for i, line in enumerate(lines)))
+    if n > len(lines):
+        text.append(f"\n      … and {n - len(lines)} more")
+    return text
+
+
 def _sweep_text(sweep: dict | None) -> str:
     if not sweep:
         return ""
     return tomli_w.dumps({str(k): v for k, v in sweep.items()})
 
 
+def _source_message(workspace, source_id: str) -> SourceRead:
+    from kdtui.tui.sources import read_source
+
+    try:
+        text, name, path = read_source(workspace, source_id)
+        return SourceRead(text, name, path=path)
+    except KeyError as exc:
+        return SourceRead("", source_id, error=str(exc.args[0]))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        return SourceRead("", source_id, error=f"cannot read {source_id}: {why}")
+
+
 # -- the screen ----------------------------------------------------------------------------------
+
+DEFAULT_SOURCE = "preset:digits"
 
 class EditorScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", priority=True),
         Binding("ctrl+l,f5", "launch", "Launch", priority=True),
         Binding("ctrl+o", "open_file", "Open file", priority=True),
+        Binding("f2", "tab('tab-form')", "Form tab", priority=True),
+        Binding("f3", "tab('tab-sweep')", "Sweep tab", priority=True),
+        Binding("f4", "tab('tab-toml')", "TOML tab", priority=True),
+        Binding("ctrl+pagedown", "next_tab(1)", "Next tab", show=False, priority=True),
+        Binding("ctrl+pageup", "next_tab(-1)", "Previous tab", show=False, priority=True),
         Binding("escape", "back", "Back"),
     ]
+    TABS = ("tab-form", "tab-sweep", "tab-toml")
 
     def __init__(self, source_id: str | None = None):
         super().__init__()
-        self.start_source = source_id or "preset:digits"
+        self.start_source = source_id or DEFAULT_SOURCE
         self.data: dict = {}
         self.source = "spec"
         self.path = ""
@@ -194,6 +248,11 @@ class EditorScreen(Screen):
         self._toml_dirty = False
         self._form_dirty = False
         self._programmatic: set[str] = set()
+        self.edited = False          # changed by hand since it was loaded or saved
+        self._loaded_text = ""
+        self._bad_path: str | None = None
+        self._paths = set(form_fields())
+        self._preview_of: object = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -202,6 +261,8 @@ class EditorScreen(Screen):
             yield Input(placeholder="or a spec file path + enter", id="editor-path", compact=True)
         with TabbedContent(id="editor-tabs", initial="tab-form"):
             with TabPane("Form", id="tab-form"):
+                # One grid of label and field per row (no row containers): the form is ~50 rows,
+                # and every widget costs styling time when the editor opens.
                 with VerticalScroll(id="editor-form"):
                     section = ""
                     for path in form_fields():
@@ -209,44 +270,56 @@ class EditorScreen(Screen):
                         if head != section:
                             section = head
                             yield Label(Text(f"[{section}]" if section != "run" else "run"), classes="form-section")
-                        with Horizontal(classes="form-row"):
-                            yield Label(Text(path), classes="form-label")
-                            yield self._field_widget(path)
+                            yield Label("", classes="form-section")
+                        yield Label(Text(path), classes="form-label")
+                        yield self._field_widget(path)
             with TabPane("Sweep", id="tab-sweep"):
                 yield Static(SWEEP_HELP.replace("# ", "").strip(), classes="hint")
                 yield TextArea("", id="editor-sweep", compact=True)
+                with VerticalScroll(id="editor-preview-box"):
+                    yield Static("", id="editor-preview")
             with TabPane("TOML", id="tab-toml"):
                 yield TextArea("", id="editor-toml", compact=True)
         yield Static("", id="editor-status")
         yield Footer()
 
-    def _field_widget(self, path: str):
+    def _field_widget(self, path: str) -> Input:
+        """An input per field; a field with a fixed set of values suggests them as you type (a
+        drop-down per field made the editor slow to open)."""
         kind = field_kind(path)
-        wid = widget_id(path)
-        if kind == "enum":
-            choices = CHOICES[path.rsplit(".", 1)[-1]]
-            return Select([(c, c) for c in choices], prompt="(default)", id=wid, compact=True, classes="form-field")
-        if kind == "bool":
-            return Select([("true", True), ("false", False)], prompt="(default)", id=wid, compact=True,
-                          classes="form-field")
-        return Input(id=wid, compact=True, classes="form-field")
+        choices = CHOICES[path.rsplit(".", 1)[-1]] if kind == "enum" else ("true", "false") if kind == "bool" else None
+        suggester = SuggestFromList(choices, case_sensitive=False) if choices else None
+        tooltip = f"one of: {', '.join(choices)}" if choices else None
+        field = Input(id=widget_id(path), compact=True, classes="form-field", suggester=suggester)
+        field.tooltip = tooltip
+        return field
 
     def on_mount(self) -> None:
+        self.start(self.start_source)
+
+    def start(self, source_id: str | None) -> None:
+        """Show `source_id`'s spec, unedited, on the form tab. The app keeps one editor and calls
+        this on each open: composing the form's ~100 widgets anew took seconds. The spec is one
+        small file, read here so that the first frame already shows it (not the last one's)."""
+        self.start_source = source_id or DEFAULT_SOURCE
+        self._loaded_source = self.start_source
+        self.query_one(TabbedContent).active = "tab-form"
         self._list_sources()
-        self._read_source(self.start_source)
+        self.on_source_read(_source_message(self.app.workspace, self.start_source))
 
     # -- sources (read in workers) ------------------------------------------------------------
 
     def _list_sources(self) -> None:
         records = list(reversed(self.app.records))[:50]
+        workspace = self.app.workspace
 
         def work() -> None:
-            from kdtui.tui.sources import all_presets
+            from kdtui.tui.sources import all_presets, workspace_specs
 
             presets = all_presets()
-            options = [(p.title, p.id) for p in presets]
-            options += [(f"run {r['id']} — {r.get('name', '')}", f"run:{r['id']}") for r in records]
-            self.post_message(SourcesListed(options, {p.id: p.text for p in presets}))
+            options = [(p.title, p.id) for p in presets + workspace_specs(workspace)]
+            options += [(f"run {r['id']} — {printable(r.get('name', ''))}", f"run:{r['id']}") for r in records]
+            self.post_message(SourcesListed(options, {p.id: p.text for p in presets if p.text}))
         self.run_worker(work, thread=True, group="editor-sources", exit_on_error=False)
 
     def on_sources_listed(self, message: SourcesListed) -> None:
@@ -261,20 +334,7 @@ class EditorScreen(Screen):
         workspace = self.app.workspace
 
         def work() -> None:
-            from kdtui.tui.sources import all_presets, read_run_spec
-
-            kind, _, name = source_id.partition(":")
-            try:
-                if kind == "run":
-                    self.post_message(SourceRead(read_run_spec(workspace, name), f"run {name}"))
-                    return
-                for preset in all_presets():
-                    if preset.id == source_id:
-                        self.post_message(SourceRead(preset.text, f"{name}.toml"))
-                        return
-                self.post_message(SourceRead("", source_id, error=f"no such preset: {name}"))
-            except OSError as exc:
-                self.post_message(SourceRead("", source_id, error=f"cannot read {source_id}: {exc.strerror or exc}"))
+            self.post_message(_source_message(workspace, source_id))
         self._loaded_source = source_id
         self.run_worker(work, thread=True, group="editor-read", exclusive=True, exit_on_error=False)
 
@@ -297,9 +357,12 @@ class EditorScreen(Screen):
         self.source = message.source
         self.path = message.path
         self.load_text(message.text)
+        self.edited = False
+        self._toml_dirty = self._form_dirty = False
 
     def load_text(self, text: str) -> None:
         """Take a whole spec as TOML text: fill the form, the sweep and the TOML tab."""
+        self._loaded_text = text
         self.query_one("#editor-toml", TextArea).load_text(text)
         try:
             data = tomllib.loads(text)
@@ -315,21 +378,11 @@ class EditorScreen(Screen):
 
     def _fill_form(self) -> None:
         for path in form_fields():
-            widget = self.query_one(f"#{widget_id(path)}")
-            value = get_path(self.data, path)
-            if isinstance(widget, Select):
-                new = value if value is not None else Select.NULL
-                if widget.value != new or type(widget.value) is not type(new):
-                    self._programmatic.add(widget.id)
-                    try:
-                        widget.value = new
-                    except Exception:  # not one of the choices: the validator says why
-                        widget.value = Select.NULL
-            else:
-                text = show_value(value)
-                if widget.value != text:
-                    self._programmatic.add(widget.id)
-                    widget.value = text
+            widget = self.query_one(f"#{widget_id(path)}", Input)
+            text = show_value(get_path(self.data, path))
+            if widget.value != text:
+                self._programmatic.add(widget.id)
+                widget.value = text
         sweep = self.query_one("#editor-sweep", TextArea)
         text = _sweep_text(self.data.get("sweep"))
         if sweep.text != text:
@@ -350,10 +403,7 @@ class EditorScreen(Screen):
             shown = show_value(default) if default is not None else ""
             if path == "student.model" or path == "student.norm":
                 shown = f"{shown} (the teacher's)"
-            if isinstance(widget, Input):
-                widget.placeholder = shown
-            elif isinstance(widget, Select):
-                widget.prompt = f"({shown})" if shown else "(default)"
+            widget.placeholder = shown
 
     def on_input_changed(self, event: Input.Changed) -> None:
         wid = event.input.id or ""
@@ -361,40 +411,35 @@ class EditorScreen(Screen):
             return
         event.stop()
         if wid in self._programmatic:
+            # Filled from `self.data` (a load): nothing changed, and the load validates once.
             self._programmatic.discard(wid)
+            return
+        self.edited = True
         path = self._path_of(wid)
         set_path(self.data, path, parse_field(field_kind(path), event.value))
+        if path == "data.dataset":
+            self._update_placeholders()
         self._toml_dirty = True
         self.validate()
 
     def on_select_changed(self, event: Select.Changed) -> None:
         wid = event.select.id or ""
-        if wid == "editor-source":
-            if wid in self._programmatic:
-                self._programmatic.discard(wid)
-                return
-            if event.value is not Select.NULL and event.value != self._loaded_source:
-                self._read_source(str(event.value))
+        if wid != "editor-source":
             return
-        if not wid.startswith("f-"):
+        if wid in self._programmatic:
+            self._programmatic.discard(wid)
             return
-        event.stop()
-        self._programmatic.discard(wid)
-        path = self._path_of(wid)
-        value = None if event.value is Select.NULL else event.value
-        if get_path(self.data, path) == value and type(get_path(self.data, path)) is type(value):
-            return
-        set_path(self.data, path, value)
-        if path == "data.dataset":
-            self._update_placeholders()
-        self._toml_dirty = True
-        self.validate()
+        if event.value is not Select.NULL and event.value != self._loaded_source:
+            self._read_source(str(event.value))
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         wid = event.text_area.id
         if wid in self._programmatic:
             self._programmatic.discard(wid)
             return
+        # The TOML tab is refilled from the form and on load; only a different text is an edit.
+        if wid != "editor-toml" or event.text_area.text != self._loaded_text:
+            self.edited = True
         if wid == "editor-sweep":
             text = event.text_area.text
             try:
@@ -424,7 +469,8 @@ class EditorScreen(Screen):
         if pane == "tab-toml" and self._toml_dirty:
             self._toml_dirty = False
             self._programmatic.add("editor-toml")
-            self.query_one("#editor-toml", TextArea).load_text(tomli_w.dumps(self.data))
+            self._loaded_text = tomli_w.dumps(self.data)
+            self.query_one("#editor-toml", TextArea).load_text(self._loaded_text)
         elif pane in ("tab-form", "tab-sweep") and self._form_dirty:
             self._form_dirty = False
             self._fill_form()
@@ -441,6 +487,7 @@ class EditorScreen(Screen):
         self.error = None
         n = sweep_size(self.spec)
         runs = "1 run" if n == 1 else f"{n} runs (sweep)"
+        self._preview(self.spec)
         self._set_status(Text(f"valid · launches {runs} · ctrl+l launch · ctrl+s save", style="green"), None)
         return True
 
@@ -455,6 +502,7 @@ class EditorScreen(Screen):
             return False
         self.error = None
         n = sweep_size(self.spec)
+        self._preview(self.spec)
         self._set_status(Text(f"valid · launches {n} run{'s' if n != 1 else ''}", style="green"), None)
         return True
 
@@ -463,8 +511,12 @@ class EditorScreen(Screen):
 
     def _set_status(self, text: Text, bad_path: str | None) -> None:
         self.query_one("#editor-status", Static).update(text)
-        for widget in self.query(".form-field"):
-            widget.set_class(bad_path is not None and widget.id == widget_id(bad_path), "-invalid")
+        # Only the fields whose state changes: restyling ~50 fields on each key press is slow.
+        if bad_path != self._bad_path:
+            for path, invalid in ((self._bad_path, False), (bad_path, True)):
+                if path is not None and path in self._paths:
+                    self.query_one(f"#{widget_id(path)}").set_class(invalid, "-invalid")
+            self._bad_path = bad_path
 
     @property
     def status_text(self) -> str:
@@ -473,8 +525,33 @@ class EditorScreen(Screen):
 
     # -- actions ------------------------------------------------------------------------------
 
+    def _preview(self, spec: Spec) -> None:
+        """The grid the sweep will run, point by point (the Sweep tab), once per sweep change."""
+        key = repr(spec.sweep)
+        if key == self._preview_of:
+            return
+        self._preview_of = key
+        self.query_one("#editor-preview", Static).update(sweep_preview(spec))
+
+    def action_tab(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
+
+    def action_next_tab(self, step: int) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = self.TABS[(self.TABS.index(tabs.active) + step) % len(self.TABS)]
+
     def action_back(self) -> None:
-        self.app.pop_screen()
+        from kdtui.tui.screens.modals import ConfirmScreen
+
+        if not self.edited:
+            self.app.pop_screen()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.pop_screen()
+        self.app.push_screen(ConfirmScreen("Discard the unsaved edits to this spec?\n(ctrl+s saves it first)"),
+                             answered)
 
     def action_open_file(self) -> None:
         self.query_one("#editor-path", Input).focus()
@@ -503,11 +580,10 @@ class EditorScreen(Screen):
 
             def write() -> str:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(text)
-                tmp.replace(path)
+                atomic_write(path, text)
                 return f"saved {path}"
             self.path = str(path)
+            self.edited = False
             self.app.run_task("save", write)
         self.app.push_screen(PromptScreen("Save the spec (TOML) as:", default), chosen)
 

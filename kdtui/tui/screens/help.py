@@ -59,6 +59,9 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-box"):
             yield Static(Text(f"Keys: {title} screen", style="bold"), id="help-title")
             yield Static(table, id="help-table")
+            notes = getattr(self.under, "HELP_NOTES", "")
+            if notes:
+                yield Static(notes, id="help-notes")
             yield Static("esc closes", id="help-foot")
 
     def action_close(self) -> None:

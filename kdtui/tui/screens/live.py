@@ -1,5 +1,12 @@
-"""The live screen: one run's curves, per-epoch table, phase and log; follows it while it runs."""
+"""The live screen: one run's curves, latest metrics, per-epoch table, phase, time and log;
+follows it while it runs.
+
+On a short terminal (80×24) the two small charts (test accuracy, test KL) take turns beside the
+agreement chart (`t` switches), so that no chart is squeezed below a readable height.
+"""
 from __future__ import annotations
+
+import time
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -8,8 +15,21 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
-from kdtui.tui.state import ACTIVE, EPOCH_COLUMNS, LOG_LINES, SHORT_NAMES
+from kdtui.analysis.labels import short_id
+from kdtui.core.events import DONE, FAILED, RUNNING
+from kdtui.core.names import printable
+from kdtui.core.timing import format_duration
+from kdtui.core.vocabulary import metric_label, teacher_short
+from kdtui.tui.state import ACTIVE, EPOCH_COLUMNS, LOG_LINES
 from kdtui.tui.widgets.curves import Curves
+from kdtui.tui.widgets.tables import RowTable
+
+# Below this many rows the screen is "compact": one side chart at a time, a shorter bottom.
+COMPACT_BELOW = 28
+WIDE = 100   # narrower: the head shows the id's suffix and "ep", to leave room for the time
+SIDE_CHARTS = ("plot-acc", "plot-kl")
+LATEST = ("train_agreement", "test_agreement", "test_acc", "test_kl")
+STATUS_STYLE = {FAILED: "bold red", DONE: "green", RUNNING: "bold cyan"}
 
 
 def _fmt(value) -> str:
@@ -20,6 +40,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def teacher_accuracy(record: dict, live) -> float | None:
+    """The teacher's test accuracy: the record's once the run is done, else the last teacher
+    epoch's (the first member's, for an ensemble: the record has the ensemble's)."""
+    value = (record.get("metrics") or {}).get("teacher_test_acc")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    _, ys = live.series("test_acc", phase="teacher")
+    return ys[-1] if ys else None
+
+
 class LiveScreen(Screen):
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
@@ -27,16 +57,20 @@ class LiveScreen(Screen):
         Binding("r", "resume", "Resume"),
         Binding("e", "edit_copy", "Edit copy"),
         Binding("m", "mark", "Mark"),
+        Binding("t", "switch_chart", "Acc/KL chart"),
+        Binding("v", "log", "Event log"),
     ]
 
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
+        self.side_chart = SIDE_CHARTS[0]   # the one shown when only one fits
         self._version = -1
         self._log_shown = 0
         self._row_keys: set[str] = set()
         self._columns: list[str] = []
         self._head: Text | None = None
+        self._latest: Text | None = None
         self._error = ""
         self._bar: tuple[float, float] | None = None
 
@@ -45,14 +79,16 @@ class LiveScreen(Screen):
         with Horizontal(id="live-head"):
             yield Static("", id="live-info")
             yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="live-progress")
+        yield Static("", id="live-latest")
         yield Static("", id="live-error", classes="hidden")
         with Horizontal(id="live-plots"):
-            yield Curves("agreement (train, test)", y_range=(0.0, 1.0), id="plot-agreement")
+            yield Curves(f"agreement ({metric_label('train_agreement')}, {metric_label('test_agreement')})",
+                         y_range=(0.0, 1.02), id="plot-agreement")
             with Vertical(id="live-side-plots"):
-                yield Curves("test accuracy", y_range=(0.0, 1.0), id="plot-acc")
-                yield Curves("test KL (nats)", id="plot-kl")
+                yield Curves(metric_label("test_acc"), y_range=(0.0, 1.02), id="plot-acc")
+                yield Curves(f"{metric_label('test_kl')} (nats)", id="plot-kl")
         with Horizontal(id="live-bottom"):
-            yield DataTable(id="live-epochs", cursor_type="row", zebra_stripes=True)
+            yield RowTable(id="live-epochs", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="live-log", max_lines=LOG_LINES, wrap=False, markup=False, highlight=False)
         yield Footer()
 
@@ -60,13 +96,29 @@ class LiveScreen(Screen):
         self.app.live_state(self.run_id)
         self.app.streamer.want(self.run_id, "live")
         self.query_one("#live-epochs", DataTable).focus()
+        self.set_interval(1.0, self._tick)
+        self._fit()
         self.update_view(force=True)
 
     def on_unmount(self) -> None:
         self.app.streamer.unwant(self.run_id, "live")
 
     def on_screen_resume(self) -> None:
+        self._fit()
         self.update_view(force=True)
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        compact = (self.size.height or self.app.size.height) < COMPACT_BELOW
+        self.set_class(compact, "compact")
+        for chart in SIDE_CHARTS:
+            self.query_one(f"#{chart}").set_class(compact and chart != self.side_chart, "hidden")
+
+    def _tick(self) -> None:
+        if self.record.get("status") in ACTIVE:
+            self.update_view()  # elapsed and ETA move on between events
 
     def on_data(self, records_changed: bool, live_ids: set[str]) -> None:
         if records_changed or self.run_id in live_ids:
@@ -82,46 +134,67 @@ class LiveScreen(Screen):
         record = self.record
         live = self.app.live_state(self.run_id)
         status = record.get("status", "")
+        now = time.time()
         head = Text()
-        head.append(f"{record.get('name', '')} ", style="bold")
-        head.append(f"{self.run_id} ")
-        head.append(status, style={"failed": "bold red", "done": "green", "running": "bold cyan"}.get(status, ""))
+        wide = (self.size.width or self.app.size.width) >= WIDE
+        head.append(f"{printable(record.get('name', ''))} ", style="bold")
+        head.append(f"{self.run_id if wide else short_id(self.run_id)} ")
+        head.append(status, style=STATUS_STYLE.get(status, ""))
         phase = live.phase_text()
         if phase:
             epochs = (live.phase or {}).get("epochs") or 0
-            head.append(f"  {phase} epoch {live.epoch}/{epochs}")
+            head.append(f"  {phase} {'epoch' if wide else 'ep'} {live.epoch}/{epochs}")
         done, total = live.fraction()
-        if status == "done" or total <= 0:
+        if status == DONE or total <= 0:
             done, total = 1.0, 1.0
         head.append(f"  {100 * done / total:3.0f}%")
+        elapsed = live.clock.elapsed(now)
+        if elapsed is not None:
+            head.append(f"  {format_duration(elapsed)}")
+            if status in ACTIVE:
+                eta = live.clock.eta(now)
+                phase_eta = live.clock.phase_eta(now)
+                if eta is not None:
+                    head.append(f"  ETA {format_duration(eta)}")
+                elif phase_eta is not None:
+                    head.append(f"  phase ETA {format_duration(phase_eta)}")
         info = self.query_one("#live-info", Static)
         if head != self._head:  # fixed size: no layout pass (that would redraw the plots too)
             self._head = head
             info.update(head, layout=False)
+        latest = Text("  ".join(f"{metric_label(m)} {_fmt(live.latest(m))}" for m in LATEST), no_wrap=True,
+                      overflow="ellipsis")
+        if latest != self._latest:
+            self._latest = latest
+            self.query_one("#live-latest", Static).update(latest, layout=False)
         done, total = live.fraction()
-        if status == "done":
+        if status == DONE:
             done, total = 1.0, 1.0
         if (done, total) != self._bar:
             self._bar = (done, total)
             self.query_one("#live-progress", ProgressBar).update(total=total, progress=done)
-        error = record.get("error") or ((live.final or {}).get("error") if (live.final or {}).get("type") == "failed" else None)
+        error = record.get("error") or ((live.final or {}).get("error") if (live.final or {}).get("type") == FAILED else None)
         box = self.query_one("#live-error", Static)
-        message = f"failed: {error or 'no error recorded'}" if status == "failed" or error else ""
+        message = f"failed: {error or 'no error recorded'} (v: the event log)" if status == FAILED or error else ""
         if message != self._error:
             self._error = message
             box.update(Text(message, style="bold red"))
             box.set_class(not message, "hidden")
         if force or live.version != self._version:
             self._version = live.version
-            self._draw_curves(live)
+            self._draw_curves(record, live)
             self._draw_table(live)
         self._draw_log(live)
 
-    def _draw_curves(self, live) -> None:
+    def _draw_curves(self, record: dict, live) -> None:
         self.query_one("#plot-agreement", Curves).set_series([
-            ("train", *live.series("train_agreement")), ("test", *live.series("test_agreement"))])
-        self.query_one("#plot-acc", Curves).set_series([("test acc", *live.series("test_acc"))])
-        self.query_one("#plot-kl", Curves).set_series([("test kl", *live.series("test_kl"))])
+            (metric_label("train_agreement"), *live.series("train_agreement")),
+            (metric_label("test_agreement"), *live.series("test_agreement"))], references=[("1.0", 1.0)])
+        teacher = teacher_accuracy(record, live)
+        self.query_one("#plot-acc", Curves).set_series(
+            [(metric_label("test_acc"), *live.series("test_acc"))],
+            references=[(metric_label("teacher_test_acc"), teacher)] if teacher is not None else [])
+        self.query_one("#plot-kl", Curves).set_series([(metric_label("test_kl"), *live.series("test_kl"))])
 
     def _draw_table(self, live) -> None:
         table = self.query_one("#live-epochs", DataTable)
@@ -134,14 +207,14 @@ class LiveScreen(Screen):
             table.add_column("phase", key="phase")
             table.add_column("ep", key="epoch")
             for metric in present:
-                table.add_column(SHORT_NAMES.get(metric, metric), key=metric)
+                table.add_column(metric_label(metric), key=metric)
         at_end = table.cursor_row >= table.row_count - 1
         for row in rows:
             key = f"{row['phase']}-{row['index']}-{row['epoch']}"
             if key in self._row_keys:
                 continue
             self._row_keys.add(key)
-            phase = f"T{row['index'] + 1}" if row["phase"] == "teacher" else "S"
+            phase = teacher_short(row["index"]) if row["phase"] == "teacher" else "S"
             table.add_row(phase, str(row["epoch"]), *(_fmt(row.get(m)) for m in self._columns[2:]), key=key)
         if at_end and table.row_count:
             table.move_cursor(row=table.row_count - 1, animate=False)
@@ -161,6 +234,13 @@ class LiveScreen(Screen):
     def action_back(self) -> None:
         self.app.pop_screen()
 
+    def action_switch_chart(self) -> None:
+        self.side_chart = SIDE_CHARTS[(SIDE_CHARTS.index(self.side_chart) + 1) % len(SIDE_CHARTS)]
+        self._fit()
+
+    def action_log(self) -> None:
+        self.app.open_log(self.run_id)
+
     def action_stop(self) -> None:
         if self.record.get("status") in ACTIVE:
             self.app.stop_runs([self.run_id])
@@ -177,7 +257,7 @@ class LiveScreen(Screen):
         marked = self.app.marked
         if self.run_id in marked:
             marked.remove(self.run_id)
-            self.notify(f"unmarked {self.run_id}")
+            self.notify(f"unmarked {self.run_id} ({len(marked)} marked)")
         else:
             marked.append(self.run_id)
             self.notify(f"marked {self.run_id} ({len(marked)} marked; c on the runs screen compares)")

@@ -1,5 +1,9 @@
-"""The runs screen: every run of the workspace, with live progress and its latest agreement."""
+"""The runs screen: every run of the workspace, with live progress, time left and its latest
+agreement; marks, sorting, filter; stop, resume, delete and compare act on the marked runs (or
+the run under the cursor)."""
 from __future__ import annotations
+
+import time
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -8,26 +12,73 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from kdtui.tui.state import ACTIVE, age_text, progress_cell, record_metric, run_matches
+from kdtui.analysis.labels import cut_middle, short_id
+from kdtui.core.events import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED
+from kdtui.core.names import printable
+from kdtui.core.vocabulary import metric_label
+from kdtui.tui.state import ACTIVE, age_text, progress_cell, record_metric, run_matches, time_cell
+from kdtui.tui.widgets.tables import RowTable
 
-STATUS_STYLE = {"running": "bold cyan", "queued": "cyan", "done": "green", "failed": "bold red",
-                "stopped": "yellow", "interrupted": "magenta"}
+STATUS_STYLE = {RUNNING: "bold cyan", QUEUED: "cyan", DONE: "green", FAILED: "bold red",
+                STOPPED: "yellow", INTERRUPTED: "magenta"}
 # (key, header, content width, right-aligned); `name` takes the width that is left.
 COLUMNS = (("status", "status", 12, False), ("name", "name", 0, False), ("id", "id", 18, False),
-           ("progress", "progress", 8, False), ("train", "train", 5, True), ("test", "test", 5, True),
-           ("acc", "acc", 5, True), ("age", "age", 4, True))
-NAME_MIN, NAME_MAX = 8, 48
+           ("progress", "progress", 9, False), ("train", metric_label("train_agreement"), 9, True),
+           ("test", metric_label("test_agreement"), 8, True), ("acc", metric_label("test_acc"), 8, True),
+           ("time", "time ~left", 12, True), ("age", "age", 4, True))
+SHORT_ID_WIDTH = 4
+# Narrow terminals give up, in this order, until the name has NAME_WANT characters: the full id
+# (for its random suffix, which every command accepts), the age, the accuracy.
+NAME_WANT, NAME_MIN, NAME_MAX = 16, 8, 48
+DROP_ORDER = ("id", "age", "acc")
 AGE_REFRESH_S = 10.0
+CLOCK_REFRESH_S = 1.0
 FIRST_ROWS, MORE_ROWS = 80, 100
+SORT_KEYS = tuple(key for key, *_ in COLUMNS)
 
 
 def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def layout_columns(width: int) -> tuple[list[tuple[str, str, int, bool]], int]:
+    """The columns that fit `width` (the id cut to its suffix first), and the name's width."""
+    columns = list(COLUMNS)
+
+    def name_width() -> int:
+        return width - 3 - sum(w + 1 for key, _, w, _ in columns if key != "name")
+
+    for give_up in DROP_ORDER:
+        if name_width() >= NAME_WANT:
+            break
+        if give_up == "id":
+            columns = [(k, h, SHORT_ID_WIDTH if k == "id" else w, r) for k, h, w, r in columns]
+        else:
+            columns = [c for c in columns if c[0] != give_up]
+    return columns, max(NAME_MIN, min(NAME_MAX, name_width()))
+
+
+def _sort_value(key: str, record: dict, live) -> tuple:
+    """A sort key that puts missing values last, whatever the direction."""
+    if key in ("train", "test", "acc"):
+        metric = {"train": "train_agreement", "test": "test_agreement", "acc": "test_acc"}[key]
+        value = record_metric(record, live, metric)
+    elif key == "progress":
+        value = live.fraction()[0] / max(live.fraction()[1], 1.0) if live is not None and live.phase else None
+    elif key == "age":
+        created = record.get("created")
+        value = -created if isinstance(created, (int, float)) else None  # youngest first, as by default
+    elif key == "time":
+        started, finished = record.get("started"), record.get("finished")
+        value = (finished or time.time()) - started if isinstance(started, (int, float)) else None
+    else:
+        value = str(record.get(key) or "")
+    return (value is None, value if value is not None else 0)
+
+
 class RunsScreen(Screen):
-    """Runs newest first. Streams progress of running runs; the registry is watched for changes
-    made by any process (the CLI's `kdtui run --detach` included)."""
+    """Runs newest first (or sorted by a column). Streams progress of running runs; the registry
+    is watched for changes made by any process (the CLI's `kdtui run --detach` included)."""
 
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
@@ -36,25 +87,42 @@ class RunsScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume", show=False),
         Binding("space,m", "mark", "Mark"),
+        Binding("u", "clear_marks", "Unmark all", show=False),
         Binding("c", "compare", "Compare"),
         Binding("d", "delete", "Delete", show=False),
+        Binding("o", "sort", "Sort", show=False),
+        Binding("O", "sort_reverse", "Reverse sort", show=False),
+        Binding("v", "log", "Event log", show=False),
+        Binding("w", "queue", "Queue", show=False),
         Binding("slash", "filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("escape", "escape", "Clear filter, then marks", show=False),
     ]
+    # What help says beyond the keys (the marks are what stop, resume, delete and compare act on).
+    HELP_NOTES = ("space (or m) marks the run under the cursor and moves down; u, or esc when no filter is "
+                  "set, clears every mark. Stop, resume, delete and compare act on the marked runs if "
+                  "any are marked, else on the run under the cursor, and say how many they acted on. "
+                  "Compare takes the marks (they are cleared). o sorts by the next column, O reverses; "
+                  "a click on a column's header sorts by it.")
     keep_current = True
 
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
+        self.sort_key: str | None = None      # None: newest first
+        self.sort_reverse = False
         self._ids: list[str] = []
         self._cells: dict[str, tuple] = {}
-        self._name_width = 0
+        self._layout: tuple | None = None
+        self._columns: list[tuple[str, str, int, bool]] = []
+        self._shown_headers: dict[str, str] = {}
+        self._name_width = NAME_MIN
+        self._id_width = 0
         self._generation = 0
         self._want_cursor: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=False, cell_padding=0)
+        table = RowTable(id="runs-table", cursor_type="row", zebra_stripes=False, cell_padding=0)
         yield table
         with Horizontal(id="runs-bar"):
             yield Static("", id="runs-summary")
@@ -65,39 +133,47 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
         self.set_interval(AGE_REFRESH_S, self._refresh_ages)
+        self.set_interval(CLOCK_REFRESH_S, self._refresh_clocks)
         self.rebuild()
 
     def on_screen_resume(self) -> None:
         self.rebuild()
 
     def on_resize(self) -> None:
-        if self._name_width_for(self.size.width) != self._name_width:
+        if layout_columns(self.size.width) != self._layout:
             self.rebuild()
 
     # -- data -----------------------------------------------------------------------------------
 
     def visible_records(self) -> list[dict]:
-        records = reversed(self.app.records)  # newest first
-        return [r for r in records if run_matches(r, self.filter_text)]
+        records = [r for r in reversed(self.app.records) if run_matches(r, self.filter_text)]  # newest first
+        if self.sort_key is not None:
+            live = self.app.live
+            records.sort(key=lambda r: _sort_value(self.sort_key, r, live.get(r["id"])))
+            if self.sort_reverse:
+                present = [r for r in records if not _sort_value(self.sort_key, r, live.get(r["id"]))[0]]
+                records = present[::-1] + records[len(present):]
+        return records
 
-    def _name_width_for(self, width: int) -> int:
-        fixed = sum(w + 1 for key, _, w, _ in COLUMNS if key != "name") + 1
-        return max(NAME_MIN, min(NAME_MAX, width - 2 - fixed))
-
-    def _row(self, record: dict) -> tuple:
+    def _row(self, record: dict, now: float) -> tuple:
         live = self.app.live.get(record["id"])
         status = str(record.get("status", ""))
         mark = "*" if record["id"] in self.app.marked else " "
-        return (
-            Text(f" {mark}{status}", style=STATUS_STYLE.get(status, ""), no_wrap=True, overflow="ellipsis"),
-            Text(" " + str(record.get("name", "")), no_wrap=True, overflow="ellipsis"),
-            Text(" " + str(record.get("id", "")), no_wrap=True),
-            Text(" " + progress_cell(record, live), no_wrap=True),
-            Text(_num(record_metric(record, live, "train_agreement")), justify="right"),
-            Text(_num(record_metric(record, live, "test_agreement")), justify="right"),
-            Text(_num(record_metric(record, live, "test_acc")), justify="right"),
-            Text(age_text(record.get("created")), justify="right"),
-        )
+        run_id = str(record.get("id", ""))
+        cells = {
+            "status": Text(f" {mark}{status}", style=STATUS_STYLE.get(status, ""), no_wrap=True, overflow="ellipsis"),
+            "name": None,
+            "id": Text(" " + (run_id if self._id_width >= len(run_id) else short_id(run_id)), no_wrap=True),
+            "progress": Text(" " + progress_cell(record, live), no_wrap=True),
+            "train": Text(_num(record_metric(record, live, "train_agreement")), justify="right"),
+            "test": Text(_num(record_metric(record, live, "test_agreement")), justify="right"),
+            "acc": Text(_num(record_metric(record, live, "test_acc")), justify="right"),
+            "time": Text(time_cell(record, live, now), justify="right", no_wrap=True, overflow="ellipsis"),
+            "age": Text(age_text(record.get("created"), now), justify="right"),
+        }
+        # A sweep point's values are at the end of its name: cut the middle, never the end.
+        cells["name"] = Text(" " + cut_middle(printable(record.get("name", "")), self._name_width - 1), no_wrap=True)
+        return tuple(cells[key] for key, *_ in self._columns)
 
     @staticmethod
     def _plain(row: tuple) -> tuple:
@@ -111,13 +187,17 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         current = self._want_cursor or self.current_id()
         records = self.visible_records()
-        width = self._name_width_for(self.size.width or self.app.size.width)
-        table.clear(columns=width != self._name_width or not table.columns)
+        layout = layout_columns(self.size.width or self.app.size.width)
+        headers = self._headers()
+        table.clear(columns=layout != self._layout or not table.columns or headers != self._shown_headers)
         if not table.columns:
-            self._name_width = width
-            for key, header, w, right in COLUMNS:
-                w = width if key == "name" else w
-                label = Text(header, justify="right") if right else Text(" " + header)
+            self._layout = layout
+            self._columns, self._name_width = layout[0], layout[1]
+            self._id_width = next((w for k, _, w, _ in self._columns if k == "id"), 0)
+            self._shown_headers = headers
+            for key, _, w, right in self._columns:
+                w = self._name_width if key == "name" else w
+                label = Text(headers[key], justify="right") if right else Text(" " + headers[key])
                 table.add_column(label, width=w + 1, key=key)
         self._generation += 1
         self._ids = [r["id"] for r in records]
@@ -126,6 +206,14 @@ class RunsScreen(Screen):
         self._add_rows(self._generation, FIRST_ROWS)
         self._update_summary()
 
+    def _headers(self) -> dict[str, str]:
+        """Column headers; the sorted column says which way (▲ ascending, ▼ descending)."""
+        headers = {key: header for key, header, *_ in COLUMNS}
+        if self.sort_key is not None:
+            arrow = "▼" if self.sort_reverse else "▲"
+            headers[self.sort_key] = f"{headers[self.sort_key]}{arrow}"
+        return headers
+
     def _add_rows(self, generation: int, count: int) -> None:
         if generation != self._generation:
             return  # a newer rebuild took over
@@ -133,8 +221,9 @@ class RunsScreen(Screen):
         start = len(self._cells)
         end = min(start + count, len(self._ids))
         by_id = self.app.by_id
+        now = time.time()
         for run_id in self._ids[start:end]:
-            row = self._row(by_id[run_id])
+            row = self._row(by_id[run_id], now)
             self._cells[run_id] = self._plain(row)
             table.add_row(*row, key=run_id)
         if self._want_cursor in self._cells:
@@ -164,32 +253,44 @@ class RunsScreen(Screen):
     def _update_rows(self, run_ids) -> None:
         table = self.query_one(DataTable)
         by_id = self.app.by_id
+        now = time.time()
         for run_id in run_ids:
             record = by_id.get(run_id)
             if record is None or run_id not in self._cells:
                 continue  # gone, or its row is not in the table yet
-            row = self._row(record)
+            row = self._row(record, now)
             plain = self._plain(row)
             old = self._cells.get(run_id)
             if plain == old:
                 continue
             self._cells[run_id] = plain
-            for (key, *_), cell, before, after in zip(COLUMNS, row, old, plain):
+            for (key, *_), cell, before, after in zip(self._columns, row, old, plain):
                 if before != after:
                     table.update_cell(run_id, key, cell)
 
     def _refresh_ages(self) -> None:
         self._update_rows(list(self._cells))
 
+    def _refresh_clocks(self) -> None:
+        """Elapsed time and ETA move on between events (and queued runs' ages with them). A run
+        whose events keep coming has its row redrawn with them already: only the quiet ones here."""
+        by_id, live, quiet = self.app.by_id, self.app.live, time.time() - 2 * CLOCK_REFRESH_S
+        self._update_rows([i for i in self._cells if (by_id.get(i) or {}).get("status") in ACTIVE
+                           and ((live.get(i) and live[i].last_t) or 0) < quiet])
+
     def _update_summary(self) -> None:
         records = self.app.records
         active = sum(1 for r in records if r.get("status") in ACTIVE)
         parts = [f"{len(records)} runs", f"{active} active"]
         if self.app.marked:
-            parts.append(f"{len(self.app.marked)} marked")
+            parts.append(f"{len(self.app.marked)} marked (u or esc clears)")
         if self.filter_text:
             parts.append(f"filter '{self.filter_text}': {len(self._ids)} shown")
-        if not self.app.loaded:
+        if self.sort_key is not None:
+            parts.append(f"sorted by {self._headers()[self.sort_key]}")
+        if self.app.registry_error:
+            parts = [self.app.registry_error]
+        elif not self.app.loaded:
             parts = ["reading the registry…"]
         elif not records:
             parts.append("press l to launch one")
@@ -204,13 +305,13 @@ class RunsScreen(Screen):
         row = min(max(table.cursor_row, 0), len(self._ids) - 1)
         return self._ids[row]
 
-    def _targets(self) -> list[str]:
-        """The marked runs, else the run under the cursor."""
+    def _targets(self) -> tuple[list[str], str]:
+        """The marked runs, else the run under the cursor; and which of the two it is."""
         marked = [i for i in self.app.marked if i in self.app.by_id]
         if marked:
-            return marked
+            return marked, "marked"
         current = self.current_id()
-        return [current] if current else []
+        return ([current] if current else []), "cursor"
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -218,10 +319,43 @@ class RunsScreen(Screen):
         event.stop()
         self.action_open()
 
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        key = event.column_key.value
+        if key == self.sort_key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key, self.sort_reverse = key, False
+        self.rebuild()
+
+    def action_sort(self) -> None:
+        """The next column (after the last one: back to newest first)."""
+        shown = [key for key, *_ in self._columns]
+        if self.sort_key is None:
+            self.sort_key = shown[0]
+        else:
+            later = shown[shown.index(self.sort_key) + 1:] if self.sort_key in shown else []
+            self.sort_key = later[0] if later else None
+        self.sort_reverse = False
+        self.rebuild()
+
+    def action_sort_reverse(self) -> None:
+        self.sort_key = self.sort_key or "age"
+        self.sort_reverse = not self.sort_reverse
+        self.rebuild()
+
     def action_open(self) -> None:
         run_id = self.current_id()
         if run_id:
             self.app.open_run(run_id)
+
+    def action_log(self) -> None:
+        run_id = self.current_id()
+        if run_id:
+            self.app.open_log(run_id)
+
+    def action_queue(self) -> None:
+        self.app.open_queue()
 
     def action_launch(self) -> None:
         self.app.open_editor()
@@ -231,14 +365,19 @@ class RunsScreen(Screen):
         self.app.open_editor(f"run:{run_id}" if run_id else None)
 
     def action_stop(self) -> None:
-        targets = [i for i in self._targets() if self.app.by_id[i].get("status") in ACTIVE]
-        if not targets:
-            self.notify("no running or queued run selected", severity="warning")
+        targets, which = self._targets()
+        active = [i for i in targets if self.app.by_id[i].get("status") in ACTIVE]
+        if not active:
+            if which == "marked":
+                self.notify(f"none of the {len(targets)} marked runs is running or queued (u clears the marks)",
+                            severity="warning")
+            else:
+                self.notify("this run is not running or queued", severity="warning")
             return
-        self.app.stop_runs(targets)
+        self.app.stop_runs(active)
 
     def action_resume(self) -> None:
-        targets = self._targets()
+        targets, _ = self._targets()
         if targets:
             self.app.resume_runs(targets)
 
@@ -256,22 +395,33 @@ class RunsScreen(Screen):
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1, animate=False)
 
+    def action_clear_marks(self) -> None:
+        if not self.app.marked:
+            return
+        count = len(self.app.marked)
+        cleared = list(self.app.marked)
+        self.app.marked.clear()
+        self._update_rows(cleared)
+        self._update_summary()
+        self.notify(f"cleared {count} mark{'s' if count != 1 else ''}")
+
     def action_compare(self) -> None:
         self.app.open_compare()
 
     def action_delete(self) -> None:
         from kdtui.tui.screens.modals import ConfirmScreen
 
-        targets = self._targets()
+        targets, _ = self._targets()
         if not targets:
             return
         active = [i for i in targets if self.app.by_id[i].get("status") in ACTIVE]
         if active:
             self.notify(f"{', '.join(active)} still active; stop first (s)", severity="warning")
             return
-        names = ", ".join(f"{i} ({self.app.by_id[i].get('name', '')})" for i in targets[:5])
+        names = ", ".join(f"{i} ({printable(self.app.by_id[i].get('name', ''))})" for i in targets[:5])
         more = f" and {len(targets) - 5} more" if len(targets) > 5 else ""
-        question = f"Delete {names}{more}?\nIts record and folder (checkpoints, events) are removed."
+        what = "this run" if len(targets) == 1 else f"these {len(targets)} runs"
+        question = f"Delete {what}: {names}{more}?\nTheir records and folders (checkpoints, events) are removed."
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -283,6 +433,13 @@ class RunsScreen(Screen):
         box.remove_class("hidden")
         box.value = self.filter_text
         box.focus()
+
+    def action_escape(self) -> None:
+        """Esc clears the filter if one is set, else the marks."""
+        if self.filter_text or not self.query_one("#runs-filter", Input).has_class("hidden"):
+            self.action_clear_filter()
+        else:
+            self.action_clear_marks()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
@@ -312,3 +469,4 @@ class RunsScreen(Screen):
     def on_task_done_here(self, message) -> None:
         if message.kind == "delete":
             self.app.marked[:] = [i for i in self.app.marked if i not in message.run_ids]
+            self._update_summary()

@@ -19,22 +19,42 @@ COLORS = ("cyan", "magenta", "green", "orange", "blue", "red", "yellow", "white"
 Series = tuple[str, Sequence[float], Sequence[float]]
 
 
+def x_limits(series: list[Series]) -> tuple[float, float]:
+    """The x axis: the epochs plotted, never below 0, and at least one epoch wide (plotext's own
+    choice for a single point is -1 to 1)."""
+    xs = [x for _, points, _ in series for x in points]
+    if not xs:
+        return 0.0, 1.0
+    low, high = min(xs), max(xs)
+    if high - low < 1:
+        low = max(low - 0.5, 0.0)
+        high = low + 1.0
+    return float(low), float(high)
+
+
 def draw(plot: Plot, title: str, series: list[Series], y_range: tuple[float, float] | None,
-         width: int, height: int, theme: str) -> str:
-    """The figure as ANSI text (pure: runs in a worker thread on a Plot of its own)."""
+         width: int, height: int, theme: str, references: list[tuple[str, float]] = (),
+         legend: bool = True) -> str:
+    """The figure as ANSI text (pure: runs in a worker thread on a Plot of its own).
+
+    `references` are horizontal lines (a teacher's accuracy, agreement 1.0), dotted in grey;
+    `legend=False` leaves the labels to a legend table beside the plot (many curves)."""
     plot.title(title)
-    plotted = False
+    plotted = [(label, xs, ys) for label, xs, ys in series if xs]
     for i, (label, xs, ys) in enumerate(series):
         if xs:
-            plot.plot(list(xs), list(ys), label=label, marker=MARKERS[i % len(MARKERS)],
+            plot.plot(list(xs), list(ys), label=label if legend else None, marker=MARKERS[i % len(MARKERS)],
                       color=COLORS[i % len(COLORS)])
-            plotted = True
+    for _, y in references:
+        plot.hline(y, "gray")
     if y_range is not None:
         plot.ylim(*y_range)
-    if not plotted:
-        plot.xlim(0, 1)
-        if y_range is None:
-            plot.ylim(0, 1)
+    elif not plotted:
+        plot.ylim(0, 1)
+    elif all(len(set(ys)) <= 1 for _, _, ys in plotted) and len({ys[0] for _, _, ys in plotted}) == 1:
+        value = plotted[0][2][0]  # one flat value: give it a band, not an axis of one number
+        plot.ylim(value - 0.5 if value else -0.5, value + 0.5 if value else 0.5)
+    plot.xlim(*x_limits(plotted))
     plot.xlabel("epoch")
     plot.plotsize(width, height)
     plot._set_size(width, height)  # as PlotextPlot.render does: plotsize alone does not stick
@@ -55,16 +75,22 @@ class Curves(PlotextPlot):
         self.title = title
         self.y_range = y_range
         self.series: list[Series] = []
+        self.references: list[tuple[str, float]] = []
+        self.legend = True
         self._key: tuple = ()
         self._figure: tuple[tuple, Text] | None = None   # (what it shows, the figure)
         self._building: tuple | None = None
 
-    def set_series(self, series: list[Series]) -> bool:
-        """Replace the curves; returns whether anything changed (and a rebuild was started)."""
-        key = tuple((label, len(xs), tuple(ys[-1:])) for label, xs, ys in series)
+    def set_series(self, series: list[Series], references: list[tuple[str, float]] = (),
+                   legend: bool = True) -> bool:
+        """Replace the curves (and the reference lines); returns whether anything changed (and a
+        rebuild was started)."""
+        key = (tuple((label, len(xs), tuple(ys[-1:])) for label, xs, ys in series), tuple(references), legend)
         if key == self._key:
             return False
         self._key = key
+        self.references = list(references)
+        self.legend = legend
         self.series = [(label, list(xs), list(ys)) for label, xs, ys in series]
         self._request()
         return True
@@ -92,7 +118,7 @@ class Curves(PlotextPlot):
             return
         self._building = wanted
         args = (self.title, list(self.series), self.y_range, width, height,
-                self._get_plotext_theme_name(self.app.theme))
+                self._get_plotext_theme_name(self.app.theme), list(self.references), self.legend)
 
         def build() -> None:
             figure = Text.from_ansi(draw(Plot(), *args))

@@ -1,0 +1,131 @@
+"""The log screen of one run: its whole event log (one line per event, `progress` included) and,
+for a failed run, the traceback in `error.txt`; scrollable, and searchable with `/` (n: next)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from kdtui.core.names import printable
+from kdtui.tui.state import describe_event
+from kdtui.tui.widgets.tables import RowTable
+
+ERROR_FILE = "error.txt"
+
+
+@dataclass
+class LogRead(Message):
+    lines: list[str]
+    error: str = ""
+
+
+def log_lines(workspace, run_id: str) -> list[str]:
+    """Every event as a line (a progress event as its step), then error.txt's traceback."""
+    lines = []
+    path = workspace.events_path(run_id)
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    lines.append(printable(raw.rstrip("\n")))
+                    continue
+                line = describe_event(event) if isinstance(event, dict) else None
+                if line is None:
+                    line = (f"  progress {event.get('phase')} epoch {event.get('epoch')} "
+                            f"step {event.get('step')}/{event.get('steps')}")
+                lines.append(printable(line))
+    error = workspace.run_dir(run_id) / ERROR_FILE
+    if error.exists():
+        lines += ["", f"--- {ERROR_FILE} ---", *map(printable, error.read_text(errors="replace").splitlines())]
+    return lines
+
+
+class LogScreen(Screen):
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "next_match", "Next match"),
+    ]
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.lines: list[str] = []
+        self.needle = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"event log of {self.run_id}", id="log-info")
+        yield RowTable(id="log-lines", cursor_type="row", show_header=False, zebra_stripes=False)
+        yield Input(placeholder="search (enter finds, n next, esc closes)", id="log-search", classes="hidden")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(RowTable)
+        table.add_column("line", key="line")
+        table.focus()
+        workspace, run_id = self.app.workspace, self.run_id
+
+        def work() -> None:
+            try:
+                self.post_message(LogRead(log_lines(workspace, run_id)))
+            except OSError as exc:
+                self.post_message(LogRead([], f"cannot read the log: {exc.strerror or exc}"))
+        self.run_worker(work, thread=True, group="log-read", exclusive=True, exit_on_error=False)
+
+    def on_log_read(self, message: LogRead) -> None:
+        if message.error:
+            self.query_one("#log-info", Static).update(Text(message.error, style="bold red"))
+            return
+        self.lines = message.lines
+        table = self.query_one(RowTable)
+        for line in self.lines:
+            table.add_row(Text(line, style="bold red" if "FAILED" in line or line.startswith("Traceback") else ""))
+        self.query_one("#log-info", Static).update(f"event log of {self.run_id}: {len(self.lines)} lines · / search")
+        if self.lines:
+            table.move_cursor(row=len(self.lines) - 1, animate=False)
+
+    def action_search(self) -> None:
+        box = self.query_one("#log-search", Input)
+        box.remove_class("hidden")
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.needle = event.value.strip().lower()
+        self.query_one("#log-search", Input).add_class("hidden")
+        self.query_one(RowTable).focus()
+        self.action_next_match(start_over=True)
+
+    def action_next_match(self, start_over: bool = False) -> None:
+        if not self.needle or not self.lines:
+            return
+        table = self.query_one(RowTable)
+        start = 0 if start_over else table.cursor_row + 1
+        order = list(range(start, len(self.lines))) + list(range(0, start))
+        for row in order:
+            if self.needle in self.lines[row].lower():
+                table.move_cursor(row=row, animate=True)
+                return
+        self.notify(f"'{self.needle}' not found", severity="warning")
+
+    def on_key(self, event) -> None:
+        if event.key == "escape" and self.focused is self.query_one("#log-search", Input):
+            event.stop()
+            self.action_back()
+
+    def action_back(self) -> None:
+        box = self.query_one("#log-search", Input)
+        if not box.has_class("hidden"):
+            box.add_class("hidden")
+            self.query_one(RowTable).focus()
+            return
+        self.app.pop_screen()

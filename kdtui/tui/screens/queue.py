@@ -1,0 +1,93 @@
+"""The queue screen: the device slots and who runs in each, then the line of runs waiting for a
+slot, first in line first. The same data as `kdtui queue` (kdtui.runs.executors.slots.queue_state),
+reread every second in a worker thread."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from kdtui.core.names import printable
+from kdtui.tui.state import age_text
+
+REFRESH_S = 1.0
+
+
+@dataclass
+class QueueRead(Message):
+    state: dict
+    error: str = ""
+
+
+def queue_tables(state: dict) -> Table:
+    """The slots table, then the waiting line, as one renderable."""
+    outer = Table.grid()
+    gpus = state.get("gpus") or []
+    where = f"GPUs {', '.join(gpus)}" if gpus else "no GPU: CPU slots"
+    outer.add_row(Text(f"{state.get('slots_per_gpu')} slot(s) per device; {where}", style="bold"))
+    slots = Table(box=None, padding=(0, 2), header_style="bold")
+    for header in ("slot", "run", "name", "since"):
+        slots.add_column(header, no_wrap=True)
+    for slot in state.get("slots") or []:
+        slots.add_row(slot["slot"], slot.get("run") or "free", printable(slot.get("name") or ""),
+                      age_text(slot.get("started")) if slot.get("run") else "")
+    outer.add_row(slots)
+    waiting = state.get("waiting") or []
+    outer.add_row(Text(f"\nwaiting: {len(waiting)}", style="bold"))
+    if waiting:
+        line = Table(box=None, padding=(0, 2), header_style="bold")
+        for header in ("#", "run", "name", "waiting"):
+            line.add_column(header, no_wrap=True)
+        for i, entry in enumerate(waiting):
+            line.add_row(str(i + 1), entry["run"], printable(entry.get("name") or ""), age_text(entry.get("enqueued")))
+        outer.add_row(line)
+    return outer
+
+
+class QueueScreen(Screen):
+    BINDINGS = [Binding("escape,backspace", "back", "Back")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="queue-box"):
+            yield Static("reading the queue…", id="queue-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.read()
+        self.set_interval(REFRESH_S, self.read)
+
+    def read(self) -> None:
+        workspace = self.app.workspace
+
+        def work() -> None:
+            from kdtui.core.registry import RunStore
+            from kdtui.runs.executors.slots import queue_state
+
+            try:
+                self.post_message(QueueRead(queue_state(workspace, RunStore(workspace))))
+            except Exception as exc:  # a bad settings.toml: say so in place of the tables
+                self.post_message(QueueRead({}, " ".join(str(exc).split())))
+        self.run_worker(work, thread=True, group="queue-read", exclusive=True, exit_on_error=False)
+
+    def on_queue_read(self, message: QueueRead) -> None:
+        view = self.query_one("#queue-view", Static)
+        if message.error:
+            view.update(Text(f"error: {message.error}", style="bold red"))
+            return
+        self.state = message.state
+        view.update(queue_tables(message.state))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
