@@ -18,7 +18,7 @@ def test_keyboard_only_session_in_100x30(tmp_path):
     done = json_out(kdtui("run", spec, "--json", "--workspace", ws))
     term = Tmux(tmp_path, [*KDTUI, "--workspace", str(ws), "--no-mouse"], app_env(ws), size=(100, 30))
     try:
-        screen = term.wait_screen("terminal-tiny", done["id"], "done")
+        screen = term.wait_screen("terminal-tiny", done["id"].rsplit("-", 1)[1], "done")  # the id's suffix
         assert max(len(line) for line in screen.splitlines()) <= 100
 
         term.keys("?")  # help lists the runs screen's keys
@@ -27,7 +27,7 @@ def test_keyboard_only_session_in_100x30(tmp_path):
         wait_for(lambda: "Keys: runs screen" not in term.screen(), timeout=30, what="help closed")
 
         term.keys("Enter")  # the run's live view: curves and the per-epoch table
-        term.wait_screen("agreement (train, test)", "test accuracy", "student")
+        term.wait_screen("agreement (train agr, test agr)", "test acc", "student")
         term.keys("Escape")
         term.wait_screen("terminal-tiny", "1 runs")
 
@@ -46,7 +46,7 @@ def test_quitting_the_app_leaves_a_detached_run_going(tmp_path):
     term = Tmux(tmp_path, [*KDTUI, "--workspace", str(ws), "--no-mouse"], app_env(ws), size=(80, 24))
     try:
         wait_for(lambda: (record(ws, run_id) or {}).get("status") == "running", what="the run to start")
-        term.wait_screen(run_id, "running")
+        term.wait_screen(run_id.rsplit("-", 1)[1], "running")
         term.keys("C-c")  # Ctrl-C quits the app, and only the app
         wait_for(lambda: not term.alive(), timeout=30, what="the app to quit on Ctrl-C")
         time.sleep(1.0)  # give a wrongly propagated signal the time to land before looking

@@ -77,13 +77,13 @@ def test_runs_and_compare_screens_match_their_snapshots(tmp_path):
     _make_workspace(ws)
     term = Tmux(tmp_path, [*KDTUI, "--workspace", str(ws), "--no-mouse"], app_env(ws), size=(100, 30))
     try:
-        term.wait_screen(*(run_id for run_id, *_ in RUNS), "3 runs")
+        term.wait_screen(*(run_id.rsplit("-", 1)[1] for run_id, *_ in RUNS), "3 runs")  # ids by their suffix
         screen = wait_for(lambda: _settled(term), timeout=20, what="the runs screen to settle")
         assert "kdtui" in screen.splitlines()[0]
         _check("runs_screen", screen)
 
         term.keys("Space", "Space", "c")  # mark the first two rows (marking moves down), compare them
-        term.wait_screen("2 runs", RUNS[2][0], RUNS[1][0])
+        term.wait_screen("2 runs", RUNS[2][0].rsplit("-", 1)[1], RUNS[1][0].rsplit("-", 1)[1])
         _check("compare_screen", wait_for(lambda: _settled(term), timeout=20, what="the compare screen to settle"))
     finally:
         term.close()

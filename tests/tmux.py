@@ -16,7 +16,8 @@ class Tmux:
         self.socket = str(tmp_path / "tmux.sock")
         self.name = f"kdtui-{uuid.uuid4().hex[:8]}"
         exports = " ".join(f"{k}={_quote(v)}" for k, v in env.items())
-        line = f"env {exports} " + " ".join(_quote(part) for part in command)
+        # COLUMNS / LINES (pytest's environment may have them) would override the pane's real size.
+        line = f"env -u COLUMNS -u LINES {exports} " + " ".join(_quote(part) for part in command)
         self._tmux("new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]), line)
 
     def _tmux(self, *args: str) -> subprocess.CompletedProcess:
