@@ -374,6 +374,14 @@ class RunStore:
         the root file and, only if it is missing or damaged, one scandir."""
         self._read_root()
 
+    def create_if_missing(self) -> None:
+        """Check as `check` does, and write an empty registry where there is none. Call it before
+        claiming run folders: in a new workspace, two launches at once would otherwise each see
+        the other's first folder beside a missing registry, which reads as a lost registry."""
+        with self._lock_held():
+            if self._read_root() is None:
+                self._write_root(SHARDS, 0)
+
     def unregistered_run_folders(self, records: list[dict] | None = None) -> list[str]:
         """Run folders whose run is not in the index (pass the records already read to save a
         read). Commands say: "3 run folders are not in the registry: run `kdtui runs reindex`"."""

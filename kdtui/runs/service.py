@@ -55,7 +55,7 @@ class RunService:
         write. `owner_pid` owns the queued runs until a worker starts them (the CLI, or the
         launcher), so a queued run whose owner dies is reconciled to `interrupted`.
         """
-        self.store.check()  # a registry that needs `kdtui runs reindex` refuses before any folder is made
+        self.store.create_if_missing()  # a registry that needs `kdtui runs reindex` refuses before any folder is made
         records, folders = [], []
         try:
             specs = []

@@ -56,6 +56,7 @@ def run_on_worker(run_id: str, spec_toml: str, events, retrain_teachers: bool) -
 
     workspace = Workspace(os.environ.get(WORKER_WORKSPACE_ENV) or "~/.cache/kdtui/ray-workspace")
     store = RunStore(workspace)
+    store.create_if_missing()  # before this task's folder exists (other tasks share the workspace)
     folder = workspace.run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.toml").write_text(spec_toml)
