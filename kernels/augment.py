@@ -7,6 +7,11 @@ synchronises with the device (no `.item()`, no data-dependent Python branches), 
 queues behind the training step instead of stalling it.
 
 Input and output are float batches (B, C, H, W) with pixels in [0, 1]; the engine normalises afterwards.
+
+Views: when every op is a crop or a flip (or there are none), an image can only come out in finitely
+many ways. `Augmenter.augment` then also returns each row's *view index*, computed from the very draws
+that moved the pixels, and `Augmenter.render` rebuilds any (image, view) from the index alone. The
+teacher-output cache (kernels.teacher_cache) keys on it.
 """
 from __future__ import annotations
 
@@ -26,6 +31,13 @@ _MIX_OPS = ("mixup", "cutmix")
 NOISE_STD = 0.1
 JITTER_RANGE = (0.6, 1.4)
 _GAMMA_TRIES = 16
+
+
+@dataclass
+class Augmented:
+    images: torch.Tensor
+    mix: "Mix | None"
+    views: torch.Tensor | None  # (B,) int64 view index of each row; None when the views are not finite
 
 
 @dataclass
@@ -65,6 +77,17 @@ class _IndexMap:
 
     def vflip(self, flip: torch.Tensor) -> None:
         self.rows = torch.where(flip[:, None], self.rows.flip(1), self.rows)
+
+    def apply_code(self, name: str, code: torch.Tensor, padding: int) -> None:
+        """Apply op `name` as its per-row draw code says (see `_view_radix`). Random draws and view
+        indices both go through here, so a rendered view is the drawn view pixel for pixel."""
+        if name == "crop":
+            side = 2 * padding + 1
+            self.shift(code // side - padding, code % side - padding)
+        elif name == "hflip":
+            self.hflip(code.bool())
+        else:
+            self.vflip(code.bool())
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         # One zero border makes −1 land on a zero line; then a single gather over flat pixel indices
@@ -208,25 +231,54 @@ class Augmenter:
     def __repr__(self) -> str:
         return f"Augmenter({list(self.names)!r})"
 
+    @property
+    def finite_views(self) -> bool:
+        """Only crops and flips (or nothing): every output is one of `num_views` views of its input."""
+        return all(n in _INDEX_OPS for n in self.names)
+
+    def _view_radix(self, name: str) -> int:
+        # A crop's code is (dy + p)·(2p + 1) + (dx + p); a flip's is 1 when flipped.
+        return (2 * self.crop_padding + 1) ** 2 if name == "crop" else 2
+
+    @property
+    def num_views(self) -> int:
+        if not self.finite_views:
+            raise ValueError(f"{self!r} has no finite set of views")
+        return math.prod(self._view_radix(n) for n in self.names)
+
+    @property
+    def geometry(self) -> str:
+        """What fixes the meaning of a view index (part of a teacher-cache key)."""
+        return f"{'+'.join(self.names) or 'none'}/pad{self.crop_padding}"
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Mix | None]:
+        out = self.augment(images, generator)
+        return out.images, out.mix
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> Augmented:
+        """The augmented batch, the mixing applied (if any) and, for finite views, each row's view index."""
+        b = images.shape[0]
         if not self.names:
-            return images, None
+            return Augmented(images, None, torch.zeros(b, dtype=torch.long, device=images.device))
         if images.dim() != 4 or not images.is_floating_point():
             raise TypeError(f"expected a float (B, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
-        b, _, h, w = images.shape
+        _, _, h, w = images.shape
         device = images.device
         out = images
         index_map: _IndexMap | None = None
+        views, stride = torch.zeros(b, dtype=torch.long, device=device), 1
         for name in self._views:
             if name in _INDEX_OPS:
                 index_map = index_map or _IndexMap(b, h, w, device)
                 if name == "crop":
                     p = self.crop_padding
                     dy, dx = torch.randint(-p, p + 1, (2, b), generator=generator, device=device)
-                    index_map.shift(dy, dx)
+                    code = (dy + p) * (2 * p + 1) + (dx + p)
                 else:
-                    flip = torch.rand(b, generator=generator, device=device) < 0.5
-                    (index_map.hflip if name == "hflip" else index_map.vflip)(flip)
+                    code = (torch.rand(b, generator=generator, device=device) < 0.5).long()
+                index_map.apply_code(name, code, self.crop_padding)
+                views += code * stride
+                stride *= self._view_radix(name)
                 continue
             if index_map is not None:
                 out, index_map = index_map.apply(out), None
@@ -243,9 +295,22 @@ class Augmenter:
                 out = (out + NOISE_STD * noise).clamp_(0.0, 1.0)
         if index_map is not None:
             out = index_map.apply(out)
+        views = views if self.finite_views else None
         if not self._mixes:
-            return out, None
-        return self._mix(out, generator)
+            return Augmented(out, None, views)
+        return Augmented(*self._mix(out, generator), None)
+
+    def render(self, images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Each row of `images` as its view `views[i]`: the pixels `augment` gives when it draws that view."""
+        if not self.finite_views:
+            raise ValueError(f"{self!r} has no finite set of views")
+        b, _, h, w = images.shape
+        index_map, stride = _IndexMap(b, h, w, images.device), 1
+        for name in self.names:
+            radix = self._view_radix(name)
+            index_map.apply_code(name, (views // stride) % radix, self.crop_padding)
+            stride *= radix
+        return index_map.apply(images) if self.names else images
 
     def _mix(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Mix]:
         b, _, h, w = images.shape

@@ -12,6 +12,8 @@ LOSSES = ("kl", "reverse-kl", "symmetric-kl", "brier", "hard")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 INITS = ("random", "teacher-init", "interpolate")
+TEACHER_CACHE = ("auto", "off")
+COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 # Extra distillation data: "<dataset>:N" appends N unlabelled images of another data set,
 # "noise:p" replaces each distillation image by uniform noise with probability p,
 # "tensors:PATH" appends a user's uint8 image tensor (e.g. GAN samples).

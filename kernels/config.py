@@ -1,7 +1,7 @@
 """Plain settings the engine runs from.
 
 These are the *resolved* values (every default already applied). The user-facing spec, with its
-defaults and validation, is `kdtui.spec`; it converts to these classes field by field.
+defaults and validation, is `kdtui.core.spec`; it converts to these classes field by field.
 """
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ class DistillConfig:
     mixup_alpha: float = 1.0
     init: str = "random"           # random | teacher-init | interpolate
     init_lambda: float = 0.0
+    teacher_cache: str = "auto"    # auto | off (kernels.teacher_cache)
+    teacher_cache_mb: int = 0      # memory budget of the cache; 0: a share of the device's memory
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    compile: str = "off"           # off | default | max-autotune | reduce-overhead (torch.compile modes)
+    sync_batch_norm: bool = False  # data-parallel runs: batch statistics over every process's rows
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,19 @@ class RunConfig:
     members: int = 1
     seed: int = 0
     device: str = "cpu"
-    eval_every: int = 1
+    eval_every: int = 0            # 0: from each phase's epochs (resolve_eval_every)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+TARGET_EVALUATIONS = 30
+
+
+def resolve_eval_every(every: int, epochs: int) -> int:
+    """Evaluate every `every` epochs; 0 means: every epoch up to 30 epochs, beyond that about 30
+    evaluations (every 10 at 300 epochs). The last epoch is always evaluated too."""
+    if every > 0:
+        return every
+    return max(1, round(epochs / TARGET_EVALUATIONS))
 
 
 def member_seed(run_seed: int, member: int) -> int:

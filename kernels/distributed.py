@@ -63,11 +63,19 @@ class Shards:
         generator.manual_seed((seed * 1_000_003 + epoch) * 4099 + self.rank)
         return generator
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model to train: DDP over the processes (gradients averaged), or the model itself."""
+    def wrap(self, model: nn.Module, sync_batch_norm: bool = False) -> nn.Module:
+        """The model to train: DDP over the processes (gradients averaged), or the model itself.
+
+        `sync_batch_norm` swaps BatchNorm layers (in place, same parameters) for SyncBatchNorm, whose
+        batch statistics cover the global batch instead of this process's rows (CUDA only in torch).
+        """
         if self.world == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
+
+        if sync_batch_norm:
+            for name, child in list(model.named_children()):
+                setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
 
         device_ids = [model_device(model)] if model_device(model).type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)

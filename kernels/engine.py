@@ -19,14 +19,16 @@ from torch import nn
 
 from kernels import data as data_mod
 from kernels import models
-from kernels.augment import Augmenter
-from kernels.config import RunConfig, TrainConfig, member_seed, student_seed
+from kernels.augment import Augmented, Augmenter
+from kernels.config import EngineConfig, RunConfig, TrainConfig, member_seed, resolve_eval_every, student_seed
 from kernels.distributed import STOP_SYNC_STEPS, Shards
 from kernels.ensemble import Ensemble
-from kernels.events import Done, EpochMetrics, EventCallback, PhaseEnd, PhaseStart, Progress, ignore
+from kernels.events import Done, EpochMetrics, EventCallback, Log, PhaseEnd, PhaseStart, Progress, ignore
 from kernels.init import has_batch_norm, interpolate_state, recompute_batch_norm
 from kernels.losses import label_loss, total_loss
 from kernels.metrics import FidelityAccumulator
+from kernels.precision import Precision, backward_step, cast_for_inference, fp32_exact
+from kernels.teacher_cache import CacheFile, MemberTable, TeacherCache, tensor_digest, weights_digest
 
 EVAL_BATCH = 1024
 PROGRESS_INTERVAL_S = 0.5
@@ -50,6 +52,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunFailed(f"device = {name!r} but CUDA is not available here; use device = 'cpu' or 'auto'")
+    if device.type == "cuda":
+        # Every batch but an epoch's last has one shape, so cuDNN's per-shape algorithm search pays off.
+        torch.backends.cudnn.benchmark = True
     return device
 
 
@@ -64,6 +69,10 @@ class Prepared:
     mean: torch.Tensor
     std: torch.Tensor
     shards: Shards = field(default_factory=Shards)  # this process's part of a data-parallel run
+    precision: Precision | None = None  # None: the device's default (Precision.for_device)
+
+    def __post_init__(self) -> None:
+        self.precision = self.precision or Precision.for_device(self.device)
 
     @property
     def channels_last(self) -> bool:
@@ -74,14 +83,26 @@ class Prepared:
     def to_input(self, images_u8: torch.Tensor, augment: Augmenter | None = None,
                  generator: torch.Generator | None = None):
         """uint8 batch -> augmented, normalised float batch (and the mixing applied, if any)."""
+        out = self.augment(images_u8, augment, generator)
+        return out.images, out.mix
+
+    def augment(self, images_u8: torch.Tensor, augment: Augmenter | None,
+                generator: torch.Generator | None) -> Augmented:
+        """`to_input` that also returns each row's view index (when the augmentation has finite views)."""
         x = images_u8.float().div_(255.0)
-        mix = None
-        if augment is not None:
-            x, mix = augment(x, generator)
+        out = augment.augment(x, generator) if augment is not None else Augmented(x, None, None)
+        out.images = self._normalise(out.images)
+        return out
+
+    def render(self, images_u8: torch.Tensor, augment: Augmenter, views: torch.Tensor) -> torch.Tensor:
+        """The normalised input of the given views: what `augment` yields when it draws those views."""
+        return self._normalise(augment.render(images_u8.float().div_(255.0), views))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, mix
+        return x
 
 
 def prepare(cfg: RunConfig, device: torch.device, shards: Shards | None = None) -> Prepared:
@@ -101,10 +122,14 @@ def build_model(train: TrainConfig, prepared: Prepared) -> nn.Module:
     return model
 
 
-def make_optimizer(train: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(train: TrainConfig, model: nn.Module, static: bool = False) -> torch.optim.Optimizer:
+    """`static`: for compiled steps, a tensor lr (a new value is written into it, so a compiled or
+    graph-captured step never sees a changed Python constant) and SGD's fused kernel."""
     if train.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
-                               nesterov=train.nesterov and train.momentum > 0, weight_decay=train.weight_decay)
+        lr = torch.tensor(train.lr, device=model_device(model)) if static else train.lr
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=train.momentum,
+                               nesterov=train.nesterov and train.momentum > 0, weight_decay=train.weight_decay,
+                               fused=static or None)
     if train.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     raise ValueError(f"unknown optimizer {train.optimizer!r}; allowed: sgd, adam")
@@ -128,19 +153,24 @@ def _steps_per_epoch(n: int, batch_size: int) -> int:
 
 @torch.inference_mode()
 def predict(model: nn.Module, prepared: Prepared, images: torch.Tensor) -> torch.Tensor:
-    """Logits of a clean (unaugmented) set in eval mode, in fp32."""
+    """Logits of a clean (unaugmented) set in eval mode, computed in fp32 (no autocast, no TF32) on
+    every device: the fidelity metrics are argmaxes and KLs of these, and a bf16 near-tie would flip."""
     was_training = model.training
     model.eval()
-    out = [_forward(model, prepared, prepared.to_input(chunk)[0]).float() for chunk in images.split(EVAL_BATCH)]
+    with fp32_exact():
+        out = [model(prepared.to_input(chunk)[0]).float() for chunk in images.split(EVAL_BATCH)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, prepared.dataset.num_classes, device=prepared.device)
 
 
 def _forward(model: nn.Module, prepared: Prepared, x: torch.Tensor) -> torch.Tensor:
-    if prepared.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return model(x)
-    return model(x)
+    """A training-step forward, in the run's training precision."""
+    with prepared.precision.autocast():
+        return model(x)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -194,7 +224,10 @@ class _Loop:
         lr = learning_rate(self.train, (epoch - 1) * self.steps_per_epoch + step,
                            self.train.epochs * self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # in place: the tensor a compiled step reads
+            else:
+                group["lr"] = lr
         return lr
 
     def tick(self, epoch: int, step: int) -> None:
@@ -222,7 +255,7 @@ class _Loop:
         if self.checkpoint is None or not self.shards.main:
             return
         _save_atomic({"epoch": epoch, "model": self.model.state_dict(),
-                      "optimizer": self.optimizer.state_dict(),
+                      "optimizer": self.optimizer.state_dict(), "device": self.generator.device.type,
                       "generator": self.generator.get_state(), "history": history, **(extra or {})},
                      self.checkpoint)
 
@@ -231,6 +264,13 @@ class _Loop:
         state = load_checkpoint(self.checkpoint, device) if self.checkpoint else None
         if state is None:
             return 0, [], {}
+        saved_on = state.get("device", device.type)
+        if saved_on != device.type:
+            # CPU and CUDA generators are different algorithms (Mersenne Twister vs Philox): one's
+            # state cannot continue the other's stream, and a resume must draw what the run would have.
+            raise RunFailed(f"{self.checkpoint} was written on {saved_on} and cannot resume on {device.type}: "
+                            f"their random streams differ; resume with device = '{saved_on}', or delete it "
+                            f"to start this phase over", self.phase)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())  # RNG states are CPU byte tensors on every device
@@ -248,6 +288,19 @@ class TeacherResult:
     initial_state: dict
     final_state: dict
     metrics: dict[str, float]
+    key: str = ""                 # the teacher store's key, when it came from a store
+    cache_dir: str | None = None  # where its output cache is kept (beside it in the store); None: memory only
+
+
+def training_net(model: nn.Module, engine_cfg: EngineConfig, prepared: Prepared) -> nn.Module:
+    """What the training step calls: the model under DDP (optionally with SyncBatchNorm) and torch.compile."""
+    if engine_cfg.sync_batch_norm and prepared.shards.world > 1 and prepared.device.type != "cuda":
+        raise RunFailed("engine.sync_batch_norm needs CUDA (torch's SyncBatchNorm has no CPU kernel); "
+                        "set it to false for CPU runs")
+    net = prepared.shards.wrap(model, engine_cfg.sync_batch_norm)
+    if engine_cfg.compile != "off":
+        net = torch.compile(net, mode=None if engine_cfg.compile == "default" else engine_cfg.compile)
+    return net
 
 
 def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint: Path | None = None,
@@ -258,10 +311,13 @@ def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint
     model = build_model(cfg.teacher, prepared)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     train = cfg.teacher
-    loop = _Loop("teacher", member, cfg.members, train, model, make_optimizer(train, model),
+    loop = _Loop("teacher", member, cfg.members, train, model,
+                 make_optimizer(train, model, static=cfg.engine.compile != "off"),
                  _new_generator(seed, prepared.device), _steps_per_epoch(len(prepared.teacher_set), train.batch_size),
                  on_event, should_stop, checkpoint, prepared.shards, seed)
-    net = prepared.shards.wrap(model)
+    net = training_net(model, cfg.engine, prepared)
+    scaler = prepared.precision.new_scaler()
+    eval_every = resolve_eval_every(cfg.eval_every, train.epochs)
     start, history, saved = loop.restore(prepared.device)
     if saved:
         initial_state = saved["initial_state"]
@@ -278,16 +334,14 @@ def train_teacher(cfg: RunConfig, member: int, prepared: Prepared, *, checkpoint
             x, mix = prepared.to_input(images[idx], augment, draws)
             logits = _forward(net, prepared, x)
             loss = label_loss(logits, labels[idx], mix)
-            loop.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            loop.optimizer.step()
+            backward_step(loss, loop.optimizer, scaler)
             loss = loss.detach()
             loss_sum += loss * len(idx)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loop.tick(epoch, step)
         loop.check_finite(first_bad, epoch)
         metrics = {"train_loss": float(prepared.shards.sum_(loss_sum)) / len(images), "lr": lr}
-        if epoch % cfg.eval_every == 0 or epoch == train.epochs:
+        if epoch % eval_every == 0 or epoch == train.epochs:
             acc = FidelityAccumulator(prepared.device)
             acc.add(predict(model, prepared, _rows(prepared, prepared.test_set.images)),
                     labels=_rows(prepared, prepared.test_set.labels))
@@ -313,6 +367,80 @@ def load_teacher_ensemble(cfg: RunConfig, prepared: Prepared, states: list[dict]
     return ensemble
 
 
+def default_cache_budget(device: torch.device) -> int:
+    """Bytes the teacher cache may take when the spec sets no budget: half of the free GPU memory, or a
+    quarter of the machine's memory on CPU (the data, models and the OS need the rest)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def plan_teacher_cache(cfg: RunConfig, augment: Augmenter, n_examples: int, classes: int,
+                       storage: torch.dtype, persistent: bool, budget: int) -> tuple[str | None, str]:
+    """(fill or None for the online teacher, the reason in one line for the run's events)."""
+    spec = cfg.distill
+    if spec.teacher_cache == "off":
+        return None, "teacher cache off (distill.teacher_cache = 'off'): the teacher runs online"
+    if not augment.finite_views:
+        online = ", ".join(n for n in augment.names if n not in ("crop", "hflip", "vflip"))
+        return None, f"teacher online: {online} draws continuous or cross-example randomness (no finite views)"
+    if any(str(item).split(":")[0].strip() == "noise" for item in cfg.data.extra):
+        return None, "teacher online: the distillation set has noise:p extra data"
+    views = augment.num_views
+    need = cfg.members * n_examples * views * (classes * storage.itemsize + 1)
+    mb = 2 ** 20
+    if need > budget:
+        return None, (f"teacher online: its cache would take {need / mb:.0f} MB, over the budget of "
+                      f"{budget / mb:.0f} MB (distill.teacher_cache_mb)")
+    if cfg.student.epochs <= 1 and not persistent:
+        return None, ("teacher online: one epoch draws each example once and nothing is kept for later "
+                      "runs, so a cache would never be hit")
+    fill = choose_fill(cfg.student.epochs, views)
+    return fill, (f"teacher cache on ({fill} fill): {cfg.members} member(s) x {n_examples} examples x "
+                  f"{views} views ({augment.geometry}), {storage}, {need / mb:.1f} MB of {budget / mb:.0f} MB"
+                  f"{', kept beside the teacher for later runs' if persistent else ', memory only'}")
+
+
+def choose_fill(epochs: int, views: int) -> str:
+    """A full pass when the run alone is expected to draw each (example, view) at least once: it then
+    computes little that goes unused, in large batches, and the steps never wait for a fill. Otherwise
+    only the missing rows of each batch (bench/engine.py `--fill` prints the two side by side)."""
+    return "full" if epochs >= views else "lazy"
+
+
+def open_teacher_cache(cfg: RunConfig, prepared: Prepared, teacher: Ensemble, teachers: list[TeacherResult],
+                       augment: Augmenter, on_event: EventCallback, fill: str | None = None) -> TeacherCache | None:
+    """The run's teacher cache, or None (online teacher); says which in a Log event. `fill` forces a
+    fill strategy (benchmarks); None lets `plan_teacher_cache` decide."""
+    n, classes = len(prepared.distill_set), prepared.dataset.num_classes
+    storage = prepared.precision.dtype
+    persistent = all(t.cache_dir for t in teachers)
+    budget = cfg.distill.teacher_cache_mb * 2 ** 20 or default_cache_budget(prepared.device)
+    planned, reason = plan_teacher_cache(cfg, augment, n, classes, storage, persistent, budget)
+    fill = fill if planned is not None and fill is not None else planned
+    on_event(Log(reason))
+    if fill is None:
+        return None
+    views = augment.num_views
+    data = tensor_digest((prepared.distill_set.images, prepared.mean, prepared.std), augment.geometry)
+    tables, files = [], []
+    for t in teachers:
+        key = (f"{t.key or 'unstored'}|weights={weights_digest(t.final_state)}|data={data}|"
+               f"views={augment.geometry}|{n}x{views}x{classes}|{prepared.device.type}|{storage}")
+        tables.append(MemberTable.empty(key, n * views, classes, storage, prepared.device))
+        files.append(CacheFile(Path(t.cache_dir), key) if t.cache_dir else None)
+    images = prepared.distill_set.images
+    cache = TeacherCache(list(teacher.members), tables, files, views, fill,
+                         render=lambda examples, v: prepared.render(images[examples], augment, v),
+                         forward=lambda model, x: _forward(model, prepared, x))
+    cache.load()
+    notes = sorted(set(cache.load_notes) - {"loaded", "no cache file yet"})
+    if notes:
+        on_event(Log(f"teacher cache: {'; '.join(notes)}"))
+    return cache
+
+
 def init_student(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult]) -> nn.Module:
     torch.manual_seed(student_seed(cfg.seed))
     student = build_model(cfg.student, prepared)
@@ -331,21 +459,24 @@ def init_student(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResul
 
 def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *, checkpoint: Path | None = None,
             on_event: EventCallback = ignore, should_stop: Callable[[], bool] = lambda: False,
-            phase: str = "student") -> dict:
+            phase: str = "student", cache_fill: str | None = None) -> dict:
     """Distil one student from the teachers' ensemble.
 
-    Returns {"metrics": final values, "history": per-epoch records, "student": the trained model}.
-    `phase` names the events (the E12 control distils a second, independent student).
+    Returns {"metrics": final values, "history": per-epoch records, "student": the trained model,
+    "teacher_cache": the cache's summary for the record}. `phase` names the events (the E12 control
+    distils a second, independent student); `cache_fill` forces the cache's fill strategy (benchmarks).
     """
     teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
     student = init_student(cfg, prepared, teachers)
     train, spec = cfg.student, cfg.distill
     distill_set = prepared.distill_set
-    loop = _Loop(phase, 0, 1, train, student, make_optimizer(train, student),
+    loop = _Loop(phase, 0, 1, train, student, make_optimizer(train, student, static=cfg.engine.compile != "off"),
                  _new_generator(student_seed(cfg.seed), prepared.device),
                  _steps_per_epoch(len(distill_set), train.batch_size), on_event, should_stop, checkpoint,
                  prepared.shards, student_seed(cfg.seed))
-    net = prepared.shards.wrap(student)
+    net = training_net(student, cfg.engine, prepared)
+    scaler = prepared.precision.new_scaler()
+    eval_every = resolve_eval_every(cfg.eval_every, train.epochs)
     start, history, _ = loop.restore(prepared.device)
     augment = Augmenter(spec.augment, mixup_alpha=spec.mixup_alpha)
 
@@ -356,6 +487,9 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
     teacher_test = predict(teacher, prepared, test_images)
     teacher_distill = predict(teacher, prepared, clean_images)
     constants = _teacher_constants(teacher, prepared, teacher_test, test_labels)
+    # From here on the teacher only feeds training steps: its weights go to the compute dtype once.
+    for member in teacher.members:
+        cast_for_inference(member, prepared.precision.dtype)
 
     def evaluate(epoch: int, online: dict) -> dict:
         test = FidelityAccumulator(prepared.device)
@@ -368,10 +502,35 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
                 "test_nll": t["nll"], "test_ece": t["ece"], "test_examples": int(t["n"]), **constants}
 
     on_event(PhaseStart(phase, 0, 1, train.epochs, loop.steps_per_epoch))
+    cache = open_teacher_cache(cfg, prepared, teacher, teachers, augment, on_event, cache_fill)
     if start == 0:
         history = [evaluate(0, {"lr": learning_rate(train, 0, 1)})]
         on_event(EpochMetrics(phase, 0, 0, _without_epoch(history[-1])))
-    images, labels = distill_set.images, distill_set.labels
+    try:
+        history = _distill_epochs(cfg, prepared, loop, net, student, teacher, cache, augment, scaler, start, history,
+                                  eval_every, evaluate)
+    except StopRequested:
+        if cache is not None:
+            cache.save()  # teacher outputs stay valid whatever happens to the student: keep them
+        raise
+    summary = {"mode": "off", "hit_rate": 0.0, "entries": 0, "bytes": 0, "computed": 0}
+    if cache is not None:
+        cache.save()
+        summary = cache.summary()
+        on_event(Log(f"teacher cache: hit rate {summary['hit_rate']:.1%}, {summary['computed']} member outputs "
+                     f"computed, {summary['entries']} held, {summary['bytes'] / 2 ** 20:.1f} MB"))
+    final = final_metrics(history)
+    on_event(PhaseEnd(phase, 0, 1, final))
+    return {"metrics": final, "history": history, "student": student, "teacher_cache": summary}
+
+
+def _distill_epochs(cfg: RunConfig, prepared: Prepared, loop: _Loop, net: nn.Module, student: nn.Module,
+                    teacher: Ensemble, cache: TeacherCache | None, augment: Augmenter,
+                    scaler: torch.amp.GradScaler | None, start: int,
+                    history: list[dict], eval_every: int, evaluate: Callable[[int, dict], dict]) -> list[dict]:
+    """The student's training epochs after `start`; returns the history with their records appended."""
+    train, spec, phase = cfg.student, cfg.distill, loop.phase
+    images, labels = prepared.distill_set.images, prepared.distill_set.labels
     for epoch in range(start + 1, train.epochs + 1):
         student.train()
         sums = torch.zeros(2, device=prepared.device)  # [Σ loss·batch, Σ agreeing rows]
@@ -379,14 +538,16 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
         draws = loop.augment_generator(epoch)
         for step, idx in enumerate(loop.batches(len(images), prepared.device), 1):
             lr = loop.set_lr(epoch, step - 1)
-            x, mix = prepared.to_input(images[idx], augment, draws)
+            batch = prepared.augment(images[idx], augment, draws)
+            x, mix = batch.images, batch.mix
             with torch.no_grad():  # not inference_mode: its tensors may not enter the autograd graph
-                teacher_logits = _forward(teacher, prepared, x).float()
+                if cache is not None:
+                    teacher_logits = cache.lookup(idx, batch.views, x)
+                else:
+                    teacher_logits = _forward(teacher, prepared, x).float()
             student_logits = _forward(net, prepared, x)
             loss = total_loss(student_logits, teacher_logits, labels[idx], spec.loss, spec.temperature, spec.alpha, mix)
-            loop.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            loop.optimizer.step()
+            backward_step(loss, loop.optimizer, scaler)
             loss = loss.detach()
             sums[0] += loss * len(idx)
             sums[1] += (student_logits.detach().argmax(-1) == teacher_logits.argmax(-1)).sum()
@@ -395,16 +556,14 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
         loop.check_finite(first_bad, epoch)
         loss_total, agreeing = prepared.shards.sum_(sums).tolist()
         online = {"train_loss": loss_total / len(images), "train_agreement": agreeing / len(images), "lr": lr}
-        if epoch % cfg.eval_every == 0 or epoch == train.epochs:
+        if epoch % eval_every == 0 or epoch == train.epochs:
             record = evaluate(epoch, online)
         else:
             record = {"epoch": epoch, **online}
         history.append(record)
-        on_event(EpochMetrics(phase, 0, epoch, _without_epoch(record)))
+        loop.on_event(EpochMetrics(phase, 0, epoch, _without_epoch(record)))
         loop.save(epoch, history)
-    final = final_metrics(history)
-    on_event(PhaseEnd(phase, 0, 1, final))
-    return {"metrics": final, "history": history, "student": student}
+    return history
 
 
 def fidelity_on_test_set(cfg: RunConfig, prepared: Prepared, model: nn.Module, teachers: list[TeacherResult]) -> dict:

@@ -18,6 +18,15 @@ def ensemble_log_probs(member_logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_probs, dim=0) - math.log(m)
 
 
+def ensemble_prediction(member_logits: list[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's output from each member's (n, C) logits: online and cached teachers both end here,
+    so they agree to the last bit given the same member logits."""
+    if len(member_logits) == 1:
+        # log_softmax of one member equals its ensemble prediction; skip the stack.
+        return torch.log_softmax(at_least_fp32(member_logits[0]), dim=-1)
+    return ensemble_log_probs(torch.stack(member_logits))
+
+
 class Ensemble(nn.Module):
     """Members evaluated on the same batch; outputs log mean probabilities (valid as logits)."""
 
@@ -26,7 +35,4 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.members) == 1:
-            # log_softmax of one member equals its ensemble prediction; skip the stack.
-            return torch.log_softmax(at_least_fp32(self.members[0](x)), dim=-1)
-        return ensemble_log_probs(torch.stack([member(x) for member in self.members]))
+        return ensemble_prediction([member(x) for member in self.members])

@@ -74,6 +74,13 @@ class Failed(Event):
     step: int = -1
 
 
+@dataclass
+class Log(Event):
+    """A decision the run made that the user should see (e.g. whether the teacher cache is used)."""
+    type: ClassVar[str] = "log"
+    message: str
+
+
 EventCallback = Callable[[Event], None]
 
 
