@@ -12,6 +12,7 @@ This module must stay cheap to import (the CLI's `--help` and the app import it)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -31,8 +32,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, Stric
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
+from kdtui.core.names import escape_char, unsafe_characters
 from kernels import catalog
-from kernels.config import DataConfig, DistillConfig, RunConfig, TrainConfig
+from kernels.config import DataConfig, DistillConfig, EngineConfig, RunConfig, TrainConfig
 # The seed of teacher member k is `run_seed * 1000 + k` (and the student's `run_seed * 1000 + 999`),
 # defined once in kernels.config because the engine seeds from it; re-exported here for the app.
 from kernels.config import member_seed, student_seed
@@ -115,16 +117,32 @@ def _fail(message: str) -> PydanticCustomError:
     return PydanticCustomError("kdtui", "{m}", {"m": message})
 
 
-def _check(ok: Callable[[Any], bool], message: str) -> AfterValidator:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rule(AfterValidator):
+    """A field check that also says in words what it allows (docs/spec.md is generated from it)."""
+    rule: str = ""
+
+
+def _check(ok: Callable[[Any], bool], message: str, rule: str | None = None) -> Rule:
     def validate(value):
         if not ok(value):
             raise _fail(message)
         return value
-    return AfterValidator(validate)
+    return Rule(validate, rule=rule or message)
 
 
-def _one_of(choices: tuple[str, ...], what: str) -> AfterValidator:
-    return _check(lambda v: v in choices, f"unknown {what}; allowed: {', '.join(choices)}")
+def _safe_name(value: str) -> str:
+    # A name is shown in terminals; these characters would act on the terminal instead (names.py).
+    unsafe = unsafe_characters(value)
+    if unsafe:
+        raise _fail("must not contain control characters or bidirectional overrides (found "
+                    f"{', '.join(escape_char(c) for c in unsafe)})")
+    return value
+
+
+def _one_of(choices: tuple[str, ...], what: str) -> Rule:
+    return _check(lambda v: v in choices, f"unknown {what}; allowed: {', '.join(choices)}",
+                  rule="one of " + ", ".join(f"`{c}`" for c in choices))
 
 
 def _unique(values: list) -> list:
@@ -236,10 +254,19 @@ class DistillSpec(_Section):
     alpha: UnitFloat = 0.0
     augment: Optional[AugmentList] = None
     mixup_alpha: PositiveFloat = 1.0
+    # Teacher outputs per (example, view), computed once and shared by every run of the same teacher
+    # (kernels.teacher_cache); "auto" decides per run and says why in the run's events.
+    teacher_cache: Annotated[Str, _one_of(catalog.TEACHER_CACHE, "teacher_cache")] = "auto"
+    teacher_cache_mb: NonNegInt = 0   # the cache's memory budget; 0: half the free GPU / a quarter of RAM
+
+
+class EngineSpec(_Section):
+    compile: Annotated[Str, _one_of(catalog.COMPILE_MODES, "compile")] = "off"
+    sync_batch_norm: Bool = False     # with --nproc: batch statistics over all processes (CUDA)
 
 
 class EvalSpec(_Section):
-    every: PositiveInt = 1
+    every: Optional[PositiveInt] = None  # default: every epoch up to 30 epochs, else about 30 evaluations
     # extension, the paper's E12 control: also distil a student from an independent teacher set
     # (same settings, other seeds) and report its agreement with this run's teacher.
     independent: Bool = False
@@ -247,14 +274,14 @@ class EvalSpec(_Section):
 
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:[0-9]+")
 _SECTIONS: dict[str, type[_Section]] = {"data": DataSpec, "teacher": TeacherSpec, "student": StudentSpec,
-                                        "distill": DistillSpec, "eval": EvalSpec}
+                                        "distill": DistillSpec, "eval": EvalSpec, "engine": EngineSpec}
 # Every dotted path a sweep may vary (everything but `name` and `sweep`).
 FIELD_PATHS: tuple[str, ...] = ("seed", "device") + tuple(
     f"{section}.{field}" for section, model in _SECTIONS.items() for field in model.model_fields)
 
 
 class Spec(_Section):
-    name: Annotated[Str, _check(lambda v: v.strip() != "", "must not be empty")] = "experiment"
+    name: Annotated[Str, _check(lambda v: v.strip() != "", "must not be empty"), AfterValidator(_safe_name)] = "experiment"
     seed: Annotated[Int, _check(lambda v: 0 <= v <= MAX_SEED, f"must be between 0 and {MAX_SEED}")] = 0
     device: Annotated[Str, _check(lambda v: _DEVICE.fullmatch(v) is not None,
                                   "must be auto, cpu, cuda or cuda:N")] = "auto"
@@ -263,6 +290,7 @@ class Spec(_Section):
     student: StudentSpec = Field(default_factory=StudentSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
     # dotted path -> values; checked against the rest of the spec by spec_from_dict / expand_sweep.
     sweep: Optional[dict[str, Any]] = None
 
@@ -294,15 +322,19 @@ class Spec(_Section):
             return {k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in defaults.items() if getattr(section, k) is None}
 
-        teacher = self.teacher.model_copy(update=fill(self.teacher, table["teacher"]))
+        teacher_fill = fill(self.teacher, table["teacher"])
+        teacher = self.teacher.model_copy(update=teacher_fill)
         student_defaults = {**table["student"], "model": teacher.model, "norm": teacher.norm}
-        student = self.student.model_copy(update=fill(self.student, student_defaults))
-        distill = self.distill.model_copy(update=fill(self.distill, table["distill"]))
+        student_fill, distill_fill = fill(self.student, student_defaults), fill(self.distill, table["distill"])
+        if not (teacher_fill or student_fill or distill_fill):
+            return self  # already resolved: a 5,000-point sweep asks this three times a point
+        student = self.student.model_copy(update=student_fill)
+        distill = self.distill.model_copy(update=distill_fill)
         return self.model_copy(update={"teacher": teacher, "student": student, "distill": distill}, deep=True)
 
     def to_toml(self) -> str:
         """The resolved spec as TOML (every value actually used; the sweep only if there is one)."""
-        return tomli_w.dumps(self.resolved().model_dump(mode="json", exclude_none=True))
+        return _toml(self.resolved().model_dump(mode="json", exclude_none=True))
 
     def to_run_config(self) -> RunConfig:
         """The engine's settings, field by field; `device = "auto"` is left for the runner to resolve."""
@@ -320,10 +352,13 @@ class Spec(_Section):
                                augment=tuple(augment))
         distill = DistillConfig(loss=di.loss, temperature=di.temperature, alpha=di.alpha,
                                 augment=tuple(di.augment), mixup_alpha=di.mixup_alpha,
-                                init=st.init, init_lambda=st.init_lambda)
+                                init=st.init, init_lambda=st.init_lambda, teacher_cache=di.teacher_cache,
+                                teacher_cache_mb=di.teacher_cache_mb)
+        engine = EngineConfig(compile=s.engine.compile, sync_batch_norm=s.engine.sync_batch_norm)
         # The student sees the distillation data, so its augmentation is distill.augment.
         return RunConfig(data=data, teacher=train(t, t.augment), student=train(st, di.augment), distill=distill,
-                         members=t.members, seed=s.seed, device=s.device, eval_every=s.eval.every)
+                         members=t.members, seed=s.seed, device=s.device, eval_every=s.eval.every or 0,
+                         engine=engine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,6 +570,25 @@ def _label(value: Any) -> str:
     return str(value) if isinstance(value, str) else repr(value)
 
 
+_TOML_TABLES: dict[str, str] = {}  # a table's canonical JSON -> its TOML; a sweep's points share most tables
+
+
+def _toml(data: dict) -> str:
+    """tomli_w.dumps(data), byte for byte, with each top-level table written once per process: the
+    points of a 5,000-point sweep differ in a key or two, and tomli_w costs ~0.5 ms a spec."""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    chunks = [tomli_w.dumps(scalars)] if scalars else []
+    for key, table in data.items():
+        if isinstance(table, dict):
+            canonical = json.dumps([key, table])
+            if canonical not in _TOML_TABLES:
+                if len(_TOML_TABLES) > 10_000:
+                    _TOML_TABLES.clear()
+                _TOML_TABLES[canonical] = tomli_w.dumps({key: table})
+            chunks.append(_TOML_TABLES[canonical])
+    return "\n".join(chunks)
+
+
 def expand_sweep(spec: Spec, source: str = "spec") -> list[Spec]:
     """The sweep's grid as specs without a sweep: every point validated before any is returned.
 
@@ -576,6 +630,8 @@ def _identity(spec: Spec) -> dict:
     """
     payload = spec.resolved().model_dump(mode="json", exclude_none=True)
     del payload["name"], payload["device"]
+    # How the compute runs, not what it computes: the cache is exact and compiling changes no math.
+    del payload["engine"]["compile"], payload["distill"]["teacher_cache"], payload["distill"]["teacher_cache_mb"]
     data = payload["data"]
     del data["download"]
     if data["dataset"] != "imagefolder":
@@ -585,14 +641,20 @@ def _identity(spec: Spec) -> dict:
 
 def spec_hash(spec: Spec) -> str:
     """sha256 hex of the canonical resolved spec (sorted-key JSON) without name, device, data root."""
-    return _digest(_identity(spec))
+    return spec_hashes(spec)[0]
 
 
 def group_hash(spec: Spec) -> str:
     """spec_hash without the seed: runs that differ only by seed share it (mean ± std across seeds)."""
+    return spec_hashes(spec)[1]
+
+
+def spec_hashes(spec: Spec) -> tuple[str, str]:
+    """(spec_hash, group_hash) from one identity: what a new run's record needs, computed once."""
     payload = _identity(spec)
+    exact = _digest(payload)
     del payload["seed"]
-    return _digest(payload)
+    return exact, _digest(payload)
 
 
 # The data fields a teacher never sees: the student's parts and the extra distillation data.

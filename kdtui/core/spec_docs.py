@@ -87,11 +87,18 @@ MEANINGS: dict[str, str] = {
     "distill.mixup_alpha": "Beta(a, a) parameter of mixup and cutmix.",
     "distill.teacher_cache": "`auto`: reuse the teacher's outputs per (example, view) where the "
                              "augmentation allows it; `off`: always run the teacher.",
-    "eval.every": "Epochs between test evaluations.",
+    "distill.teacher_cache_mb": "Memory budget of the teacher cache in MiB; over it the teacher "
+                                "stays online. 0: half the free GPU memory on CUDA, a quarter "
+                                "of the RAM on CPU.",
+    "eval.every": "Epochs between test evaluations. Unset: worked out per phase from its epochs, "
+                  "every epoch up to 30 epochs, beyond that about 30 evaluations (every 10 at "
+                  "300); the last epoch is always evaluated.",
     "eval.independent": "The paper's E12 control: also distil a student from an independent "
                         "teacher (same settings, other seeds) and report its agreement with this "
                         "run's teacher as `independent_*` metrics.",
     "engine.compile": "Compile the models with `torch.compile` (CUDA).",
+    "engine.sync_batch_norm": "With `kdtui run --nproc N` on CUDA: batch-norm statistics over every "
+                              "process's rows (SyncBatchNorm) instead of each process's own.",
 }
 
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}
