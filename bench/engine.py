@@ -35,6 +35,16 @@ How the variants are interleaved (`--interleave`):
           makes the ratios usable on a shared machine.
   epoch (CUDA default) whole epochs one after another, the order rotating per repeat (per-step
           syncs inside the hook would take away the engine's CPU/GPU overlap on CUDA).
+The `ensemble` case (`--cases ensemble`) distils from 5-member teachers, LeNet-5 (10,000 images, crop)
+and ResNet-20 (1,024 images, crop + hflip), and times in each repeat two engine epochs: `warm`, the
+teacher cache (kernels.teacher_cache) already holding every view the epoch draws (an untimed epoch with
+the same seed filled it, as an earlier sweep point would have), and `off` (distill.teacher_cache =
+"off": five teacher forwards per step). Inside the `off` epoch's hook, one `plain` step (the gnosis-style
+loop with the 5-member ensemble) and one `student` step run; inside the `warm` epoch's, one `student`
+step. `student` is the student-only floor: student forward, loss against teacher outputs computed
+beforehand, backward and step on ready batches, no teacher. Targets: warm / student floor <= 1.15;
+off / warm >= 2.
+
 An untimed warm-up runs first. The table shows medians, images/s, engine/plain (the speed-up,
 higher is better; targets: >= 2x for LeNet-5, >= 1x for ResNet-20) and engine time / floor time
 (target <= 1.2). Each ratio is the median of the per-repeat ratios, which moves less with the
@@ -89,6 +99,13 @@ class Case:
 CASES = (
     Case("lenet5", "lenet5", 60_000, 1_024, 1, 28, 10, ("crop",)),
     Case("resnet20", "resnet20", 4_096, 1_024, 3, 32, 100, ("crop", "hflip")),
+)
+
+
+ENSEMBLE_MEMBERS = 5
+ENSEMBLE_CASES = (
+    Case("ensemble-lenet5", "lenet5", 10_000, 1_024, 1, 28, 10, ("crop",)),
+    Case("ensemble-resnet20", "resnet20", 1_024, 1_024, 3, 32, 100, ("crop", "hflip")),
 )
 
 
@@ -319,6 +336,113 @@ class FloorRunner:
         return time.perf_counter() - start
 
 
+# --------------------------------------------------------------------------------------- ensemble
+
+
+def make_ensemble_teachers(case: Case, cfg: RunConfig, prepared: engine.Prepared, cache_dir: Path | None) -> list:
+    teachers = []
+    for k in range(ENSEMBLE_MEMBERS):
+        torch.manual_seed(123 + k)
+        state = {n: v.detach().clone() for n, v in engine.build_model(cfg.teacher, prepared).state_dict().items()}
+        teachers.append(engine.TeacherResult(state, state, {}, key=f"bench-{case.name}-{k}",
+                                             cache_dir=str(cache_dir / str(k)) if cache_dir else None))
+    return teachers
+
+
+class EnsemblePlainRunner(PlainRunner):
+    """The gnosis-style loop with a 5-member ensemble teacher (log of the mean of member probabilities)."""
+
+    def __init__(self, case: Case, dataset: Dataset, loader, teachers: list, device: torch.device):
+        super().__init__(case, dataset, loader, teachers[0].final_state, device)
+        from kernels.ensemble import Ensemble
+        members = [new_models(case, dataset, t.final_state, device)[0] for t in teachers]
+        self.teacher = Ensemble(members).eval()
+
+
+class StudentFloorRunner:
+    """Student forward, loss against ready teacher outputs, backward, step; no teacher, no data handling."""
+
+    def __init__(self, case: Case, dataset: Dataset, prepared: engine.Prepared, batches: list[torch.Tensor],
+                 teacher_logits: list[torch.Tensor]):
+        _, self.student = new_models(case, dataset, make_teacher_state(case, make_config(case, prepared.device),
+                                                                          prepared).final_state,
+                                     prepared.device, prepared.channels_last)
+        self.optimizer = make_optimizer(self.student)
+        self.prepared, self.batches, self.logits, self.i = prepared, batches, teacher_logits, 0
+
+    def step(self) -> float:
+        sync(self.prepared.device)
+        start = time.perf_counter()
+        j = self.i % len(self.batches)
+        self.i += 1
+        s_logits = engine._forward(self.student, self.prepared, self.batches[j])
+        loss = distillation_loss(s_logits, self.logits[j], "kl", TEMPERATURE)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        sync(self.prepared.device)
+        return time.perf_counter() - start
+
+
+def bench_ensemble_case(case: Case, device: torch.device, repeats: int, cache_root: Path) -> dict:
+    dataset, train = make_data(case)
+    cfg = replace(make_config(case, device), members=ENSEMBLE_MEMBERS)
+    off_cfg = replace(cfg, distill=replace(cfg.distill, teacher_cache="off"))
+    prepared = make_prepared(dataset, device, None)
+    teachers = make_ensemble_teachers(case, cfg, prepared, cache_root / case.name)
+    loader = make_plain_loader(case, dataset, train)
+    batches = make_floor_batches(prepared, train)
+    ensemble = engine.load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
+    with torch.no_grad():
+        logits = [engine._forward(ensemble, prepared, x).float() for x in batches]
+    # Untimed: fill the cache with the views the timed epochs draw (same seed, same draws).
+    run_engine(cfg, prepared, teachers)
+    times: dict[str, list[float]] = {}
+
+    def record(r: int, name: str, seconds: float) -> None:
+        times.setdefault(name, []).append(seconds)
+        print(f"  {case.name} repeat {r + 1}/{repeats} {name:14s} {seconds:7.2f} s  "
+              f"({case.n / seconds:8.0f} img/s)", flush=True)
+
+    for r in range(repeats):
+        floor = StudentFloorRunner(case, dataset, prepared, batches, logits)
+        plain = EnsemblePlainRunner(case, dataset, loader, teachers, device)
+        seconds, (floor_s, plain_s) = run_engine(off_cfg, prepared, teachers, (floor, plain))
+        record(r, "off", seconds)
+        record(r, "student@off", floor_s)
+        record(r, "plain", plain_s)
+        floor = StudentFloorRunner(case, dataset, prepared, batches, logits)
+        seconds, (floor_s,) = run_engine(cfg, prepared, teachers, (floor,))
+        record(r, "warm", seconds)
+        record(r, "student@warm", floor_s)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    paired = {"warm/student": _median_ratio(times["warm"], times["student@warm"]),
+              "off/student": _median_ratio(times["off"], times["student@off"]),
+              "off/warm": statistics.median((o / fo) / (w / fw) for o, fo, w, fw in
+                                            zip(times["off"], times["student@off"], times["warm"],
+                                                times["student@warm"])),
+              "plain/warm": statistics.median((p / fo) / (w / fw) for p, fo, w, fw in
+                                              zip(times["plain"], times["student@off"], times["warm"],
+                                                  times["student@warm"]))}
+    return {"median": medians, "paired": paired}
+
+
+def print_ensemble(results: dict) -> None:
+    print()
+    print("ensemble (5 members): median seconds per epoch; warm/student and off/student = engine time / the")
+    print("student-only floor stepped inside the same epoch; off/warm and plain/warm compare epochs through")
+    print("their floors (each epoch's time over its own floor), so load changes between epochs cancel")
+    print(f"{'case':18s} {'images':>7s} {'warm':>7s} {'off':>7s} {'plain':>7s} {'student':>8s} "
+          f"{'warm/student':>13s} {'off/student':>12s} {'off/warm':>9s} {'plain/warm':>11s}")
+    for name, (case, result) in results.items():
+        med, paired = result["median"], result["paired"]
+        ok = "ok" if paired["warm/student"] <= 1.15 else "MISS"
+        print(f"{name:18s} {case.n:7d} {med['warm']:7.2f} {med['off']:7.2f} {med['plain']:7.2f} "
+              f"{med['student@warm']:8.2f} {paired['warm/student']:9.2f} {ok:4s} {paired['off/student']:11.2f} "
+              f"{paired['off/warm']:8.2f}x {paired['plain/warm']:10.2f}x")
+    print("targets: warm/student <= 1.15; off/warm >= 2x")
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -393,7 +517,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--channels-last", action="store_true",
                         help="also time the engine with channels_last flipped from its default (on)")
-    parser.add_argument("--cases", default="lenet5,resnet20", help="comma-separated subset of: lenet5,resnet20")
+    parser.add_argument("--cases", default="lenet5,resnet20",
+                        help="comma-separated subset of: lenet5,resnet20,ensemble (5-member teachers, cache warm/off)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default). On a shared 2-core machine 1 thread "
                              "gives far steadier numbers than 2")
@@ -420,6 +545,16 @@ def main() -> None:
 
     began = time.perf_counter()
     results = {c.name: (c, bench_case(c, device, args.repeats, args.channels_last, interleave)) for c in cases}
+    if "ensemble" in wanted:
+        import tempfile
+        ensemble_cases = [quick(c) if args.quick else c for c in ENSEMBLE_CASES]
+        with tempfile.TemporaryDirectory(prefix="kdtui-bench-cache-") as cache_root:
+            ensemble = {c.name: (c, bench_ensemble_case(c, device, args.repeats, Path(cache_root)))
+                        for c in ensemble_cases}
+        print_ensemble(ensemble)
+        if not results:
+            print(f"total {time.perf_counter() - began:.0f} s")
+            return
 
     print()
     print("median seconds per epoch (images/s); engine/plain = plain time / engine time (speed-up);")
