@@ -148,15 +148,18 @@ def test_by_group_mean_and_sample_std():
                     group="bbbb" * 16, history=[{"epoch": 0, "test_agreement": 0.5}])
     c = cmp.compare(group + [other], by_group=True)
     assert len(c.columns) == 2
-    assert c.columns[0] == "kd[distill.temperature=4.0] (aaaaaaaa, n=3)"
-    assert c.columns[1] == "kd[distill.temperature=1.0] (bbbbbbbb, n=1)"
+    assert c.columns[0] == "kd[distill.temperature=4.0] (aaaaaaaa, n=3 seeds)"
+    assert c.columns[1] == "kd[distill.temperature=1.0] (bbbbbbbb, n=1 seed)"
+    assert c.headers() == [("τ=4", "n=3 seeds"), ("τ=1", "n=1 seed")]
     assert c.members == [["r2", "r0", "r1"], ["t1"]]
     cell = c.metric("test_agreement")[0]
     # mean (0.80 + 0.82 + 0.84) / 3 = 0.82; deviations -0.02, 0, 0.02 -> sqrt(0.0008 / 2) = 0.02
     assert cell.n == 3
     assert cell.mean == pytest.approx(0.82)
     assert cell.std == pytest.approx(0.02)
-    assert c.metric("test_agreement")[1] == MeanStd(0.5, 0.0, 1)
+    # a group of one seed shows its value: no "± 0.0000"
+    assert c.metric("test_agreement")[1] == MeanStd(0.5, None, 1)
+    assert cmp.format_cell(c.metric("test_agreement")[1]) == "0.5000"
     assert c.metric("test_acc") == [None, None]
     assert c.config("seed") == ["0, 1, 2", "0"]
     assert c.config("distill.temperature") == [4.0, 1.0]
@@ -180,9 +183,10 @@ def _two_run_comparison():
 def test_csv_parses_back_to_the_same_cells():
     c = _two_run_comparison()
     rows = list(csv.reader(io.StringIO(cmp.to_csv(c))))
-    assert rows[0] == ["section", "key", "a", "b"]
-    body = {(r[0], r[1]): r[2:] for r in rows[1:]}
-    assert len(rows) == 1 + len(c.config_rows) + len(c.metric_rows)
+    assert rows[0] == ["section", "key", "a", "b"]     # the contract: run ids
+    assert rows[1] == ["run", "label", "τ=4", "τ=1"]   # what people read: what sets the runs apart
+    body = {(r[0], r[1]): r[2:] for r in rows[2:]}
+    assert len(rows) == 2 + len(c.config_rows) + len(c.metric_rows)
     assert body[("config", "distill.temperature")] == ["4.0", "1.0"]
     assert body[("config", "teacher.augment")] == ["crop", "crop"]
     assert body[("metric", "test_agreement")] == ["0.65", "0.123456"]
@@ -192,7 +196,7 @@ def test_csv_parses_back_to_the_same_cells():
 
 def test_csv_group_cells():
     rows = list(csv.reader(io.StringIO(cmp.to_csv(cmp.compare(_seed_group(), by_group=True)))))
-    cell = {r[1]: r[2] for r in rows[1:]}["test_agreement"]
+    cell = {r[1]: r[2] for r in rows[2:]}["test_agreement"]
     mean, std = (float(x) for x in cell.split(" ± "))
     assert mean == pytest.approx(0.82) and std == pytest.approx(0.02)
 
@@ -209,7 +213,7 @@ def test_json_round_trips():
 def test_markdown_table():
     md = cmp.to_markdown(_two_run_comparison())
     lines = md.strip().splitlines()
-    assert lines[0] == "| run | a | b |"
+    assert lines[0] == "| run | τ=4 (a) | τ=1 (b) |"  # labels with the short id
     assert lines[1] == "|---|---|---|"
     assert all(line.startswith("| ") and line.endswith(" |") and line.count(" | ") == 2
                for line in lines[2:])
@@ -230,6 +234,7 @@ def test_render_rich():
     console.print(table)
     text = console.export_text()
     assert "0.8200 ± 0.0200" in text and "—" in text and "distill.temperature" in text
+    assert "test agr" in text and "test_agreement" not in text  # the one vocabulary (kdtui.core.vocabulary)
 
 
 def test_export_runs_json_round_trips_exactly():
@@ -252,7 +257,8 @@ def test_export_runs_csv_and_md():
     assert rows[1]["distill.temperature"] == "1.0" and rows[1]["seed"] == "1"
     assert rows[0]["test_agreement"] == "0.65" and rows[1]["teacher_test_acc"] == ""
     md = cmp.export_runs(records, "md").strip().splitlines()
-    assert len(md) == 4 and md[0].startswith("| id | name | status | group_hash |")
+    assert len(md) == 4 and md[0].startswith("| id | label | name | status | group_hash |")
+    assert [r["label"] for r in rows] == ["seed=0, τ=4", "seed=1, τ=1"]
     assert "0.6500" in md[2]
     with pytest.raises(ValueError, match="csv, json, md"):
         cmp.export_runs(records, "xlsx")
@@ -268,7 +274,7 @@ def test_mean_std_by_hand_and_a_diverged_seed_makes_the_group_nan():
     # 0.80, 0.84, 0.88: mean 0.84; squared deviations 0.0016 + 0 + 0.0016 over n-1 = 2 -> std 0.04.
     stat = cmp.mean_std([0.80, None, 0.84, "n/a", 0.88])
     assert stat.n == 3 and stat.mean == pytest.approx(0.84) and stat.std == pytest.approx(0.04)
-    assert cmp.mean_std([0.5]) == MeanStd(0.5, 0.0, 1)
+    assert cmp.mean_std([0.5]) == MeanStd(0.5, None, 1)
     assert cmp.mean_std([None, True]) is None          # absent or not a number: nothing to average
     # A seed that diverged (NaN, or inf) is kept and poisons the group instead of being averaged away.
     for bad in (math.nan, math.inf):
@@ -292,3 +298,28 @@ def test_markdown_cells_cannot_break_the_table():
     text = md_table(["run", "name"], [["a|b", "line\r\nbreak\rand\nmore \\ end"]])
     assert text.splitlines() == ["| run | name |", "|---|---|",
                                  "| a\\|b | line break and more \\\\ end |"]
+
+
+def test_mean_std_counts_distinct_seeds_and_flags_replicates():
+    # Two runs with seed 0 (0.5, 0.7) are one sample: their mean 0.6; with seed 1 (0.8) n = 2.
+    stat = cmp.mean_std([0.5, 0.7, 0.8, None], seeds=[0, 0, 1, 2])
+    assert (stat.n, stat.runs, stat.shares_seeds) == (2, 3, True)
+    assert stat.mean == pytest.approx(0.7) and stat.std == pytest.approx(0.1414, abs=1e-4)
+    assert stat.format() == "0.7000 ± 0.1414 †"
+    same = cmp.mean_std([0.5, 0.7], seeds=[0, 0])        # the previous report counted this as n = 2
+    assert (same.n, same.runs, same.std) == (1, 2, None) and same.format() == "0.6000 †"
+    assert cmp.mean_std([0.6228], seeds=[3]).format() == "0.6228"
+    assert cmp.mean_std([None], seeds=[0]) is None
+
+
+def test_by_group_counts_shared_seeds_once():
+    group = _seed_group()
+    twin = _record("r9", name="kd[seed=0,distill.temperature=4.0]", seed=0, group="aaaa" * 16,
+                   history=[{"epoch": 1, "test_agreement": 0.86}])
+    c = cmp.compare(group + [twin], by_group=True)
+    cell = c.metric("test_agreement")[0]
+    # seeds 2, 0, 1 with 0.80, 0.82 (and 0.86 for the second seed-0 run: 0.84), 0.84
+    assert (cell.n, cell.runs) == (3, 4) and cell.mean == pytest.approx((0.80 + 0.84 + 0.84) / 3)
+    assert c.columns[0].endswith("(aaaaaaaa, n=3 seeds, 4 runs †)")
+    back = cmp.from_json(cmp.to_json(c))
+    assert back.metric("test_agreement")[0] == cell and back.headers() == c.headers()

@@ -18,6 +18,7 @@ from kdtui.analysis.compare import flatten_spec
 from kdtui.core.registry import RunStore, record_with_history
 from kdtui.analysis.report import (FIGURE_DPI, FIGURE_SIZE_IN, TABLE_METRICS, build_report, group_settings, report_for,
                           varied_keys)
+from kdtui.core.vocabulary import metric_label
 from kdtui.core.workspace import Workspace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,8 +87,8 @@ def test_build_report_writes_real_pngs_results_and_index(workspace, tmp_path):
 
     # results.md: one row per temperature, numbers equal to the registry's, computed here independently
     header, rows = _table((out / "results.md").read_text())
-    assert header[:3] == ["temperature", "n", "seeds"]
-    assert header[3:] == list(TABLE_METRICS)
+    assert header[:3] == ["τ", "n", "seeds"]   # the short names the app and runs compare use
+    assert header[3:] == [metric_label(m) for m in TABLE_METRICS]
     registry = RunStore(workspace).all()
     assert len(rows) == 2
     for row in rows:
@@ -95,7 +96,7 @@ def test_build_report_writes_real_pngs_results_and_index(workspace, tmp_path):
         group = [r for r in registry if r["spec"]["distill"]["temperature"] == temperature]
         assert len(group) == 2 and row[1] == "2"
         assert row[2] == ", ".join(str(r["spec"]["seed"]) for r in group)
-        for metric, cell in zip(header[3:], row[3:]):
+        for metric, cell in zip(TABLE_METRICS, row[3:]):
             values = [r["metrics"][metric] for r in group]
             expected = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
             assert cell == expected, (metric, temperature)
@@ -114,7 +115,7 @@ def test_varied_settings_are_detected_without_seed(workspace):
     settings, keys = group_settings(records)
     assert keys == ["distill.temperature"]
     assert [len(s.records) for s in settings] == [2, 2]
-    assert {s.label for s in settings} == {"temperature=1", "temperature=4"}
+    assert {s.label for s in settings} == {"τ=1", "τ=4"}
     assert all(len({r["group_hash"] for r in s.records}) == 1 for s in settings)
 
 
@@ -197,7 +198,7 @@ def test_single_setting_and_explicit_varied(tmp_path):
     # a caller may name the varied settings (here one that does not differ)
     build_report(records, tmp_path / "named", "named", varied=["distill.temperature"])
     header, rows = _table((tmp_path / "named" / "results.md").read_text())
-    assert header[0] == "temperature" and rows[0][0] == "4"
+    assert header[0] == "τ" and rows[0][0] == "4"
     with pytest.raises(ValueError):
         build_report([], tmp_path / "none", "nothing")
 
@@ -209,6 +210,21 @@ def test_a_diverged_seed_shows_as_nan_not_as_the_survivors_mean(tmp_path):
     records[1]["metrics"]["test_agreement"] = float("nan")
     build_report(records, tmp_path, "diverged")
     header, rows = _table((tmp_path / "results.md").read_text())
-    assert rows[0][header.index("test_agreement")] == "nan ± nan"
-    assert rows[0][header.index("test_acc")] == "0.9000 ± 0.0000"
+    assert rows[0][header.index("test agr")] == "nan ± nan"
+    assert rows[0][header.index("test acc")] == "0.9000 ± 0.0000"
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_runs_that_share_a_seed_are_one_sample_not_two(tmp_path):
+    # The previous report counted two runs with the same seed as n = 2 and printed a std for them.
+    records = [_record(0, 0, 1, 4.0, [], 0.70), _record(1, 0, 1, 4.0, [], 0.72)]
+    build_report(records, tmp_path, "replicates")
+    text = (tmp_path / "results.md").read_text()
+    header, rows = _table(text)
+    assert rows[0][header.index("n")] == "1" and rows[0][header.index("seeds")] == "0, 0 †"
+    assert rows[0][header.index("test agr")] == "0.7100 †"   # the seed's value; no ± for one seed
+    assert "±" not in rows[0][header.index("test acc")]
+    # a single run shows its value
+    build_report([_record(2, 5, 1, 4.0, [], 0.6228)], tmp_path / "one", "one run")
+    header, rows = _table((tmp_path / "one" / "results.md").read_text())
+    assert rows[0][header.index("test agr")] == "0.6228" and rows[0][header.index("n")] == "1"

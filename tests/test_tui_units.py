@@ -222,18 +222,19 @@ def test_run_labels_fall_back_to_names_then_ids():
     assert cut_middle("kd[distill.temperature=4]", 12) == "kd[dis…re=4]" and cut_middle("short", 12) == "short"
 
 
-def test_seed_stat_counts_distinct_seeds_only():
-    from kdtui.analysis.labels import seed_stat
+def test_group_stats_count_distinct_seeds_only():
+    # The app's by-group cells are kdtui.analysis.compare.mean_std, the one rule for every mean ± std.
+    from kdtui.analysis.compare import mean_std
 
-    one = seed_stat([(0, 0.6228)])
+    one = mean_std([0.6228], seeds=[0])
     assert one.std is None and one.format() == "0.6228"  # a group of one: its value, no "± 0.0000"
-    same_seed = seed_stat([(0, 0.5), (0, 0.7)])
-    assert (same_seed.seeds, same_seed.runs, same_seed.std) == (1, 2, None)
+    same_seed = mean_std([0.5, 0.7], seeds=[0, 0])
+    assert (same_seed.n, same_seed.runs, same_seed.std) == (1, 2, None)
     assert same_seed.format() == "0.6000 †"  # flagged: two runs, one seed
-    mixed = seed_stat([(0, 0.5), (0, 0.7), (1, 0.8), (2, None)])
-    assert (mixed.seeds, mixed.runs) == (2, 3) and mixed.mean == pytest.approx(0.7)
+    mixed = mean_std([0.5, 0.7, 0.8, None], seeds=[0, 0, 1, 2])
+    assert (mixed.n, mixed.runs) == (2, 3) and mixed.mean == pytest.approx(0.7)
     assert mixed.std == pytest.approx(0.1414, abs=1e-4) and mixed.format().endswith("†")
-    assert seed_stat([(0, None)]) is None
+    assert mean_std([None], seeds=[0]) is None
 
 
 def test_one_vocabulary():

@@ -22,12 +22,13 @@ from typing import Any, Iterable, Sequence
 
 from kdtui.analysis.markdown import md_table
 from kdtui.core.names import printable
+from kdtui.core.vocabulary import metric_label
 
 __all__ = [
     "METRICS", "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "AGGREGATIONS", "EXPORT_FORMATS",
     "MeanStd", "Comparison",
     "is_number", "mean_std", "flatten_spec", "metric_series", "metric_value", "best_epoch", "higher_is_better",
-    "group_label", "strip_seed", "compare",
+    "group_label", "group_labels", "group_count", "records_mean_std", "strip_seed", "compare",
     "format_cell", "to_csv", "to_markdown", "to_json", "from_json", "render_rich",
     "export_runs", "import_runs_json",
 ]
@@ -54,14 +55,31 @@ _MISSING = "—"
 
 @dataclass(frozen=True)
 class MeanStd:
-    """A metric across the runs of one group: mean, sample standard deviation (0.0 for one run), and
-    how many runs had a value."""
+    """A metric across the runs of one group, counted by seed (THE rule for every mean ± std kdtui
+    shows: the app, `runs compare --by-group`, reports): `mean` over the distinct seeds, runs that
+    share a seed averaged first; `std` the sample standard deviation across seeds, None below two
+    (one seed has no spread to show); `n` the distinct seeds; `runs` the runs behind them (more
+    than `n` when replicates share a seed: flagged †, they are not independent samples)."""
     mean: float
-    std: float
+    std: float | None
     n: int
+    runs: int = 0   # 0: one run per seed (== n)
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            object.__setattr__(self, "runs", self.n)
+
+    @property
+    def shares_seeds(self) -> bool:
+        return self.runs > self.n
 
     def format(self, digits: int = 4) -> str:
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        """`0.8123 ± 0.0100` for two seeds or more; a single seed's value alone (`0.6228`); ` †`
+        after either when runs share a seed."""
+        text = f"{self.mean:.{digits}f}"
+        if self.std is not None:
+            text += f" ± {self.std:.{digits}f}"
+        return text + (" †" if self.shares_seeds else "")
 
     def __str__(self) -> str:
         return self.format()
@@ -73,6 +91,10 @@ class Comparison:
 
     With `by_group`, metric values are `MeanStd` (or None where no run of the group has the metric)
     and `members[i]` lists the run ids behind column i; otherwise `members[i] == [columns[i]]`.
+
+    `columns` are the contract names (run ids, or group labels with their hash) that JSON and CSV
+    keep; `labels` and `unders` are what people read as headers: what sets each column apart
+    (`τ=1`, kdtui.analysis.labels.run_labels) and, under it, the short id or the group's count.
     """
     columns: list[str]
     config_rows: list[tuple[str, list[Any]]]
@@ -80,6 +102,14 @@ class Comparison:
     agg: str = "last"
     by_group: bool = False
     members: list[list[str]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    unders: list[str] = field(default_factory=list)
+
+    def headers(self) -> list[tuple[str, str]]:
+        """(label, the line under it) per column; the column names where there are no labels."""
+        if len(self.labels) != len(self.columns):
+            return [(column, "") for column in self.columns]
+        return list(zip(self.labels, self.unders or [""] * len(self.columns)))
 
     def config(self, key: str) -> list[Any] | None:
         """The config row `key`'s values, or None if the comparison has no such row."""
@@ -210,13 +240,34 @@ def _group_key(record: dict) -> str:
     return str(record.get("group_hash") or record.get("spec_hash") or record.get("id") or "")
 
 
+def _seed_of(record: dict) -> Any:
+    return (record.get("spec") or {}).get("seed")
+
+
+def group_count(records: Sequence[dict]) -> str:
+    """`n=3 seeds`: the group's distinct seeds; `n=1 seed, 2 runs †` when runs share a seed."""
+    seeds = {repr(_seed_of(r)) for r in records}
+    text = f"n={len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+    return text + (f", {len(records)} runs †" if len(records) > len(seeds) else "")
+
+
 def group_label(records: Sequence[dict]) -> str:
-    """A group column's label: the common name without the seed, the short group hash, n=K."""
+    """A group column's label: the common name without the seed, the short group hash, n=K (the
+    distinct seeds)."""
     names = [strip_seed(str(r.get("name") or "")) for r in records]
     name = names[0] if names else ""
     short = _group_key(records[0])[:8] if records else ""
-    inside = ", ".join(part for part in (short, f"n={len(records)}") if part)
+    inside = ", ".join(part for part in (short, group_count(records)) if part)
     return f"{name} ({inside})" if name else f"({inside})"
+
+
+def group_labels(groups: Sequence[Sequence[dict]]) -> list[str]:
+    """A label per seed group: what differs between the groups (`τ=4`), the seed left out."""
+    from kdtui.analysis.labels import run_labels  # labels builds on this module
+
+    firsts = [{**g[0], "spec": {k: v for k, v in (g[0].get("spec") or {}).items() if k != "seed"}} for g in groups]
+    labels = run_labels(firsts)
+    return [labels[str(first.get("id"))] for first in firsts]
 
 
 def _groups(records: Sequence[dict]) -> list[list[dict]]:
@@ -244,22 +295,37 @@ def _seeds(values: list[Any]) -> str:
     return _join(known)
 
 
-def mean_std(values: Iterable[Any]) -> MeanStd | None:
-    """Mean and sample standard deviation (0.0 for one value) of the numbers among `values`; None
-    when there are none.
+def mean_std(values: Iterable[Any], seeds: Iterable[Any] | None = None) -> MeanStd | None:
+    """The `MeanStd` of the numbers among `values`, counted by seed; None when there are none.
 
-    Values that are not numbers (None: a run that never recorded the metric) are left out, and `n`
-    counts the rest. A NaN or infinite value (a run that diverged) is kept and makes the mean and
-    std NaN: averaging only the seeds that survived would report a better setting than the one that
-    was run, and a NaN cell makes the reader look at the failed seed instead.
+    `seeds` (one per value, e.g. each run's `spec.seed`): values that share a seed are averaged
+    first and count once in `n`; without seeds (or for a seed of None) each value counts as its own
+    sample. No std below two distinct seeds.
+
+    Values that are not numbers (None: a run that never recorded the metric) are left out. A NaN or
+    infinite value (a run that diverged) is kept and makes the mean and std NaN: averaging only the
+    seeds that survived would report a better setting than the one that was run, and a NaN cell
+    makes the reader look at the failed seed instead.
     """
-    present = [float(v) for v in values if is_number(v)]
-    if not present:
+    values = list(values)
+    seeds = list(seeds) if seeds is not None else [None] * len(values)
+    by_seed: dict[Any, list[float]] = {}
+    for i, (seed, value) in enumerate(zip(seeds, values)):
+        if is_number(value):
+            by_seed.setdefault(("seed", repr(seed)) if seed is not None else ("value", i), []).append(float(value))
+    if not by_seed:
         return None
+    n, runs = len(by_seed), sum(map(len, by_seed.values()))
+    present = [v for group in by_seed.values() for v in group]
     if not all(math.isfinite(v) for v in present):
-        return MeanStd(math.nan, math.nan, len(present))
-    std = statistics.stdev(present) if len(present) > 1 else 0.0
-    return MeanStd(statistics.mean(present), std, len(present))
+        return MeanStd(math.nan, math.nan if n > 1 else None, n, runs)
+    means = [statistics.fmean(group) for group in by_seed.values()]
+    return MeanStd(statistics.fmean(means), statistics.stdev(means) if n > 1 else None, n, runs)
+
+
+def records_mean_std(records: Sequence[dict], value_of) -> MeanStd | None:
+    """`mean_std` of `value_of(record)` over `records`, counted by each record's `spec.seed`."""
+    return mean_std([value_of(r) for r in records], [_seed_of(r) for r in records])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,8 +354,15 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
         keys.extend(k for k in flat if k not in keys)
 
     if not by_group:
+        from kdtui.analysis.labels import (  # labels builds on this module
+            run_labels,
+            short_id,
+        )
+
         columns = [str(r.get("id")) for r in records]
         members = [[c] for c in columns]
+        names = run_labels(records)
+        labels, unders = [names[c] for c in columns], [short_id(c) for c in columns]
         config_rows = [(key, [flat.get(key) for flat in flats]) for key in keys]
         metric_rows = [(m, [metric_value(r, m, agg) for r in records]) for m in METRICS]
     else:
@@ -297,18 +370,19 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
         flat_of = {id(r): f for r, f in zip(records, flats)}
         columns = [group_label(g) for g in groups]
         members = [[str(r.get("id")) for r in g] for g in groups]
+        labels, unders = group_labels(groups), [group_count(g) for g in groups]
         config_rows = []
         for key in keys:
             per_group = [[flat_of[id(r)].get(key) for r in g] for g in groups]
             combine = _seeds if key == "seed" else _common
             config_rows.append((key, [combine(values) for values in per_group]))
-        metric_rows = [(m, [mean_std(metric_value(r, m, agg) for r in g) for g in groups])
+        metric_rows = [(m, [records_mean_std(g, lambda r, m=m: metric_value(r, m, agg)) for g in groups])
                        for m in METRICS]
 
     if diff_only:
         config_rows = [(key, values) for key, values in config_rows if not _all_equal(values)]
     return Comparison(columns=columns, config_rows=config_rows, metric_rows=metric_rows, agg=agg,
-                      by_group=by_group, members=members)
+                      by_group=by_group, members=members, labels=labels, unders=unders)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,13 +390,15 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
 # ---------------------------------------------------------------------------------------------
 
 def format_cell(value: Any, digits: int | None = 4, missing: str = _MISSING) -> str:
-    """A cell as text: None -> `missing`; MeanStd -> "0.8123 ± 0.0100"; floats to `digits` decimals
-    (full precision with digits=None); everything else str()."""
+    """A cell as text: None -> `missing`; MeanStd -> "0.8123 ± 0.0100" (its `format`: no ± below
+    two seeds, † for shared seeds); floats to `digits` decimals (full precision with digits=None);
+    everything else str()."""
     if value is None:
         return missing
     if isinstance(value, MeanStd):
         if digits is None:
-            return f"{value.mean!r} ± {value.std!r}"
+            text = repr(value.mean) + (f" ± {value.std!r}" if value.std is not None else "")
+            return text + (" †" if value.shares_seeds else "")
         return value.format(digits)
     if isinstance(value, float) and digits is not None:
         return f"{value:.{digits}f}"
@@ -349,11 +425,14 @@ def csv_safe(value: Any) -> Any:
 
 
 def to_csv(comparison: Comparison) -> str:
-    """`section,key,<column>...`: config rows (section "config") then metric rows ("metric").
-    Numbers at full precision, None empty, MeanStd as "mean ± std"; text through `csv_safe`."""
+    """`section,key,<column>...`: a `run,label` row (what sets each column apart, as the app's
+    headers say it), config rows (section "config") then metric rows ("metric"). Numbers at full
+    precision, None empty, MeanStd as "mean ± std"; text through `csv_safe`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["section", "key", *map(csv_safe, comparison.columns)])
+    writer.writerow(["group" if comparison.by_group else "run", "label",
+                     *(csv_safe(label) for label, _ in comparison.headers())])
     for key, values in comparison.config_rows:
         writer.writerow(["config", key, *(_config_text(csv_safe(v), "") for v in values)])
     for key, values in comparison.metric_rows:
@@ -369,27 +448,31 @@ def to_markdown(comparison: Comparison, digits: int = 4) -> str:
     rows.append(["**metrics**", *([""] * width)])
     rows.extend([key, *(format_cell(v, digits) for v in values)]
                 for key, values in comparison.metric_rows)
-    header = ["group" if comparison.by_group else "run", *comparison.columns]
+    header = ["group" if comparison.by_group else "run",
+              *(f"{label} ({under})" if under else label for label, under in comparison.headers())]
     return md_table(header, rows)
 
 
 def _encode_cell(value: Any) -> Any:
     if isinstance(value, MeanStd):
-        return {"mean": value.mean, "std": value.std, "n": value.n}
+        return {"mean": value.mean, "std": value.std, "n": value.n, "runs": value.runs}
     return value
 
 
 def _decode_cell(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"mean", "std", "n"}:
-        return MeanStd(value["mean"], value["std"], value["n"])
+    if isinstance(value, dict) and {"mean", "std", "n"} <= set(value) <= {"mean", "std", "n", "runs"}:
+        return MeanStd(value["mean"], value["std"], value["n"], value.get("runs", 0))
     return value
 
 
 def to_json(comparison: Comparison, indent: int | None = 2) -> str:
-    """A JSON object with columns, members, agg, by_group, config and metrics (lists of
-    `{"key": ..., "values": [...]}`); MeanStd cells are `{"mean", "std", "n"}`. See `from_json`."""
+    """A JSON object with columns, labels, unders, members, agg, by_group, config and metrics (lists
+    of `{"key": ..., "values": [...]}`); MeanStd cells are `{"mean", "std", "n", "runs"}` (std null
+    below two seeds, n the distinct seeds). See `from_json`."""
     payload = {
         "columns": list(comparison.columns),
+        "labels": list(comparison.labels),
+        "unders": list(comparison.unders),
         "members": [list(m) for m in comparison.members],
         "agg": comparison.agg,
         "by_group": comparison.by_group,
@@ -413,6 +496,8 @@ def from_json(text: str) -> Comparison:
         agg=data.get("agg", "last"),
         by_group=bool(data.get("by_group", False)),
         members=[list(m) for m in data.get("members", [])],
+        labels=list(data.get("labels", [])),
+        unders=list(data.get("unders", [])),
     )
 
 
@@ -424,8 +509,8 @@ def render_rich(comparison: Comparison, digits: int = 4):
 
     table = Table(show_header=True, header_style="bold", show_lines=False)
     table.add_column(Text("group" if comparison.by_group else "run"), style="cyan", no_wrap=True)
-    for column in comparison.columns:
-        table.add_column(Text(printable(column)), justify="right")
+    for label, under in comparison.headers():
+        table.add_column(Text(printable(label) + (f"\n{under}" if under else "")), justify="right")
     for key, values in comparison.config_rows:
         table.add_row(Text(key), *(Text(printable(_config_text(v, _MISSING))) for v in values))
     if comparison.metric_rows:
@@ -440,7 +525,7 @@ def render_rich(comparison: Comparison, digits: int = 4):
             best = _best_index(numbers, key in HIGHER_IS_BETTER)
         cells = [Text(format_cell(v, digits), style="bold green" if i == best else "")
                  for i, v in enumerate(values)]
-        table.add_row(Text(key), *cells)
+        table.add_row(Text(metric_label(key)), *cells)
     return table
 
 
@@ -448,7 +533,7 @@ def render_rich(comparison: Comparison, digits: int = 4):
 # Export of whole records (`kdtui runs export`)
 # ---------------------------------------------------------------------------------------------
 
-_RUN_FIELDS = ("id", "name", "status", "group_hash", "spec_hash", "created")
+_RUN_FIELDS = ("id", "label", "name", "status", "group_hash", "spec_hash", "created")
 
 
 def _run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
@@ -464,10 +549,14 @@ def _run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
     taken = set(_RUN_FIELDS) | set(spec_keys)
     metric_columns = [f"metrics.{m}" if m in taken else m for m in ordered]
     header = [*_RUN_FIELDS, *spec_keys, *metric_columns]
+    from kdtui.analysis.labels import run_labels  # labels builds on this module
+
+    labels = run_labels(records)  # what sets each run apart (`τ=1`), as the compare headers say it
     rows = []
     for record, flat in zip(records, flats):
         metrics = record.get("metrics") or {}
-        rows.append([*(record.get(f) for f in _RUN_FIELDS), *(flat.get(k) for k in spec_keys),
+        fields = {**record, "label": labels.get(str(record.get("id")))}
+        rows.append([*(fields.get(f) for f in _RUN_FIELDS), *(flat.get(k) for k in spec_keys),
                      *(metrics.get(m) for m in ordered)])
     return header, rows
 
@@ -484,8 +573,9 @@ def export_runs(records: Sequence[dict], fmt: str) -> str:
     """Runs for `kdtui runs export --format csv|json|md`.
 
     json: the full records (history included) as a JSON list; `import_runs_json` reads it back
-    equal. csv: one row per run with id, name, status, group_hash, spec_hash, created, the
-    flattened spec and the final metrics (empty cell for None). md: the same as a GitHub table.
+    equal. csv: one row per run with id, label (what sets the run apart, `τ=1`), name, status,
+    group_hash, spec_hash, created, the flattened spec and the final metrics (empty cell for None).
+    md: the same as a GitHub table.
     """
     fmt = (fmt or "").lower()
     if fmt == "markdown":

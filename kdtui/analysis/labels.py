@@ -3,16 +3,14 @@
 `run_labels(records)` names each run by the spec keys whose values differ between the runs, with
 short names (`τ=1, seed=2`); when too many keys differ to read (runs of different experiments), by
 the run's name where the names differ. The compare table's column headers, the curve legends and
-exports all use these, so a sweep point reads the same everywhere.
-
-`seed_stat` is the honest mean ± std of a group: over distinct seeds only (n ≥ 2), replicates that
-share a seed averaged first and flagged (they are not independent samples).
+exports all use these, so a sweep point reads the same everywhere. (A group's mean ± std, counted
+by distinct seed, is kdtui.analysis.compare.mean_std.)
 """
 from __future__ import annotations
 
-import statistics
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+import re
+from collections.abc import Sequence
+from typing import Any
 
 from kdtui.analysis.compare import flatten_spec
 from kdtui.core.names import printable
@@ -67,6 +65,26 @@ def cut_middle(text: str, width: int) -> str:
     return text[:head] + "…" + (text[-tail:] if tail else "")
 
 
+_SWEEP_SUFFIX = re.compile(r"(.*?)(\[.*\])", re.DOTALL)
+_SWEEP_KEY = re.compile(r"([A-Za-z_][\w.]*)=")
+
+
+def cut_name(name: str, width: int) -> str:
+    """A run's name in at most `width` characters, keeping its sweep values: a sweep point's
+    `kd-digits-sweep[distill.temperature=4,seed=0]` becomes `kd-di…[τ=4,seed=0]` (short keys, the
+    base cut in the middle) before anything of the values is cut."""
+    if len(name) <= width:
+        return name
+    match = _SWEEP_SUFFIX.fullmatch(name)
+    if not match:
+        return cut_middle(name, width)
+    base, suffix = match.group(1), _SWEEP_KEY.sub(lambda m: short_key(m.group(1)) + "=", match.group(2))
+    room = width - len(suffix)
+    if room >= 3:
+        return cut_middle(base, room) + suffix
+    return cut_middle(base[:1] + suffix, width)
+
+
 def _value_text(value: Any) -> str:
     if value is None:
         return "—"
@@ -115,36 +133,3 @@ def run_labels(records: Sequence[dict]) -> dict[str, str]:
         seen[label] = seen.get(label, 0) + 1
     labels = [f"{label} #{short_id(run_id)}" if seen[label] > 1 else label for label, run_id in zip(labels, ids)]
     return dict(zip(ids, labels))
-
-
-class SeedStat(NamedTuple):
-    """A metric over a group, counted by seed: `mean` over the distinct seeds (replicates of one
-    seed averaged first), `std` across seeds (None below two seeds), how many seeds and runs."""
-    mean: float
-    std: float | None
-    seeds: int
-    runs: int
-
-    @property
-    def shares_seeds(self) -> bool:
-        return self.runs > self.seeds
-
-    def format(self, digits: int = 4) -> str:
-        text = f"{self.mean:.{digits}f}"
-        if self.std is not None:
-            text += f" ± {self.std:.{digits}f}"
-        return text + (" †" if self.shares_seeds else "")
-
-
-def seed_stat(pairs: Iterable[tuple[Any, Any]]) -> SeedStat | None:
-    """`pairs` are (seed, value) of a group's runs; runs without a number are left out. A mean ±
-    std needs two distinct seeds: runs that share a seed are replicates, not independent samples."""
-    by_seed: dict[str, list[float]] = {}
-    for seed, value in pairs:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            by_seed.setdefault(str(seed), []).append(float(value))
-    if not by_seed:
-        return None
-    means = [statistics.fmean(values) for values in by_seed.values()]
-    std = statistics.stdev(means) if len(means) > 1 else None
-    return SeedStat(statistics.fmean(means), std, len(means), sum(map(len, by_seed.values())))

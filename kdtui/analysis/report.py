@@ -3,10 +3,12 @@
 `build_report(records, out_dir, title)` writes, into `out_dir`:
 
 - one PNG per headline metric (test agreement, train agreement, clean train agreement, test accuracy,
-  test KL) against the setting(s) the runs vary, as mean ± std over the seeds of each setting;
+  test KL) against the setting(s) the runs vary, as mean ± std over the distinct seeds of each
+  setting (kdtui.analysis.compare.mean_std: no bar below two seeds, replicates of a seed averaged);
 - `curves_train_agreement.png` / `curves_test_agreement.png`: the per-epoch curves, one line per
   setting (the mean over its seeds);
-- `results.md`: mean ± std per setting of the final metrics, exactly the registry's `metrics`;
+- `results.md`: mean ± std per setting of the final metrics, exactly the registry's `metrics`, with
+  n the distinct seeds; a setting of one seed shows its value, runs sharing a seed are marked †;
 - `index.md`, linking all of them.
 
 A *setting* is a seed group (runs with the same `group_hash`: identical but for the seed). The varied
@@ -27,10 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, mean_std, metric_series
+from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, metric_series, records_mean_std
+from kdtui.analysis.labels import short_key
 from kdtui.analysis.markdown import md_table
 from kdtui.core.events import DONE
 from kdtui.core.files import atomic_output, atomic_write
+from kdtui.core.vocabulary import metric_label
 
 __all__ = ["TABLE_METRICS", "OPTIONAL_METRICS", "FIGURE_SIZE_IN", "FIGURE_DPI", "Setting",
            "varied_keys", "group_settings", "build_report", "select_records", "report_for"]
@@ -112,9 +116,10 @@ def _group_key(record: dict, flat: dict) -> str:
 
 
 def _short_keys(keys: Sequence[str]) -> dict[str, str]:
-    """`distill.temperature` -> `temperature`, unless two keys would share the short name."""
-    leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(keys, leaves)}
+    """`distill.temperature` -> `τ`, as the app and `runs compare` label runs
+    (kdtui.analysis.labels.short_key), unless two keys would share the short name."""
+    shorts = [short_key(k) for k in keys]
+    return {k: (name if shorts.count(name) == 1 else k) for k, name in zip(keys, shorts)}
 
 
 def _show(value: Any, limit: int = 40) -> str:
@@ -166,7 +171,7 @@ def _final(record: dict, metric: str) -> Any:
 
 
 def _setting_stat(setting: Setting, metric: str) -> MeanStd | None:
-    return mean_std(_final(r, metric) for r in setting.records)
+    return records_mean_std(setting.records, lambda r: _final(r, metric))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +281,8 @@ def _summary_figure(path: Path, title: str, metric: str, settings: list[Setting]
             if not points:
                 continue
             xs = [x for x, _ in points]
-            handle = ax.errorbar(xs, [st.mean for _, st in points], yerr=[st.std for _, st in points],
+            # No bar for a single seed: one value has no spread (std None).
+            handle = ax.errorbar(xs, [st.mean for _, st in points], yerr=[st.std or 0.0 for _, st in points],
                                  color=colors[i], marker="o" if not suffix else "s", markersize=5, capsize=3,
                                  linewidth=1.5, linestyle=style if numeric else "none",
                                  alpha=1.0 if not suffix else 0.8)
@@ -374,14 +380,17 @@ def _results_markdown(title: str, settings: list[Setting], keys: list[str], reco
     short = _short_keys(keys)
     lines = [f"# {title}: results", "",
              f"{len(records)} runs in {len(settings)} settings. Each cell is the mean ± sample standard "
-             "deviation over the runs of one setting (its seeds; 0 for a single run) of the run's final "
-             "metrics as the registry records them. Agreements and accuracies are fractions, KL in nats.",
+             "deviation over the distinct seeds of one setting (n) of the runs' final metrics as the "
+             "registry records them; a setting with a single seed shows its value alone. Runs that share "
+             "a seed are replicates, not independent samples: averaged into their seed, marked †. "
+             "Agreements and accuracies are fractions, KL in nats.",
              ""]
-    header = [short[k] for k in keys] + ["n", "seeds"] + metrics
+    header = [short[k] for k in keys] + ["n", "seeds"] + [metric_label(m) for m in metrics]
     rows = []
     for s in settings:
-        seeds = ", ".join(str(x) for x in s.seeds)
-        rows.append([_show(s.values[k], 60) for k in keys] + [str(len(s.records)), seeds]
+        distinct = {repr(seed) for seed in s.seeds}
+        seeds = ", ".join(str(x) for x in s.seeds) + (" †" if len(distinct) < len(s.seeds) else "")
+        rows.append([_show(s.values[k], 60) for k in keys] + [str(len(distinct)), seeds]
                     + [_cell(_setting_stat(s, m)) for m in metrics])
     lines += md_table(header, rows).splitlines()
     lines += ["", "## Runs", ""]
@@ -390,8 +399,8 @@ def _results_markdown(title: str, settings: list[Setting], keys: list[str], reco
                 + [_MISSING if not is_number(_final(r, m)) else f"{_final(r, m):.4f}"
                    for m in ("test_agreement", "train_agreement", "test_acc")]
                 for s in settings for r in s.records]
-    lines += md_table(["id", "name", "seed", "status", "group", "test_agreement", "train_agreement",
-                       "test_acc"], run_rows).splitlines()
+    lines += md_table(["id", "name", "seed", "status", "group",
+                       *map(metric_label, ("test_agreement", "train_agreement", "test_acc"))], run_rows).splitlines()
     return "\n".join(lines) + "\n"
 
 
@@ -454,7 +463,7 @@ def build_report(records: list[dict], out_dir: Path, title: str, varied: list[st
 
     short = _short_keys(keys)
     lines = [f"# {title}", "",
-             f"{len(records)} runs in {len(settings)} settings (mean ± std over seeds).", ""]
+             f"{len(records)} runs in {len(settings)} settings (mean ± std over distinct seeds).", ""]
     if keys:
         lines.append("Varied: " + ", ".join(f"`{k}`" for k in keys) + ".")
     fixed = _fixed_settings(records, keys)

@@ -13,9 +13,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from kdtui.analysis.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, compare, format_cell,
-                                    metric_series, metric_value, to_csv, to_markdown)
-from kdtui.analysis.labels import SeedStat, cut_middle, run_labels, seed_stat, short_id
+from kdtui.analysis.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BETTER, MeanStd, compare, format_cell,
+                                    metric_series, to_csv, to_markdown)
+from kdtui.analysis.labels import cut_middle, run_labels
 from kdtui.core.files import atomic_write
 from kdtui.core.vocabulary import metric_label
 from kdtui.tui.widgets.curves import COLORS, MARKERS, Curves
@@ -31,13 +31,6 @@ MARKER_GLYPHS = {"braille": "⣿", "dot": "•"}  # plotext's marker names, as t
 class RecordsRead(Message):
     records: list[dict]
     error: str = ""
-
-
-def _group_labels(groups: list[list[dict]]) -> list[str]:
-    """A label per seed group: what differs between the groups, the seed left out."""
-    firsts = [{**g[0], "spec": {k: v for k, v in (g[0].get("spec") or {}).items() if k != "seed"}} for g in groups]
-    labels = run_labels(firsts)
-    return [labels[str(first.get("id"))] for first in firsts]
 
 
 class CompareScreen(Screen):
@@ -107,17 +100,8 @@ class CompareScreen(Screen):
         self.comparison = c = compare(self.records, diff_only=self.diff_only, agg=self.agg, by_group=self.by_group)
         info.update(f"{len(self.records)} runs · agg {self.agg} (a) · diff only {'on' if self.diff_only else 'off'} (d)"
                     f" · by group {'on' if self.by_group else 'off'} (g) · export: x csv, k md")
-        by_id = {str(r.get("id")): r for r in self.records}
-        groups = [[by_id[i] for i in members if i in by_id] for members in c.members]
-        if c.by_group:
-            heads = []
-            for label, group in zip(_group_labels(groups), groups):
-                seeds = len({str((r.get("spec") or {}).get("seed")) for r in group})
-                count = f"n={seeds} seed{'s' if seeds != 1 else ''}"
-                heads.append((label, count + (f", {len(group)} runs †" if len(group) > seeds else "")))
-        else:
-            labels = run_labels(self.records)
-            heads = [(labels[column], short_id(column)) for column in c.columns]
+        # Labels (τ=1) over the short id or the group's count of distinct seeds: kdtui.analysis.compare.
+        heads = c.headers()
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_column("group" if c.by_group else "run", key="key")
@@ -127,18 +111,16 @@ class CompareScreen(Screen):
             table.add_row(key, *(Text("—" if v is None else str(v), justify="right") for v in values), key=f"cfg:{key}")
         table.add_row(Text(f"metrics ({c.agg})", style="bold"), *([""] * len(c.columns)), key="__metrics__")
         for key, values in c.metric_rows:
-            if c.by_group:
-                # Counted by seed (kdtui.analysis.labels.seed_stat): no ± below two distinct seeds.
-                values = [seed_stat(((r.get("spec") or {}).get("seed"), metric_value(r, key, c.agg)) for r in group)
-                          for group in groups]
+            # By group, cells are MeanStd counted by seed (kdtui.analysis.compare.mean_std): no ± below
+            # two distinct seeds, † where runs share a seed.
             best = None
             if len(values) > 1 and (key in HIGHER_IS_BETTER or key in LOWER_IS_BETTER):
-                numbers = [v.mean if isinstance(v, SeedStat) else v for v in values]
+                numbers = [v.mean if isinstance(v, MeanStd) else v for v in values]
                 present = [(n, i) for i, n in enumerate(numbers) if isinstance(n, (int, float)) and n == n]
                 if present:
                     best = (max if key in HIGHER_IS_BETTER else min)(present)[1]
             table.add_row(metric_label(key),
-                          *(Text(v.format(4) if isinstance(v, SeedStat) else format_cell(v, 4), justify="right",
+                          *(Text(format_cell(v, 4), justify="right",
                                  style="bold green" if i == best else "") for i, v in enumerate(values)), key=key)
         if c.by_group and any("†" in under for _, under in heads):
             info.update(info.render().plain + " · † runs share a seed: averaged, not counted as independent")
