@@ -223,7 +223,8 @@ def test_list_and_show_json_are_json_only(three_runs):
 
 
 def test_list_table_shows_whole_ids_in_80_columns(three_runs):
-    result = subprocess.run([*__import__("cli_helpers").KDTUI, "runs", "list", "--workspace", str(three_runs)],
+    result = subprocess.run([*__import__("cli_helpers").KDTUI, "runs", "list", "--full-ids", "--workspace",
+                             str(three_runs)],
                             capture_output=True, text=True, env={**cli_env(), "COLUMNS": "80"}, timeout=120)
     assert result.returncode == 0
     for run_id in ("261128-101010-aaaa", "261128-101010-aabb", "261128-111111-cccc"):

@@ -138,6 +138,23 @@ def resolve_all(store: RunStore, prefixes: list[str]) -> list[dict]:
         raise fail(str(exc))
 
 
+def display_ids(run_ids: list[str], every_id: list[str]) -> list[str]:
+    """The short id (the random suffix, `b09d`) of each run, as the app shows it and every command
+    takes it; the whole id where another run in the workspace has the same suffix (the short one
+    would be ambiguous). `every_id`: the ids of every run in the workspace."""
+    from collections import Counter
+
+    from kdtui.analysis.labels import short_id
+
+    counts = Counter(short_id(run_id) for run_id in every_id)
+    heads = {run_id[:4] for run_id in every_id}  # an all-digit suffix may also start some id
+
+    def unique(suffix: str) -> bool:
+        return counts.get(suffix, 0) <= 1 and not any(head.startswith(suffix) for head in heads)
+
+    return [short_id(run_id) if unique(short_id(run_id)) else run_id for run_id in run_ids]
+
+
 def print_json(payload) -> None:
     """Strict JSON on stdout (NaN/inf become null, so jq and other tools can read it): indented
     on a terminal, compact when piped (like `gh --json`; the compact encoder is C, ~10x faster
@@ -160,8 +177,11 @@ def fmt_number(value, digits: int = 4) -> str:
 
 def plain_table(columns: list[tuple[str, str]], rows: list[list[str]], squeeze: int) -> str:
     """Aligned text columns, like `gh run list`: cheap for thousands of rows (a rich Table spends
-    ~2 ms a row measuring and wrapping). Column `squeeze` is cut with '…' to fit the terminal;
-    the others (ids, statuses, numbers) are never cut."""
+    ~2 ms a row measuring and wrapping). Column `squeeze` (a name) is cut to fit the terminal,
+    keeping a sweep point's values (kdtui.analysis.labels.cut_name); the others (ids, statuses,
+    numbers) are never cut."""
+    from kdtui.analysis.labels import cut_name
+
     widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, (name, _) in enumerate(columns)]
     width = shutil.get_terminal_size((100, 24)).columns
     gap = 2
@@ -173,7 +193,7 @@ def plain_table(columns: list[tuple[str, str]], rows: list[list[str]], squeeze: 
         parts = []
         for cell, w, (_, align) in zip(cells, widths, columns):
             if len(cell) > w:
-                cell = cell[: max(w - 1, 0)] + "…"
+                cell = cut_name(cell, w)
             parts.append(cell.ljust(w) if align == "<" else cell.rjust(w))
         return (" " * gap).join(parts).rstrip()
 

@@ -1,26 +1,63 @@
-"""Rich progress bars for a foreground run, driven by the same event dicts the events file holds."""
+"""The progress display of a foreground run, and its summary table; driven by the same event dicts
+the events file holds.
+
+Everything fits 80 columns: a header line (the run's short id and name, elapsed time, ETA), one
+short row per phase (bar, epoch counter, the phase's time left), and a line with the latest
+epoch's metrics, each cut to the terminal's width rather than squeezing the bar and the counter.
+"""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import time
+
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from kdtui.analysis.labels import cut_middle, cut_name, short_id
+from kdtui.core.events import FINAL_EVENT_TYPES, EpochMetrics, PhaseEnd, PhaseStart
+from kdtui.core.events import Progress as ProgressEvent
 from kdtui.core.names import printable
+from kdtui.core.timing import RunClock, format_duration
+from kdtui.core.vocabulary import metric_label, teacher_label
 
 HEADLINE = ("train_agreement", "test_agreement", "test_acc", "teacher_test_acc", "test_kl")
+# The metrics of the latest epoch line, in this order (kdtui.core.vocabulary's labels).
+EPOCH_METRICS = ("train_agreement", "test_agreement", "test_acc")
+# Metrics the summary leaves out: the learning rate at the end of a schedule (0 after cosine) is noise.
+NOT_IN_SUMMARY = ("lr",)
+BAR_WIDTH = 24
+
+
+class _RunDisplay(Progress):
+    """rich's Progress with a header line above the phase rows and the latest metrics below them
+    (Progress documents `get_renderables` as the place to add renderables)."""
+
+    def __init__(self, run: "RunProgress", *columns, **options):
+        self.run = run  # first: Progress draws once while it is made
+        super().__init__(*columns, **options)
+
+    def get_renderables(self):
+        yield Group(self.run.header(), self.make_tasks_table(self.tasks), self.run.metrics_line())
 
 
 class RunProgress:
-    """One bar per phase (each teacher member, then the student), advanced per epoch and step."""
+    """One row per phase (each teacher member, then the student), advanced per step; the run's
+    elapsed time and ETA come from a RunClock fed the same events."""
 
-    def __init__(self, console: Console, title: str):
+    def __init__(self, console: Console, run_id: str, name: str = ""):
         self.console = console
-        self.title = title
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
-                                 transient=False)
+        self.run_id = run_id
+        self.name = printable(name) if name else ""
+        self.clock = RunClock()
+        self.latest = ""   # the newest epoch's metrics
+        self.progress = _RunDisplay(
+            self, TextColumn("{task.description}", style="cyan"), BarColumn(bar_width=BAR_WIDTH),
+            TextColumn("{task.fields[epochs]}"), TextColumn("{task.fields[left]}"),
+            console=console, transient=False)
         self.tasks: dict[tuple, int] = {}
+        self.epochs: dict[tuple, int] = {}
+        self.current: tuple | None = None
 
     def __enter__(self) -> "RunProgress":
         self.progress.__enter__()
@@ -29,51 +66,93 @@ class RunProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def _label(self, event: dict) -> str:
+    # -- what is drawn ------------------------------------------------------------------------------
+
+    def header(self) -> Text:
+        now = time.time()
+        eta = self.clock.eta(now)
+        times = f"  elapsed {format_duration(self.clock.elapsed(now))}"
+        if not self.clock.finished:
+            times += f"  ETA {format_duration(eta)}"
+        head = short_id(self.run_id)
+        width = max(self.console.width - len(times) - len(head) - 1, 8)
+        if self.name:  # a sweep point keeps its values (`kd-di…[τ=4,seed=0]`)
+            head += " " + cut_name(self.name, width)
+        return Text(head, style="bold", no_wrap=True, overflow="ellipsis") + Text(times)
+
+    def metrics_line(self) -> Text:
+        return Text(cut_middle(self.latest, self.console.width), no_wrap=True)
+
+    def _phase_left(self) -> str:
+        left = self.clock.phase_eta(time.time())
+        return f"left {format_duration(left)}" if left else ""
+
+    @staticmethod
+    def _label(event: dict) -> str:
         if event.get("phase") == "teacher":
-            return f"{self.title} teacher {event.get('index', 0) + 1}/{event.get('total', 1)}"
-        return f"{self.title} {event.get('phase') or 'student'}"  # student, or E12's independent student
+            return teacher_label(event.get("index", 0), event.get("total") or 1)
+        return str(event.get("phase") or "student")  # student, or E12's independent student
+
+    # -- events -------------------------------------------------------------------------------------
 
     def __call__(self, event: dict) -> None:
+        if "t" not in event:  # the writer stamps the file's copy; this one is stamped on arrival
+            event = {"t": time.time(), **event}
+        self.clock.feed([event])
         kind = event.get("type")
         key = (event.get("phase"), event.get("index", 0))
-        if kind == "phase_start":
+        if kind == PhaseStart.type:
             epochs = max(int(event.get("epochs") or 0), 1)
-            status = "reused from the teacher store" if event.get("reused") else ""
-            self.tasks[key] = self.progress.add_task(self._label(event), total=epochs * max(event.get("steps_per_epoch") or 1, 1),
-                                                     status=status, completed=0)
-        elif kind == "progress" and key in self.tasks:
+            steps = epochs * max(int(event.get("steps_per_epoch") or 1), 1)
+            reused = bool(event.get("reused"))
+            self.tasks[key] = self.progress.add_task(
+                self._label(event), total=steps, completed=steps if reused else 0,
+                epochs=f"epoch 0/{epochs}" if not reused else "reused", left="")
+            self.epochs[key] = epochs
+            self.current = key
+        elif kind == ProgressEvent.type and key in self.tasks:
             done = (event["epoch"] - 1) * event["steps"] + event["step"]
+            self.progress.update(self.tasks[key], completed=done, epochs=f"epoch {event['epoch']}/{self.epochs[key]}",
+                                 left=self._phase_left())
+        elif kind == EpochMetrics.type:
+            self.latest = describe_epoch(event)
+        elif kind == PhaseEnd.type and key in self.tasks:
             task = self.tasks[key]
-            self.progress.update(task, completed=done)
-        elif kind == "epoch" and key in self.tasks:
-            self.progress.update(self.tasks[key], status=describe_epoch(event))
-        elif kind == "phase_end" and key in self.tasks:
-            task = self.tasks[key]
-            self.progress.update(task, completed=self.progress.tasks[task].total)
+            self.progress.update(task, completed=self.progress.tasks[task].total, left="done")
+        elif kind in FINAL_EVENT_TYPES and self.current in self.tasks:
+            self.progress.update(self.tasks[self.current], left="")
 
 
 def describe_epoch(event: dict) -> str:
-    m = event.get("metrics", {})
-    parts = [f"epoch {event.get('epoch')}"]
-    for name, short in (("train_agreement", "train agr"), ("test_agreement", "test agr"), ("test_acc", "acc")):
-        if isinstance(m.get(name), (int, float)):
-            parts.append(f"{short} {m[name]:.3f}")
+    """`student epoch 3  train agr 0.912  test agr 0.874  test acc 0.901` (teachers numbered from 1)."""
+    m = event.get("metrics") or {}
+    who = teacher_label(event.get("index", 0)) if event.get("phase") == "teacher" else str(event.get("phase") or "")
+    parts = [f"{who} epoch {event.get('epoch')}".strip()]
+    for name in EPOCH_METRICS:
+        if isinstance(m.get(name), (int, float)) and not isinstance(m.get(name), bool):
+            parts.append(f"{metric_label(name)} {m[name]:.3f}")
     return "  ".join(parts)
 
 
-def summary_table(record: dict) -> Table:
+def summary_table(record: dict, label: str = "") -> Table:
+    """The final metrics of a run under its label (what sets it apart in its sweep: `τ=1`, from
+    kdtui.analysis.labels.run_labels), its name and its short id."""
     # Text, not a markup string: a name is shown as it is, escaped (kdtui.core.names), never styled.
-    table = Table(title=Text(f"{printable(record['name'])}  ({record['id']}, {record['status']})"), show_header=True)
+    name = printable(record.get("name"))
+    head = f"{label}  {name}" if label and label != name else name
+    title = Text(f"{head}  ({short_id(record['id'])}, {record['status']})")
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = record.get("metrics") or {}
     for name in HEADLINE + tuple(k for k in sorted(metrics) if k not in HEADLINE):
         value = metrics.get(name)
+        if name in NOT_IN_SUMMARY:
+            continue
         if isinstance(value, int) and not isinstance(value, bool) and name != "epoch":
-            table.add_row(name, str(value))  # a count (test_examples)
+            table.add_row(metric_label(name), str(value))  # a count (test_examples)
         elif isinstance(value, float):
-            table.add_row(name, f"{value:.4f}")
+            table.add_row(metric_label(name), f"{value:.4f}")
     if record.get("error"):
         table.add_row("error", record["error"])
     return table

@@ -9,11 +9,29 @@ from typing import TYPE_CHECKING
 import click
 
 from kdtui.analysis.compare import AGGREGATIONS, EXPORT_FORMATS
-from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err, fail, finish, fmt_number, json_option,
-                              OrderedGroup, open_store, out, pids_text, plain_table, print_json, resolve, resolve_all,
-                              workspace_option)
-from kdtui.core.events import ACTIVE_STATUSES, DONE, STATUSES
+from kdtui.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    OrderedGroup,
+    display_ids,
+    err,
+    fail,
+    finish,
+    fmt_number,
+    json_option,
+    open_store,
+    out,
+    pids_text,
+    plain_table,
+    print_json,
+    resolve,
+    resolve_all,
+    workspace_option,
+)
+from kdtui.core.events import ACTIVE_STATUSES, DONE, QUEUED, STATUSES
 from kdtui.core.names import printable
+from kdtui.core.vocabulary import metric_label, teacher_label
 from kdtui.core.workspace import Workspace, is_run_id_prefix
 from kdtui.tui.state import age_text
 
@@ -34,9 +52,10 @@ def command(ctx: click.Context) -> None:
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only runs with this status.")
 @click.option("--name", default=None, help="Only runs whose name contains this.")
 @click.option("--group", default=None, help="Only runs in this seed group (hash prefix).")
+@click.option("--full-ids", is_flag=True, help="Show whole run ids (default: the short id, which every command takes).")
 @json_option
 def runs_list(workspace: Path | None, status: str | None, name: str | None, group: str | None,
-              as_json: bool) -> None:
+              full_ids: bool, as_json: bool) -> None:
     """List runs, newest last."""
     ws, store = open_store(workspace)
     records = store.find(status=status, name=name, group=group)
@@ -44,14 +63,17 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
     if as_json:
         print_json(records)
         return
+    ids = [r["id"] for r in records]
+    if not full_ids:
+        everyone = records if status is None and name is None and group is None else store.all()
+        ids = display_ids(ids, [r["id"] for r in everyone])
+    metrics = [(r.get("metrics") or {}) for r in records]
+    listed = ("train_agreement", "test_agreement", "test_acc")
     sys.stdout.write(plain_table(
-        [("id", "<"), ("name", "<"), ("status", "<"), ("train agr", ">"), ("test agr", ">"), ("test acc", ">"),
+        [("id", "<"), ("name", "<"), ("status", "<"), *((metric_label(m), ">") for m in listed),
          ("group", "<"), ("age", ">")],
-        [[r["id"], printable(r.get("name")), str(r.get("status")),
-          fmt_number((r.get("metrics") or {}).get("train_agreement")),
-          fmt_number((r.get("metrics") or {}).get("test_agreement")),
-          fmt_number((r.get("metrics") or {}).get("test_acc")),
-          (r.get("group_hash") or "")[:8], age_text(r.get("created"))] for r in records],
+        [[run_id, printable(r.get("name")), str(r.get("status")), *(fmt_number(m.get(k)) for k in listed),
+          (r.get("group_hash") or "")[:8], age_text(r.get("created"))] for run_id, r, m in zip(ids, records, metrics)],
         squeeze=1))
 
 
@@ -82,9 +104,20 @@ def runs_reindex(workspace: Path | None) -> None:
     out.print(store.reindex().describe(), markup=False, highlight=False, soft_wrap=True)
 
 
-HISTORY_COLUMNS = (("train_agreement", "train agr"), ("train_agreement_eval", "clean agr"),
-                   ("test_agreement", "test agr"), ("test_acc", "test acc"), ("test_kl", "test KL"),
-                   ("train_loss", "loss"))
+HISTORY_COLUMNS = ("train_agreement", "train_agreement_eval", "test_agreement", "test_acc", "test_kl", "train_loss")
+
+
+def config_lines(spec: dict | None) -> list[str]:
+    """The run's resolved spec, every key, one line per section: `distill: loss=kl temperature=4
+    ...` (the record holds the spec as it ran, dataset defaults filled in)."""
+    from kdtui.analysis.compare import flatten_spec
+
+    sections: dict[str, list[str]] = {}
+    for key, value in flatten_spec(spec).items():
+        section, _, leaf = key.rpartition(".")
+        shown = "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        sections.setdefault(section or "run", []).append(f"{leaf}={printable(shown)}")
+    return [f"{section}: {' '.join(items)}" for section, items in sections.items()]
 
 
 @command.command("show")
@@ -102,23 +135,31 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
         return
     from kdtui.cli.progress import summary_table
     out.print(summary_table(record))
+    out.print(f"id: {record['id']}", markup=False)
     for key in ("status", "device", "host", "pid", "spec_hash", "group_hash"):
         out.print(f"{key}: {printable(record.get(key))}", markup=False)
+    if record.get("peak_memory_bytes"):
+        out.print(f"peak memory: {record['peak_memory_bytes'] / 2**20:.0f} MiB ({record.get('peak_memory_kind')})",
+                  markup=False)
     for teacher in record.get("teachers") or []:
-        out.print(f"teacher {teacher.get('member')}: {teacher.get('key', '')[:12]} "
-                  f"{'reused' if teacher.get('reused') else 'trained'}, test acc {fmt_number(teacher.get('test_acc'))}")
+        out.print(f"{teacher_label(teacher.get('member') or 0)}: {teacher.get('key', '')[:12]} "
+                  f"{'reused' if teacher.get('reused') else 'trained'}, "
+                  f"{metric_label('test_acc')} {fmt_number(teacher.get('test_acc'))}", markup=False)
+    out.print("config (resolved):", markup=False)
+    for line in config_lines(record.get("spec")):
+        out.print(f"  {line}", markup=False)
     history = record["history"]
     if history:
         from rich.table import Table
 
         # The headline curves only (every metric is in --json and export): fits 80 columns.
-        shown = [(n, title) for n, title in HISTORY_COLUMNS if any(n in row for row in history)]
+        shown = [n for n in HISTORY_COLUMNS if any(n in row for row in history)]
         table = Table(title="history")
         table.add_column("epoch", justify="right", no_wrap=True)
-        for _, title in shown:
-            table.add_column(title, justify="right", no_wrap=True)
+        for name in shown:
+            table.add_column(metric_label(name), justify="right", no_wrap=True)
         for row in history:
-            table.add_row(str(row["epoch"]), *(fmt_number(row.get(n)) for n, _ in shown))
+            table.add_row(str(row["epoch"]), *(fmt_number(row.get(n)) for n in shown))
         out.print(table)
     out.print(f"folder: {ws.run_dir(record['id'])}", markup=False)
 
@@ -131,7 +172,13 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
     """Follow a run's events until it ends."""
     from kdtui.cli.progress import describe_epoch
     from kdtui.core import eventlog
-    from kdtui.core.events import EpochMetrics, FINAL_EVENT_TYPES, Log, PhaseEnd, PhaseStart
+    from kdtui.core.events import (
+        FINAL_EVENT_TYPES,
+        EpochMetrics,
+        Log,
+        PhaseEnd,
+        PhaseStart,
+    )
     from kdtui.core.procs import pid_alive
 
     ws, store = open_store(workspace)
@@ -140,6 +187,8 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
 
     def process_gone() -> bool:
         current = store.get(record["id"]) or {}
+        if current.get("status") == QUEUED and current.get("pid") is None:
+            return False  # waiting in the queue's line: no process yet, a worker will start it
         return current.get("status") not in ACTIVE_STATUSES or not pid_alive(current.get("pid"))
 
     try:
@@ -150,10 +199,13 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
                 continue
             kind = event.get("type")
             if kind == EpochMetrics.type:
-                out.print(f"{event.get('phase')} {event.get('index', 0)}: {describe_epoch(event)}", markup=False)
+                out.print(describe_epoch(event), markup=False)
             elif kind in shown_types:
+                # Teachers are numbered from 1, as the app and `runs show` number them.
+                who = teacher_label(event.get("index", 0), event.get("total")) if event.get("phase") == "teacher" \
+                    else event.get("phase", "")
                 detail = event.get("message") or event.get("error") or ""
-                out.print(f"{kind} {event.get('phase', '')} {detail}".rstrip(), markup=False)
+                out.print(" ".join(str(part) for part in (kind, who, detail) if part), markup=False)
     except KeyboardInterrupt:
         raise finish(EXIT_INTERRUPTED)
     final = store.get(record["id"]) or {}

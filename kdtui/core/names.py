@@ -8,9 +8,14 @@ names already in a registry are shown through `printable` on every screen and in
 """
 from __future__ import annotations
 
+import re
+
 # The bidirectional formatting characters: LRE, RLE, PDF, LRO, RLO; LRI, RLI, FSI, PDI; the
 # implicit marks LRM, RLM and the Arabic letter mark.
 BIDI_CONTROLS = frozenset(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)))
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(BIDI_CONTROLS)) + "]")
 
 
 def is_unsafe(char: str) -> bool:
@@ -34,6 +39,6 @@ def printable(text: object) -> str:
     """`text` as a string with every unsafe character escaped (`\\x1b`, `\\u202e`), so that what
     a terminal shows is what the text holds."""
     text = "" if text is None else str(text)
-    if not any(is_unsafe(char) for char in text):  # the usual case: no copy
+    if _UNSAFE.search(text) is None:  # the usual case: no copy (one regex scan; `runs list` shows 10,000)
         return text
     return "".join(escape_char(char) if is_unsafe(char) else char for char in text)
