@@ -17,6 +17,7 @@ from kdtui.core.events import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPE
 from kdtui.core.names import printable
 from kdtui.core.vocabulary import metric_label
 from kdtui.tui.state import ACTIVE, age_text, progress_cell, record_metric, run_matches, time_cell
+from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
 STATUS_STYLE = {RUNNING: "bold cyan", QUEUED: "cyan", DONE: "green", FAILED: "bold red",
@@ -122,6 +123,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield GpuStatus(id="gpus")  # each GPU's use and memory; hidden without GPUs or nvidia-ml-py
         table = RowTable(id="runs-table", cursor_type="row", zebra_stripes=False, cell_padding=0)
         yield table
         with Horizontal(id="runs-bar"):
