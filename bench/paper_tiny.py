@@ -80,13 +80,21 @@ def run_experiment(preset_id: str, ws: Path, spec_dir: Path, seeds: int, smoke: 
     return [r for r in records if r.get("status") == "done"], elapsed
 
 
+def _stat(setting: Setting, metric: str):
+    """Counted by distinct seed, as the report counts them."""
+    return mean_std([(r.get("metrics") or {}).get(metric) for r in setting.records],
+                    seeds=[(r.get("spec") or {}).get("seed") for r in setting.records])
+
+
 def _cell(setting: Setting, metric: str) -> str:
-    stat = mean_std((r.get("metrics") or {}).get(metric) for r in setting.records)
-    return "missing" if stat is None else f"{stat.mean:.4f} ± {stat.std:.4f}"
+    stat = _stat(setting, metric)
+    if stat is None:
+        return "missing"
+    return f"{stat.mean:.4f}" if stat.std is None else f"{stat.mean:.4f} ± {stat.std:.4f} (n={stat.n})"
 
 
 def _mean(setting: Setting, metric: str) -> float | None:
-    stat = mean_std((r.get("metrics") or {}).get(metric) for r in setting.records)
+    stat = _stat(setting, metric)
     return None if stat is None else stat.mean
 
 
