@@ -1,5 +1,6 @@
 """`kdtui run`: run a spec (every point of its sweep) in the foreground, in the background through the
-queue, data-parallel with torchrun, or on Ray. The foreground loop is shared with `runs resume`."""
+queue, data-parallel with torchrun, or on Ray: it picks the executor (kdtui.runs.executors) and shows
+what it does. The foreground display is shared with `runs resume`."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,9 @@ import click
 from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err, fail, finish, fmt_number, json_option,
                               open_store, out, pids_text, print_json, workspace_option)
 from kdtui.core.events import ACTIVE_STATUSES, DONE, STOPPED
+from kdtui.core.procs import DeferredInterrupt
 from kdtui.core.workspace import Workspace
+from kdtui.runs.executors import Executor, Started
 
 if TYPE_CHECKING:
     from kdtui.core.registry import RunStore
@@ -63,28 +66,29 @@ def command(spec_path: Path | None, preset: str | None, scale: str, workspace: P
     except SpecError as exc:
         raise fail(str(exc))
     ws, store = open_store(workspace, create=True)  # the one command that may make a new workspace
-    from kdtui.core.registry import record_with_history
-    from kdtui.runs.service import RunService
+    from kdtui.runs.service import RunService, ServiceError
 
     service = RunService(ws, store)
-    run_ids: list[str] = []
     try:
         with DeferredInterrupt():
-            # This process owns the queued runs until a worker (or the foreground loop) starts them.
-            run_ids = service.submit(points, owner_pid=os.getpid())
-        if executor == "ray":
-            raise finish(_run_on_ray(ws, store, run_ids, address, gpus_per_run, as_json, detach, retrain_teachers))
-        if detach:
-            pids = service.launch(run_ids, retrain_teachers=retrain_teachers, slots_per_gpu=slots_per_gpu)
-            if as_json:
-                print_json([record_with_history(store, ws, run_id) for run_id in run_ids])
+            if detach and executor == "local":
+                # Slots and devices are checked before anything is registered (one line, exit 2).
+                run_ids, pids = service.submit_detached(points, retrain_teachers=retrain_teachers,
+                                                        slots_per_gpu=slots_per_gpu)
             else:
-                for run_id in run_ids:
-                    out.print(run_id)
-            err.print(f"started in the background ({pids_text(pids)}), each run when a device slot is free "
-                      f"(kdtui queue); follow with: kdtui runs tail {run_ids[0]}")
+                # This process owns the queued runs until it (or its Ray driver) starts them.
+                run_ids = service.submit(points, owner_pid=os.getpid())
+        if detach:
+            if executor == "ray":
+                pids = _ray(ws, store, address, gpus_per_run, retrain_teachers, detach=True).start(run_ids).pids
+            _print_detached(ws, store, run_ids, as_json, pids, executor)
             raise finish(EXIT_OK)
-        code = run_foreground(ws, store, run_ids, as_json, retrain_teachers, nproc=nproc)
+        if executor == "ray":
+            code = _run_on_ray(ws, store, run_ids, address, gpus_per_run, as_json, retrain_teachers)
+        else:
+            code = run_foreground(ws, store, run_ids, as_json, retrain_teachers, nproc=nproc)
+    except ServiceError as exc:
+        raise fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C outside a run's own signal handling: nothing stays queued
         # By pid, not by `run_ids`: the interrupt may land after the sweep was registered but
         # before submit returned its ids.
@@ -107,22 +111,32 @@ def _check_ray_options(executor: str, address: str | None, gpus_per_run: float) 
         raise fail(str(exc))
 
 
-def _run_on_ray(ws: Workspace, store: RunStore, run_ids: list[str], address: str | None, gpus: float,
-                as_json: bool, detach: bool, retrain: bool) -> int:
-    from kdtui.core.registry import record_with_history
-    from kdtui.runs.executors import ray_cluster
+def _ray(ws: Workspace, store: RunStore, address: str | None, gpus: float, retrain: bool, *, detach: bool = False,
+         on_record=None) -> "Executor":
+    from kdtui.runs.executors.ray_cluster import RayExecutor
 
-    if detach:
-        pid = ray_cluster.launch_detached(ws, run_ids, address=address, gpus_per_run=gpus, retrain_teachers=retrain)
-        for run_id in run_ids:  # the driver owns them now (a dead driver's runs read as interrupted)
-            store.update(run_id, pid=pid)
-        if as_json:
-            print_json([record_with_history(store, ws, run_id) for run_id in run_ids])
-        else:
-            for run_id in run_ids:
-                out.print(run_id)
-        err.print(f"sent to Ray by a background driver (pid {pid}); follow with: kdtui runs tail {run_ids[0]}")
-        return EXIT_OK
+    return RayExecutor(ws, store, address=address, gpus_per_run=gpus, retrain_teachers=retrain, detach=detach,
+                       on_record=on_record)
+
+
+def _print_detached(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, pids: list[int],
+                    executor: str) -> None:
+    from kdtui.core.registry import record_with_history
+
+    if as_json:
+        print_json([record_with_history(store, ws, run_id) for run_id in run_ids])
+    else:
+        for run_id in run_ids:
+            out.print(run_id)
+    if executor == "ray":
+        err.print(f"sent to Ray by a background driver (pid {pids[0]}); follow with: kdtui runs tail {run_ids[0]}")
+    else:
+        err.print(f"started in the background ({pids_text(pids)}), each run when a device slot is free "
+                  f"(kdtui queue); follow with: kdtui runs tail {run_ids[0]}")
+
+
+def _run_on_ray(ws: Workspace, store: RunStore, run_ids: list[str], address: str | None, gpus: float,
+                as_json: bool, retrain: bool) -> int:
     console = err if as_json else out
     console.print(f"sending {len(run_ids)} run(s) to Ray; follow with: kdtui runs tail {run_ids[0]}")
 
@@ -131,18 +145,55 @@ def _run_on_ray(ws: Workspace, store: RunStore, run_ids: list[str], address: str
                       f"{fmt_number((record.get('metrics') or {}).get('test_agreement'))}"
                       + (f"  error: {record['error']}" if record.get("error") else ""), markup=False)
 
-    records = ray_cluster.drive(ws, store, run_ids, address=address, gpus_per_run=gpus, retrain_teachers=retrain,
-                                on_record=finished)
-    records = [record_with_history(store, ws, r["id"]) for r in records]
-    if as_json:
-        print_json(records[0] if len(records) == 1 else records)
+    started = _ray(ws, store, address, gpus, retrain, on_record=finished).start(run_ids)
+    _print_records(ws, store, started.records, as_json, single=len(started.records) == 1, folders=False)
+    return _exit_code(started)
+
+
+def run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, retrain: bool,
+                   nproc: int = 1) -> int:
+    """Run the queued runs one after another in this process, with progress bars; the exit code."""
+    from kdtui.cli.progress import RunProgress
+
+    console = (err if as_json else out).get()
+    options = dict(retrain_teachers=retrain, watch=lambda run_id: RunProgress(console, run_id),
+                   on_record=_say_if_failed)
+    if nproc == 1:
+        from kdtui.runs.executors.local import LocalExecutor
+        executor: Executor = LocalExecutor(ws, store, **options)
     else:
-        from kdtui.cli.progress import summary_table
-        for record in records:
-            out.print(summary_table(record))
-    if any(r["status"] == STOPPED for r in records):
+        from kdtui.runs.executors.ddp import DataParallelExecutor
+        executor = DataParallelExecutor(ws, store, nproc=nproc, **options)
+    started = executor.start(run_ids)
+    _print_records(ws, store, started.records, as_json, single=len(run_ids) == 1, folders=True)
+    return _exit_code(started)
+
+
+def _say_if_failed(record: dict) -> None:
+    if record["status"] not in (DONE, STOPPED):
+        err.print(f"error: run {record['id']} failed: {record.get('error') or 'unknown error'}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+def _exit_code(started: Started) -> int:
+    if started.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if all(r["status"] == DONE for r in records) else EXIT_FAILED
+    return EXIT_OK if all(record["status"] == DONE for record in started.records) else EXIT_FAILED
+
+
+def _print_records(ws: Workspace, store: RunStore, records: list[dict], as_json: bool, *, single: bool,
+                   folders: bool) -> None:
+    if as_json:
+        # PRODUCT.md's record: the registry document plus its per-epoch history.
+        full = [_with_history(store, ws, record) for record in records]
+        print_json(full[0] if single and full else full)
+        return
+    from kdtui.cli.progress import summary_table
+
+    for record in records:
+        out.print(summary_table(record))
+        if folders:
+            out.print(f"results: {ws.run_dir(record['id'])}")
 
 
 def _with_history(store: RunStore, ws: Workspace, record: dict) -> dict:
@@ -152,80 +203,3 @@ def _with_history(store: RunStore, ws: Workspace, record: dict) -> dict:
         return record_with_history(store, ws, record["id"])
     except RunNotFound:  # removed from another shell while it ran: what the run itself returned
         return record
-
-
-class DeferredInterrupt:
-    """Ctrl-C inside this block is raised as KeyboardInterrupt at `check()` (and on leaving the
-    block), never in the middle of a registry write or an import."""
-
-    def __enter__(self) -> "DeferredInterrupt":
-        import signal
-        self.hit = False
-        self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame) -> None:
-        self.hit = True
-
-    def check(self) -> None:
-        if self.hit:
-            self.hit = False
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc) -> None:
-        import signal
-        signal.signal(signal.SIGINT, self._previous)
-        if exc[0] is None:
-            self.check()
-
-
-def run_foreground(ws: Workspace, store: RunStore, run_ids: list[str], as_json: bool, retrain: bool,
-                   nproc: int = 1) -> int:
-    """Run the queued runs one after another in this process, with progress bars; the exit code."""
-    from functools import partial
-
-    from kdtui.cli.progress import RunProgress, summary_table
-    from kdtui.runs.execute import execute
-    from kdtui.runs.executors.ddp import run_data_parallel
-    from kdtui.runs.service import RunService
-
-    run_one = execute if nproc == 1 else partial(run_data_parallel, nproc=nproc)
-
-    console = (err if as_json else out).get()
-    records, code = [], EXIT_OK
-
-    def stop_rest(position: int) -> None:  # Ctrl-C ends the sweep; the rest stay resumable
-        RunService(ws, store).release_owned(run_ids[position:])
-
-    for position, run_id in enumerate(run_ids):
-        try:
-            with DeferredInterrupt() as interrupt:
-                # execute() catches SIGINT itself while it runs; this covers the moments between.
-                with RunProgress(console, run_id) as progress:
-                    interrupt.check()
-                    record = run_one(ws, store, run_id, retrain_teachers=retrain, on_event=progress)
-        except KeyboardInterrupt:  # Ctrl-C between runs, or while the progress display started
-            stop_rest(position)
-            records.append(store.get(run_id) or {"id": run_id, "status": STOPPED})
-            code = EXIT_INTERRUPTED
-            break
-        if record.get("skipped"):  # stopped or removed from another shell while it waited
-            continue
-        records.append(record)
-        if record["status"] == STOPPED:
-            stop_rest(position + 1)
-            code = EXIT_INTERRUPTED
-            break
-        if record["status"] != DONE:
-            code = EXIT_FAILED
-            err.print(f"error: run {record['id']} failed: {record.get('error') or 'unknown error'}",
-                      markup=False, highlight=False, soft_wrap=True)
-    if as_json:
-        # PRODUCT.md's record: the registry document plus its per-epoch history.
-        full = [_with_history(store, ws, record) for record in records]
-        print_json(full[0] if len(run_ids) == 1 and full else full)
-    else:
-        for record in records:
-            out.print(summary_table(record))
-            out.print(f"results: {ws.run_dir(record['id'])}")
-    return code

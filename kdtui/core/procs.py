@@ -59,3 +59,28 @@ def pid_alive(pid: Any, started: Any = None) -> bool:
         if proc_start is not None and proc_start > started + 120:
             return False
     return True
+
+
+class DeferredInterrupt:
+    """Ctrl-C inside this block is raised as KeyboardInterrupt at `check()` (and on leaving the
+    block), never in the middle of a registry write or an import."""
+
+    def __enter__(self) -> "DeferredInterrupt":
+        import signal
+        self.hit = False
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        self.hit = True
+
+    def check(self) -> None:
+        if self.hit:
+            self.hit = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        signal.signal(signal.SIGINT, self._previous)
+        if exc[0] is None:
+            self.check()

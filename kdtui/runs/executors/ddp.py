@@ -17,8 +17,21 @@ import time
 from kdtui.core.eventlog import follow
 from kdtui.core.events import ACTIVE_STATUSES, DONE, FAILED, STOPPED
 from kdtui.core.registry import RunStore
-from kdtui.runs.execute import execute
 from kdtui.core.workspace import Workspace
+from kdtui.runs.execute import execute
+from kdtui.runs.executors.local import LocalExecutor
+
+
+class DataParallelExecutor(LocalExecutor):
+    """The foreground executor with each run as `nproc` torchrun processes."""
+
+    def __init__(self, workspace: Workspace, store: RunStore, *, nproc: int, **options):
+        super().__init__(workspace, store, **options)
+        self.nproc = nproc
+
+    def run_one(self, run_id: str, on_event) -> dict:
+        return run_data_parallel(self.workspace, self.store, run_id, retrain_teachers=self.retrain_teachers,
+                                 on_event=on_event, nproc=self.nproc)
 
 
 def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_teachers: bool, on_event,

@@ -25,6 +25,7 @@ from kdtui.core.eventlog import EventWriter
 from kdtui.core.registry import RunStore
 from kdtui.core.events import DONE, FAILED, QUEUED, RUNNING, STOPPED, Log
 from kdtui.core.workspace import STOP_FILE, Workspace
+from kdtui.runs.executors import Started
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'kdtui[ray]'"
 WORKER_WORKSPACE_ENV = "KDTUI_RAY_WORKSPACE"
@@ -140,6 +141,25 @@ def _final(store: RunStore, run_id: str, ref, was_cancelled: bool) -> dict:
         return store.update(run_id, status=FAILED, error=message, finished=time.time())
     fields = {k: remote.get(k) for k in FINAL_FIELDS}
     return store.update(run_id, **fields, worker_host=remote.get("worker_host"), checkpoints=remote.get("checkpoints"))
+
+
+class RayExecutor:
+    """Runs as Ray tasks: followed to their end from this process, or (`detach`) from a background
+    driver that owns them from then on (a dead driver's runs read as interrupted)."""
+
+    def __init__(self, workspace: Workspace, store: RunStore, *, address: str | None = None,
+                 gpus_per_run: float = 0, retrain_teachers: bool = False, detach: bool = False,
+                 on_record: Callable[[dict], None] | None = None):
+        self.workspace, self.store, self.detach, self.on_record = workspace, store, detach, on_record
+        self.options = {"address": address, "gpus_per_run": gpus_per_run, "retrain_teachers": retrain_teachers}
+
+    def start(self, run_ids: list[str]) -> Started:
+        if self.detach:
+            pid = launch_detached(self.workspace, run_ids, **self.options)
+            self.store.update_many(run_ids, pid=pid)
+            return Started(pids=[pid])
+        records = drive(self.workspace, self.store, run_ids, on_record=self.on_record, **self.options)
+        return Started(records=records, interrupted=any(r["status"] == STOPPED for r in records))
 
 
 def launch_detached(workspace: Workspace, run_ids: list[str], *, address: str | None, gpus_per_run: float,

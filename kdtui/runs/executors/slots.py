@@ -198,21 +198,30 @@ class RunQueue:
         (their `pid` becomes None); returns the ids enqueued. Every run's pools are checked before
         anything is written (QueueError). A run already in the line moves to the end (a resume)."""
         records = {record["id"]: record for record in store.all()}
-        now = time.time()
         entries = []
         for run_id in run_ids:
             record = records.get(run_id)
             if record is None:
                 continue  # removed meanwhile
             wanted = device or (record.get("spec") or {}).get("device") or "auto"
-            entries.append({"run": run_id, "pools": pools_for_device(wanted, gpus), "enqueued": now,
-                            "retrain_teachers": retrain_teachers, "device": device})
+            entries.append(self.entry(run_id, pools_for_device(wanted, gpus), retrain_teachers=retrain_teachers,
+                                      device=device))
+        self.append(entries)
+        # After the line is written: a launcher killed in between leaves runs that still name it,
+        # so they read as interrupted (never runs that wait with nobody to know about them). Runs
+        # registered straight into the line (RunService.submit_detached) need no rewrite here.
+        store.update_many([entry["run"] for entry in entries], pid=None, slot=None, gpu=None, worker=None)
+        return [entry["run"] for entry in entries]
+
+    @staticmethod
+    def entry(run_id: str, pools: list[str], *, retrain_teachers: bool = False, device: str | None = None) -> dict:
+        return {"run": run_id, "pools": pools, "enqueued": time.time(), "retrain_teachers": retrain_teachers,
+                "device": device}
+
+    def append(self, entries: list[dict]) -> None:
+        """Put entries at the end of the line; a run already in it moves to the end (a resume)."""
         ids = {entry["run"] for entry in entries}
         self.write_line([e for e in self.read_line() if e.get("run") not in ids] + entries)
-        # After the line is written: a launcher killed in between leaves runs that still name it,
-        # so they read as interrupted (never runs that wait with nobody to know about them).
-        store.update_many(list(ids), pid=None, slot=None, gpu=None, worker=None)
-        return [entry["run"] for entry in entries]
 
     def waiting(self, store: RunStore) -> tuple[list[dict], dict[str, dict]]:
         """The entries whose runs still wait (see `is_waiting`), and the registry's records by id."""
