@@ -13,13 +13,15 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from kdtui.core.events import ACTIVE_STATUSES, QUEUED, RESUMABLE_STATUSES, RUNNING, STOPPED
 from kdtui.core.files import atomic_write_many
 from kdtui.core.registry import RunStore
-from kdtui.core.spec import Spec, group_hash, spec_hash
+from kdtui.core.spec import Spec, spec_hashes
 from kdtui.core.workspace import STOP_FILE, Workspace
-from kdtui.runs.executors.launcher import launch_detached
+from kdtui.runs.executors.launcher import QueueExecutor
+from kdtui.runs.executors.slots import QueueError
 
 
 class ServiceError(ValueError):
@@ -35,8 +37,9 @@ class Outcome:
 
 
 def new_record(run_id: str, spec: Spec, status: str = QUEUED, pid: int | None = None) -> dict:
+    exact, group = spec_hashes(spec)
     return {"id": run_id, "name": spec.name, "status": status, "spec": spec.model_dump(mode="json"),
-            "spec_hash": spec_hash(spec), "group_hash": group_hash(spec), "metrics": {}, "teachers": [],
+            "spec_hash": exact, "group_hash": group, "metrics": {}, "teachers": [],
             "device": None, "host": socket.gethostname(), "pid": pid, "created": time.time(),
             "started": None, "finished": None, "error": None}
 
@@ -52,9 +55,40 @@ class RunService:
         """Register resolved, validated specs as queued runs; returns their ids in order.
 
         Each point gets its folder and spec first, then the whole sweep enters the registry in one
-        write. `owner_pid` owns the queued runs until a worker starts them (the CLI, or the
-        launcher), so a queued run whose owner dies is reconciled to `interrupted`.
+        write. `owner_pid` owns the queued runs until they start (the foreground CLI), so a queued
+        run whose owner dies is reconciled to `interrupted`.
         """
+        return self._register(points, owner_pid)
+
+    def submit_detached(self, points: list[Spec], *, retrain_teachers: bool = False, device: str | None = None,
+                        slots_per_gpu: int | None = None) -> tuple[list[str], list[int]]:
+        """Register the points straight into the queue's line and start workers for them; returns
+        (run ids, worker pids). ServiceError, before anything is registered, for a bad slot setting
+        or a device no slot fits.
+
+        Who owns a run between registering and queueing: nobody has to. Under the line's lock the
+        line entries are written first, then the records, already `pid = None` (the line's), so no
+        worker sees the line in between, and nothing is rewritten afterwards (a 5,000-point sweep
+        used to rewrite every record.json just to hand its runs to the line). A process killed
+        after the entries but before the records leaves entries for unregistered ids, which the line
+        drops, and folders that `kdtui runs reindex` reports; killed after the records, the runs
+        wait in the line like those of a killed worker, and the next launch starts workers for them.
+        """
+        queue = self._queue(retrain_teachers=retrain_teachers, device=device, slots_per_gpu=slots_per_gpu)
+        pools = self._pools(queue, [point.device for point in points])
+        with queue.queue.locked():
+            run_ids = self._register(points, None, lambda ids: queue.queue.append(queue.line_entries(ids, pools)))
+        return run_ids, queue.start_workers()
+
+    def launch(self, run_ids: list[str], *, retrain_teachers: bool = False, device: str | None = None,
+               slots_per_gpu: int | None = None) -> list[int]:
+        """Start registered queued runs in the background, each when a device slot is free; returns
+        worker pids. ServiceError, before anything changes, for a bad slot setting."""
+        return self._queue(retrain_teachers=retrain_teachers, device=device,
+                           slots_per_gpu=slots_per_gpu).start(run_ids).pids
+
+    def _register(self, points: list[Spec], owner_pid: int | None,
+                  before_index: Callable[[list[str]], None] | None = None) -> list[str]:
         self.store.create_if_missing()  # a registry that needs `kdtui runs reindex` refuses before any folder is made
         records, folders = [], []
         try:
@@ -64,19 +98,29 @@ class RunService:
                 folders.append(folder)
                 specs.append((folder / "spec.toml", point.to_toml()))
                 records.append(new_record(run_id, point, pid=owner_pid))
-            atomic_write_many(specs)  # 5,000 specs: the fsyncs overlap instead of queueing
+            atomic_write_many(specs)  # 5,000 specs: two file-system syncs, not 5,000 fsyncs
+            run_ids = [record["id"] for record in records]
+            if before_index is not None:
+                before_index(run_ids)
             self.store.add_many(records)
         except BaseException:  # a full disk, the registry, Ctrl-C: no folder without a record stays behind
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        return [record["id"] for record in records]
+        return run_ids
 
-    def launch(self, run_ids: list[str], *, retrain_teachers: bool = False, device: str | None = None,
-               slots_per_gpu: int | None = None) -> list[int]:
-        """Start queued runs in the background, each when a device slot is free; returns worker pids."""
-        return launch_detached(self.workspace, self.store, run_ids, retrain_teachers=retrain_teachers,
-                               device=device, slots_per_gpu=slots_per_gpu)
+    def _queue(self, **options) -> QueueExecutor:
+        try:
+            return QueueExecutor(self.workspace, self.store, **options)
+        except QueueError as exc:
+            raise ServiceError(str(exc)) from None
+
+    @staticmethod
+    def _pools(queue: QueueExecutor, devices: list[str | None]) -> list[list[str]]:
+        try:
+            return [queue.pools(device) for device in devices]
+        except QueueError as exc:
+            raise ServiceError(str(exc)) from None
 
     # -- stop -----------------------------------------------------------------------------------
 
@@ -115,14 +159,24 @@ class RunService:
         self.store.update(run_id, status=QUEUED, error=None, pid=os.getpid(), host=socket.gethostname())
 
     def resume_detached(self, records: list[dict]) -> list[int]:
-        """Requeue every run (all are checked first) and start them in the background."""
+        """Requeue every run and start them in the background; returns worker pids. Every run, the
+        slot setting and each run's device are checked first (ServiceError, nothing changed). As in
+        `submit_detached`, the runs go into the line first and then become `queued` with no owner
+        but the line, under the line's lock."""
         for record in records:
             if record["status"] not in RESUMABLE_STATUSES:
                 raise ServiceError(f"run {record['id']} is {record['status']}; only stopped, interrupted or "
                                    "failed runs resume")
-        for record in records:
-            self.requeue(record)
-        return self.launch([record["id"] for record in records])
+        queue = self._queue()
+        pools = self._pools(queue, [(record.get("spec") or {}).get("device") for record in records])
+        run_ids = [record["id"] for record in records]
+        with queue.queue.locked():
+            for run_id in run_ids:
+                (self.workspace.run_dir(run_id) / STOP_FILE).unlink(missing_ok=True)
+            queue.queue.append(queue.line_entries(run_ids, pools))
+            self.store.update_many(run_ids, status=QUEUED, error=None, pid=None, slot=None, gpu=None, worker=None,
+                                   host=socket.gethostname())
+        return queue.start_workers()
 
     # -- remove ---------------------------------------------------------------------------------
 

@@ -278,9 +278,10 @@ class KdtuiApp(App):
         from kdtui.core.spec import expand_sweep
 
         points = [point.resolved() for point in expand_sweep(spec, source=source)]
-        service = self.service()
-        run_ids = service.submit(points)
-        service.launch(run_ids)
+        try:  # a bad slot setting or a device no slot fits: one line, nothing registered
+            run_ids, _ = self.service().submit_detached(points)
+        except ServiceError as exc:
+            return TaskDone(str(exc), "error")
         what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
         return TaskDone(f"launched {what} in the background (queued for a device slot)", run_ids=run_ids)
 
