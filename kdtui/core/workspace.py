@@ -58,13 +58,14 @@ def resolve_workspace(arg: str | Path | None = None, *, create: bool = True) -> 
     return root
 
 
-# A run id is `YYMMDD-HHMMSS-xxxx` (new_run_id); commands take any prefix of one. Anything else
-# (a path, `..`, spaces, control characters) is refused before it can name a file.
-_RUN_ID_PREFIX = re.compile(r"[0-9]{1,6}|[0-9]{6}-[0-9]{0,6}|[0-9]{6}-[0-9]{6}-[0-9a-z]{0,4}")
+# A run id is `YYMMDD-HHMMSS-xxxx` (new_run_id); commands take any prefix of one, or of its random
+# suffix `xxxx`. Anything else (a path, `..`, spaces, control characters) is refused before it can
+# name a file.
+_RUN_ID_PREFIX = re.compile(r"[0-9]{1,6}|[0-9]{6}-[0-9]{0,6}|[0-9]{6}-[0-9]{6}-[0-9a-z]{0,4}|[0-9a-z]{1,4}")
 
 
 def is_run_id_prefix(text: str) -> bool:
-    """Whether `text` is a run id or the start of one."""
+    """Whether `text` is a run id or the start of one (or of its random suffix)."""
     return _RUN_ID_PREFIX.fullmatch(text) is not None
 
 

@@ -113,6 +113,7 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
     shards = shards or Shards()
     run_dir = workspace.run_dir(run_id)
     teachers_used: list[dict] = []
+    dev = None
 
     with EventWriter(run_dir / "events.jsonl") if shards.main else _NoEvents() as events:
         def emit(event) -> None:
@@ -125,6 +126,7 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
                       started=time.time(), error=None, finished=None, nproc=shards.world)
         try:
             dev = engine.resolve_device(config.device)
+            _reset_peak_memory(dev)
             record.update(device=str(dev))
             emit(Log(f"run {run_id} on {dev}"))
             prepared = engine.prepare(config, dev, shards)
@@ -174,7 +176,31 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             emit(Failed(message))
             record.update(status=FAILED, error=message, finished=time.time())
+    peak, kind = _peak_memory(dev)
+    record.update(peak_memory_bytes=peak, peak_memory_kind=kind)
     return record.current
+
+
+def _reset_peak_memory(dev) -> None:
+    import torch
+
+    if getattr(dev, "type", None) == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)  # a worker process runs several runs: count this one's
+
+
+def _peak_memory(dev) -> tuple[int, str]:
+    """The run's peak memory: what torch allocated on its CUDA device ("cuda"), else this process's
+    peak resident memory ("rss"; the process's whole life: a worker that ran a bigger run before
+    reports that one's peak, as the kernel keeps no per-run peak)."""
+    import torch
+
+    if getattr(dev, "type", None) == "cuda":
+        return int(torch.cuda.max_memory_allocated(dev)), "cuda"
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024), "rss"  # KiB on Linux, bytes on macOS
 
 
 class _KeptRecord:
