@@ -48,9 +48,9 @@ def started(ws, run_id: str) -> dict | None:
 @pytest.fixture(scope="module")
 def uninterrupted(ws, long_spec):
     """`kdtui run --detach`: how long the CLI took, the record right after it returned, the final one."""
-    started = time.monotonic()
+    began = time.monotonic()
     result = kdtui("run", long_spec, "--workspace", ws, "--detach", "--json")
-    cli_seconds = time.monotonic() - started
+    cli_seconds = time.monotonic() - began
     assert result.returncode == 0, result.stderr
     [printed] = json_out(result)
     at_return = record(ws, printed["id"])
