@@ -183,13 +183,15 @@ def test_compare_by_group_is_mean_and_std_across_seeds(ws, sweep_runs, racing_pa
             assert cell["mean"] == pytest.approx(statistics.mean(values), rel=1e-12, abs=1e-15)
             assert cell["std"] == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-15)
         single = rows(payload, "metrics")["test_agreement"][1]
-        assert single == {"mean": pick(histories[ids[2]], "test_agreement"), "std": 0.0, "n": 1}
+        # One seed: its value alone, no spread to speak of.
+        assert single == {"mean": pick(histories[ids[2]], "test_agreement"), "std": None, "n": 1, "runs": 1}
 
 
 def test_compare_text_and_bad_agg(ws, racing_pair):
     a, b = (r["id"] for r in racing_pair)
     text = kdtui("runs", "compare", a, b, "--workspace", ws)
-    assert text.returncode == 0 and "test_agreement" in text.stdout and "distill.temperature" in text.stdout
+    assert text.returncode == 0 and "test agr" in text.stdout and "distill.temperature" in text.stdout
+    assert "τ=" in text.stdout  # columns are headed by what differs between the runs
     bad = kdtui("runs", "compare", a, b, "--workspace", ws, "--agg", "median")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "median" in bad.stderr
 
