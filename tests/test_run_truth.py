@@ -194,7 +194,7 @@ def test_runs_list_tells_of_run_folders_the_registry_does_not_list(tmp_path, spe
         shutil.copytree(ws / run["id"], copy)
         record_file = copy / "record.json"
         record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "id": copy.name}))
-    result = kdtui("runs", "list", "--workspace", ws)
+    result = kdtui("runs", "list", "--workspace", ws, "--full-ids")
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "3 run folders are not in the registry: run `kdtui runs reindex`"
     assert run["id"] in result.stdout
@@ -202,7 +202,7 @@ def test_runs_list_tells_of_run_folders_the_registry_does_not_list(tmp_path, spe
     assert [r["id"] for r in json_out(as_json)] == [run["id"]] and "kdtui runs reindex" in as_json.stderr
 
     assert kdtui("runs", "reindex", "--workspace", ws).returncode == 0
-    after = kdtui("runs", "list", "--workspace", ws)
+    after = kdtui("runs", "list", "--workspace", ws, "--full-ids")
     assert after.returncode == 0 and after.stderr == "" and after.stdout.count(run["id"][:-4]) == 4
 
 

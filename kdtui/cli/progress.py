@@ -141,7 +141,8 @@ def summary_table(record: dict, label: str = "") -> Table:
     name = printable(record.get("name"))
     head = f"{label}  {name}" if label and label != name else name
     title = Text(f"{head}  ({short_id(record['id'])}, {record['status']})")
-    table = Table(title=title, show_header=True)
+    # At least as wide as its title, so a name is wrapped only where the terminal is narrower.
+    table = Table(title=title, show_header=True, min_width=len(title.plain))
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = record.get("metrics") or {}
