@@ -388,7 +388,8 @@ def plan_teacher_cache(cfg: RunConfig, augment: Augmenter, n_examples: int, clas
     if any(str(item).split(":")[0].strip() == "noise" for item in cfg.data.extra):
         return None, "teacher online: the distillation set has noise:p extra data"
     views = augment.num_views
-    need = cfg.members * n_examples * views * (classes * storage.itemsize + 1)
+    # Each member's table, plus the ensemble's (fp32) that the cache derives for its steps.
+    need = (cfg.members * (classes * storage.itemsize + 1) + classes * 4 + 1) * n_examples * views
     mb = 2 ** 20
     if need > budget:
         return None, (f"teacher online: its cache would take {need / mb:.0f} MB, over the budget of "

@@ -173,10 +173,12 @@ class TeacherCache:
         self.render, self.forward = render, forward
         self.stats = CacheStats()
         self.load_notes: list[str] = []
+        self._ensemble: MemberTable | None = None  # made by load()
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tables)
+        derived = 0 if self._ensemble is None else self._ensemble.nbytes
+        return sum(t.nbytes for t in self.tables) + derived
 
     @property
     def entries(self) -> int:
@@ -202,6 +204,23 @@ class TeacherCache:
                     if not bool(self.tables[k].filled.all()):
                         self._fill_all(k)
                         file.merge_and_save(self.tables[k])
+        self._ensemble = self._ensemble_of_filled_rows()
+
+    @torch.no_grad()
+    def _ensemble_of_filled_rows(self) -> MemberTable:
+        """The ensemble's output for every row all members hold. A step whose rows are all here gathers
+        once instead of once per member and skips the log-mean-exp, which for a small student is most of
+        what a warm teacher still costs. It is derived, never stored: the member tables are what other
+        ensembles and later runs share. The output is row-wise, so chunking changes no value."""
+        first = self.tables[0]
+        held = first.filled.clone()
+        for table in self.tables[1:]:
+            held &= table.filled
+        ensemble = MemberTable.empty("ensemble", len(held), first.logits.shape[1], torch.float32, held.device)
+        for rows in held.nonzero().squeeze(1).split(FILL_CHUNK):
+            ensemble.logits[rows] = ensemble_prediction([table.logits[rows] for table in self.tables])
+        ensemble.filled = held
+        return ensemble
 
     @torch.no_grad()
     def _fill_all(self, k: int) -> None:
@@ -218,6 +237,10 @@ class TeacherCache:
         """The ensemble's output (B, C) on batch `x`, whose row i is view views[i] of example examples[i].
         Rows of a batch are distinct examples (a slice of a permutation), so no row is filled twice."""
         rows = examples * self.num_views + views
+        self.stats.lookups += len(rows) * len(self.tables)
+        ensemble = self._ensemble
+        if ensemble is not None and bool(ensemble.filled[rows].all()):  # one host sync on CUDA
+            return ensemble.logits[rows]
         member_logits = []
         for table, model in zip(self.tables, self.members):
             if self.fill == "lazy":
@@ -227,8 +250,11 @@ class TeacherCache:
                     table.filled[rows[missing]] = True
                     self.stats.computed += len(missing)
             member_logits.append(table.logits[rows])
-        self.stats.lookups += len(rows) * len(self.tables)
-        return ensemble_prediction(member_logits)
+        output = ensemble_prediction(member_logits)
+        if ensemble is not None:
+            ensemble.logits[rows] = output
+            ensemble.filled[rows] = True
+        return output
 
     def save(self) -> None:
         for table, file in zip(self.tables, self.files):
