@@ -29,7 +29,7 @@ def test_keyboard_only_session_in_100x30(tmp_path):
         term.keys("Enter")  # the run's live view: curves and the per-epoch table
         term.wait_screen("agreement (train agr, test agr)", "test acc", "student")
         term.keys("Escape")
-        term.wait_screen("terminal-tiny", "1 runs")
+        term.wait_screen("terminal-tiny", "1 run · ")
 
         term.keys("q")
         wait_for(lambda: not term.alive(), timeout=30, what="the app to quit on q")

@@ -283,7 +283,7 @@ class RunsScreen(Screen):
     def _update_summary(self) -> None:
         records = self.app.records
         active = sum(1 for r in records if r.get("status") in ACTIVE)
-        parts = [f"{len(records)} runs", f"{active} active"]
+        parts = [f"{len(records)} run{'' if len(records) == 1 else 's'}", f"{active} active"]
         if self.app.marked:
             parts.append(f"{len(self.app.marked)} marked (u or esc clears)")
         if self.filter_text:
