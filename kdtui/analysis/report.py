@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, metric_series, records_mean_std
-from kdtui.analysis.labels import short_key
+from kdtui.analysis.labels import differing_keys, short_key
 from kdtui.analysis.markdown import md_table
 from kdtui.core.events import DONE
 from kdtui.core.files import atomic_output, atomic_write
@@ -94,18 +94,7 @@ def _same(a: Any, b: Any) -> bool:
 def varied_keys(records: Sequence[dict]) -> list[str]:
     """Flattened spec keys whose values differ across `records` (seed, device, data root and
     download aside), in spec order."""
-    flats = [flatten_spec(r.get("spec")) for r in records]
-    keys: list[str] = []
-    for flat in flats:
-        keys.extend(k for k in flat if k not in keys)
-    out = []
-    for key in keys:
-        if key in _NOT_SETTINGS:
-            continue
-        values = [flat.get(key) for flat in flats]
-        if any(not _same(v, values[0]) for v in values[1:]):
-            out.append(key)
-    return out
+    return [key for key in differing_keys(records) if key not in _NOT_SETTINGS]
 
 
 def _group_key(record: dict, flat: dict) -> str:
