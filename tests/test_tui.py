@@ -206,6 +206,26 @@ async def test_runs_screen_at_100x30_keeps_accuracy_and_time(template_ws):
         assert rows_by_id(table)[seeds[0]]["id"] == seeds[0]  # wide enough for the whole id
 
 
+async def test_queued_rows_age_moves_on_without_new_events(ws):
+    """A queued run writes no events and its record does not change while it waits: its age cell
+    still counts up."""
+    from kdtui.core.events import QUEUED
+
+    run_id = "260101-000000-0a9e"
+    RunStore(Workspace(ws)).add({"id": run_id, "name": "waiting", "status": QUEUED, "host": HOST,
+                                 "created": time.time() - 5, "spec": {"student": {"epochs": 2}}})
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=3)
+        first = rows_by_id(table)[run_id]["age"]
+        assert first.endswith("s") and int(first[:-1]) >= 5
+        records = app.records
+        later = await wait_for(pilot, lambda: (lambda a: a if a != first else None)(rows_by_id(table)[run_id]["age"]),
+                               timeout=30, what="the queued run's age to move on")
+        assert int(later[:-1]) > int(first[:-1])
+        assert app.records is records and status_of(app, run_id) == QUEUED  # no reread: the clock moved it
+
+
 async def test_filter_and_help(template_ws):
     app = make_app(template_ws)
     async with app.run_test(size=SIZE) as pilot:
@@ -394,6 +414,32 @@ async def test_open_finished_run_shows_curves_table_and_log(template_ws):
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
 
 
+async def test_live_plots_carry_reference_lines(template_ws):
+    """The accuracy plot has the teacher's test accuracy (the record's) as a line; the agreement
+    plot a line at 1.0. Both are in the figure drawn, not only in the widget's data."""
+    import re
+
+    app = make_app(template_ws)
+    seeds = ids_by_seed(template_ws)
+    record = RunStore(Workspace(template_ws)).get(seeds[1])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen, what="live")
+        acc, agreement = screen.query_one("#plot-acc", Curves), screen.query_one("#plot-agreement", Curves)
+        kl = screen.query_one("#plot-kl", Curves)
+        await wait_for(pilot, lambda: acc.point_count() == 3 and acc.references, what="the accuracy curve")
+        assert acc.references == [("teacher acc", record["metrics"]["teacher_test_acc"])]
+        assert agreement.references == [("1.0", 1.0)]
+        assert kl.references == []
+        await wait_for(pilot, lambda: all(c.drawn for c in (acc, agreement, kl)), what="the plots drawn")
+        # a horizontal line across the plot area: the y axis joins it (├) and so does the frame (┤)
+        line = re.compile(r"├[^\n]*┤$", re.MULTILINE)
+        for chart in (acc, agreement):
+            assert line.search(chart.render().plain), chart.id
+        assert not line.search(kl.render().plain)
+
+
 async def test_live_view_at_80x24_switches_the_small_charts(template_ws):
     app = make_app(template_ws)
     seeds = ids_by_seed(template_ws)
@@ -535,6 +581,62 @@ async def test_mark_two_runs_compare_and_export(ws):
         assert md_path.read_text().startswith("| group |")
 
 
+async def test_compare_more_than_six_runs_puts_the_labels_in_a_legend_table(ws):
+    """Seven sweep points (copies of a real run with other temperatures, its events included):
+    the plots carry no legend, a table under them names each curve by colour and marker."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from kdtui.analysis.labels import run_labels
+    from kdtui.tui.screens.compare import LEGEND_IN_PLOT_MAX, MARKER_GLYPHS
+    from kdtui.tui.widgets.curves import COLORS, MARKERS
+
+    workspace = Workspace(ws)
+    store = RunStore(workspace)
+    base = store.get(ids_by_seed(ws)[0])
+    records = []
+    for i in range(7):
+        spec = json.loads(json.dumps(base["spec"]))
+        spec["distill"]["temperature"] = float(i + 1)
+        records.append({**base, "id": f"260102-000000-c0d{i}", "name": f"tiny[distill.temperature={i + 1}]",
+                        "spec": spec, "created": base["created"] + 100 + i, "pid": None})
+    store.add_many(records)
+    for record in records:
+        shutil.copyfile(workspace.events_path(base["id"]), workspace.events_path(record["id"]))
+    newest_first = [r["id"] for r in reversed(records)]
+    labels = run_labels([store.get(i) for i in newest_first])
+    assert len(set(labels.values())) == 7 and len(records) > LEGEND_IN_PLOT_MAX
+
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=9)
+        await pilot.press(*["space"] * 7)
+        assert app.marked == newest_first
+        await pilot.press("c")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen, what="compare")
+        curves = screen.query_one("#compare-test", Curves)
+        await wait_for(pilot, lambda: len(curves.series) == 7, what="seven curves")
+        assert all(len(xs) == 3 for _, xs, _ in curves.series)  # the copied events: epochs 0-2
+        assert not curves.legend and not screen.query_one("#compare-train", Curves).legend
+        legend = screen.query_one("#compare-legend")
+        await wait_for(pilot, lambda: not legend.has_class("hidden") and legend.region.height > 0,
+                       what="the legend table shown")
+        table = legend.content
+        assert isinstance(table, Table)
+        # the table's cells, row by row: one entry per run, in the curves' order
+        by_column = [list(column.cells) for column in table.columns]
+        entries = [by_column[c][row] for row in range(table.row_count) for c in range(len(by_column))
+                   if isinstance(by_column[c][row], Text) and by_column[c][row].plain]
+        assert len(entries) == 7
+        for i, (entry, run_id) in enumerate(zip(entries, newest_first)):
+            glyph = MARKER_GLYPHS.get(MARKERS[i % len(MARKERS)], MARKERS[i % len(MARKERS)])
+            assert entry.plain == f"{glyph} {labels[run_id]}"
+            assert entry.spans[0].style == COLORS[i % len(COLORS)]
+            assert curves.series[i][0] == labels[run_id]
+        text = screen_text(app)
+        assert all(labels[run_id] in text for run_id in newest_first)
+
+
 # -- editor ---------------------------------------------------------------------------------------
 
 async def test_editor_validates_as_you_type_with_the_cli_message(template_ws):
@@ -641,6 +743,42 @@ async def test_editor_starts_from_a_past_run_and_saves(template_ws, tmp_path):
         await pilot.press("enter")
         await wait_for(pilot, lambda: target.exists(), what="the saved file")
         assert spec_from_dict(__import__("tomllib").loads(target.read_text())).seed == 1
+
+
+async def test_editor_offers_the_workspace_spec_files(ws):
+    """A spec saved in the workspace (its top folder or specs/) is offered by "start from", also
+    when it was saved after the editor was first opened (the app keeps one editor)."""
+    from textual.widgets import Select
+
+    root = Workspace(ws).root
+    mine = root / "mine.toml"
+    mine.write_text(tiny_spec().replace('name = "tiny"', 'name = "mine"\nseed = 7'))
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("l")
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+        select = editor.query_one("#editor-source", Select)
+
+        def offered():
+            options = {v: str(p) for p, v in select._options if v != Select.NULL}
+            return options if any(v.startswith("run:") for v in options) else None
+        options = await wait_for(pilot, offered, what="the start-from list")
+        assert options[f"spec:{mine}"] == "file mine.toml"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+
+        (root / "specs").mkdir()
+        later = root / "specs" / "later.toml"
+        later.write_text(tiny_spec())
+        await pilot.press("l")
+        await wait_for(pilot, lambda: app.screen is editor, what="the editor again")
+        await wait_for(pilot, lambda: f"spec:{later}" in (offered() or {}), what="the spec saved since")
+        assert offered()[f"spec:{later}"] == "file specs/later.toml" and f"spec:{mine}" in offered()
+        select.value = f"spec:{mine}"
+        seed = editor.query_one(f"#{widget_id('seed')}", Input)
+        await wait_for(pilot, lambda: seed.value == "7" and editor.source == "mine.toml", what="the file loaded")
+        assert editor.data["name"] == "mine"
 
 
 # -- launching, following, stopping: real detached runs --------------------------------------------
