@@ -104,7 +104,11 @@ class CompareScreen(Screen):
         heads = c.headers()
         table = self.query_one(DataTable)
         table.clear(columns=True)
-        table.add_column("group" if c.by_group else "run", key="key")
+        # The row labels' width set here, not left to the table's auto width: that is worked out on an
+        # idle tick after the rows land, and a screen captured in between kept it at the header's 3 cells.
+        row_labels = ["group" if c.by_group else "run", f"metrics ({c.agg})",
+                      *(key for key, _ in c.config_rows), *(metric_label(key) for key, _ in c.metric_rows)]
+        table.add_column(row_labels[0], key="key", width=max(map(len, row_labels)))
         for i, (label, under) in enumerate(heads):
             table.add_column(Text(f"{cut_middle(label, LABEL_WIDTH)}\n{under}", justify="right"), key=f"c{i}")
         for key, values in c.config_rows:
