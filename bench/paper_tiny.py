@@ -14,10 +14,8 @@ one-line reading of whether the tiny numbers show the same shape, and writes eac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ except ModuleNotFoundError:  # Python 3.10
 import tomli_w  # noqa: E402
 
 from kdtui.core.presets import get_preset  # noqa: E402
+from sweep_runner import run_spec  # noqa: E402
 from kdtui.core.registry import RunStore, record_with_history  # noqa: E402
 from kdtui.analysis.compare import mean_std  # noqa: E402
 from kdtui.analysis.report import Setting, build_report, group_settings  # noqa: E402
@@ -47,9 +46,6 @@ CLAIMS = {
     "e12": "the independent student agrees with the teacher less than the distilled one",
 }
 COLUMNS = ("test_agreement", "train_agreement", "train_agreement_eval", "test_acc")
-_SCRIPT = Path(sys.executable).with_name("kdtui")
-KDTUI = [str(_SCRIPT)] if _SCRIPT.exists() else ([shutil.which("kdtui")] if shutil.which("kdtui")
-                                                  else [sys.executable, "-m", "kdtui.cli"])
 
 
 def bench_spec(preset_id: str, seeds: int, smoke: bool) -> dict:
@@ -65,14 +61,7 @@ def bench_spec(preset_id: str, seeds: int, smoke: bool) -> dict:
 def run_experiment(preset_id: str, ws: Path, spec_dir: Path, seeds: int, smoke: bool) -> tuple[list[dict], float]:
     path = spec_dir / f"{preset_id}.toml"
     path.write_text(tomli_w.dumps(bench_spec(preset_id, seeds, smoke)))
-    start = time.perf_counter()
-    result = subprocess.run([*KDTUI, "run", str(path), "--workspace", str(ws), "--json"], capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
-    if not result.stdout.strip():
-        raise SystemExit(f"{preset_id}: kdtui run printed nothing (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    records = json.loads(result.stdout)
-    records = records if isinstance(records, list) else [records]
+    records, elapsed = run_spec(path, ws, what=f"{preset_id}: kdtui run")
     failed = [r for r in records if r.get("status") != "done"]
     if failed:
         print(f"  warning: {len(failed)} of {len(records)} runs did not finish: "

@@ -16,10 +16,8 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,10 +30,9 @@ except ModuleNotFoundError:  # Python 3.10
 import tomli_w  # noqa: E402
 
 from kdtui.core.presets import get_preset  # noqa: E402
+from sweep_runner import run_spec  # noqa: E402
 
 METRICS = ("test_agreement", "test_kl", "test_acc", "train_agreement")
-_SCRIPT = Path(sys.executable).with_name("kdtui")
-KDTUI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "kdtui.cli"]
 
 
 def sweep_spec(mode: str, student_epochs: int | None) -> dict:
@@ -65,20 +62,13 @@ def run_mode(mode: str, root: Path, student_epochs: int | None) -> dict:
     ws = root / f"ws-{mode}"
     spec = root / f"e10-{mode}.toml"
     spec.write_text(tomli_w.dumps(sweep_spec(mode, student_epochs)))
-    began = time.perf_counter()
-    out = subprocess.run([*KDTUI, "run", str(spec), "--workspace", str(ws), "--json"], capture_output=True,
-                         text=True, stdin=subprocess.DEVNULL)
-    wall = time.perf_counter() - began
-    if not out.stdout.strip():
-        raise SystemExit(f"kdtui run printed nothing (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    records = json.loads(out.stdout)
-    records = records if isinstance(records, list) else [records]
+    records, wall = run_spec(spec, ws)
     table, student = {}, 0.0
     for record in records:
         if record.get("status") != "done":
             raise SystemExit(f"run {record.get('id')} did not finish: {record.get('error')}")
-        run_spec = tomllib.loads((ws / record["id"] / "spec.toml").read_text())
-        setting = (run_spec["teacher"]["members"], run_spec["distill"]["temperature"])
+        point = tomllib.loads((ws / record["id"] / "spec.toml").read_text())
+        setting = (point["teacher"]["members"], point["distill"]["temperature"])
         table[setting] = {**{k: record["metrics"][k] for k in METRICS},
                           "cache": (record.get("teacher_cache") or {}).get("hit_rate")}
         student += student_seconds(ws / record["id"] / "events.jsonl")
