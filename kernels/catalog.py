@@ -3,6 +3,10 @@
 The spec validator and the terminal app need these lists but must start fast, so they live here
 rather than in the torch modules; each torch module checks its own registry against them in tests.
 """
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
 
 MODELS = ("lenet5", "resnet20", "resnet56", "resnet110", "vgg16")
 NORMS = ("batch", "layer")
@@ -18,3 +22,42 @@ COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")  # reduce-
 # "noise:p" replaces each distillation image by uniform noise with probability p,
 # "tensors:PATH" appends a user's uint8 image tensor (e.g. GAN samples).
 EXTRA_KINDS = ("noise", "tensors") + tuple(d for d in DATASETS if d not in ("digits", "imagefolder"))
+_EXTRA_FORMS = "'<dataset>:N', 'noise:p' or 'tensors:PATH'"
+_DECIMAL = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+
+
+class ExtraItem(NamedTuple):
+    """One parsed `[data] extra` item: its kind, its argument's text and what that text means."""
+    kind: str
+    arg: str                    # as written, minus surrounding whitespace
+    value: float | int | str    # noise: the probability p; a data set: the count N; tensors: the path
+
+    @property
+    def canonical(self) -> str:
+        """The item as the spec stores it, so that "svhn: 100" and "svhn:100" hash alike."""
+        return f"{self.kind}:{self.arg}"
+
+
+def parse_extra(item: str) -> ExtraItem:
+    """The one rule for an extra item (spec validation and data loading both call it).
+
+    Checks all that can be checked without the data; raises ValueError with a one-line message that
+    does not repeat the item, since each caller names it in its own way (field path or data error).
+    Whitespace around the kind and the argument is dropped: in a TOML string it is never meant.
+    """
+    kind, sep, arg = item.partition(":")
+    kind, arg = kind.strip(), arg.strip()
+    if not sep or not kind or not arg:
+        raise ValueError(f"must look like {_EXTRA_FORMS}")
+    if kind not in EXTRA_KINDS:
+        raise ValueError(f"unknown extra data kind '{kind}'; allowed: {', '.join(EXTRA_KINDS)}")
+    if kind == "tensors":
+        return ExtraItem(kind, arg, arg)
+    # Plain ASCII numbers only: float() and int() also take "nan", "1_000" and other scripts' digits.
+    if kind == "noise":
+        if not (re.fullmatch(_DECIMAL, arg) and 0.0 <= float(arg) <= 1.0):
+            raise ValueError("'noise:p' needs a probability p between 0 and 1")
+        return ExtraItem(kind, arg, float(arg))
+    if not (re.fullmatch(r"[0-9]+", arg) and int(arg) >= 1):
+        raise ValueError(f"'{kind}:N' needs a whole number of images N >= 1")
+    return ExtraItem(kind, arg, int(arg))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .catalog import DATASETS, EXTRA_KINDS
+from .catalog import DATASETS, ExtraItem, parse_extra
 from .config import DataConfig
 
 DIGITS_SIZE = 28           # digits are 8x8; LeNet-5 and friends expect 28x28
@@ -366,24 +366,15 @@ def _extra_error(item: str, why: str) -> DataError:
     return DataError(f"extra {item!r}: {why}")
 
 
-def _parse_extra(item: str) -> tuple[str, str]:
-    kind, sep, arg = str(item).partition(":")
-    kind, arg = kind.strip(), arg.strip()
-    if not sep or not arg:
-        raise _extra_error(item, f"expected KIND:VALUE, e.g. \"svhn:10000\", \"noise:0.2\" or "
-                                 f"\"tensors:PATH\"; KIND is one of {', '.join(EXTRA_KINDS)}")
-    if kind not in EXTRA_KINDS:
-        raise _extra_error(item, f"unknown kind {kind!r}; choose one of {', '.join(EXTRA_KINDS)}")
-    return kind, arg
-
-
-def _extra_noise(distill: ImageSet, item: str, arg: str, seed: int) -> ImageSet:
+def _parse_extra(item: str) -> ExtraItem:
+    # The spec validated the item with the same rule; parsing again serves callers that skip the spec.
     try:
-        p = float(arg)
-    except ValueError:
-        p = math.nan
-    if not 0.0 <= p <= 1.0:
-        raise _extra_error(item, f"noise probability must be a number between 0 and 1, got {arg!r}")
+        return parse_extra(str(item))
+    except ValueError as e:
+        raise _extra_error(item, str(e)) from None
+
+
+def _extra_noise(distill: ImageSet, p: float, seed: int) -> ImageSet:
     g = torch.Generator().manual_seed(int(seed))
     images, labels = distill.images.cpu().clone(), distill.labels.cpu().clone()
     replace = torch.rand(len(images), generator=g) < p
@@ -394,14 +385,8 @@ def _extra_noise(distill: ImageSet, item: str, arg: str, seed: int) -> ImageSet:
     return ImageSet(images, labels).to(distill.images.device)
 
 
-def _extra_dataset(kind: str, item: str, arg: str, like: Dataset, root, download: bool,
+def _extra_dataset(kind: str, item: str, n: int, like: Dataset, root, download: bool,
                    seed: int) -> torch.Tensor:
-    try:
-        n = int(arg)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise _extra_error(item, f"the number of {kind} images must be a positive integer, got {arg!r}")
     images, _, _ = _torchvision_split(kind, _root(root), download, train=True)
     if n > len(images):
         raise _extra_error(item, f"{kind} has only {len(images)} training images")
@@ -438,13 +423,13 @@ def apply_extra(distill: ImageSet, item: str, like: Dataset, root, download: boo
     saved uint8 tensor; both are converted to `like`'s channels and size and labelled -1.
     "noise:p" replaces each image by uniform noise with probability p (label -1 where replaced).
     """
-    kind, arg = _parse_extra(item)
-    if kind == "noise":
-        return _extra_noise(distill, item, arg, seed)
-    if kind == "tensors":
-        images = _extra_tensors(item, arg, like)
+    parsed = _parse_extra(item)
+    if parsed.kind == "noise":
+        return _extra_noise(distill, parsed.value, seed)
+    if parsed.kind == "tensors":
+        images = _extra_tensors(item, parsed.value, like)
     else:
-        images = _extra_dataset(kind, item, arg, like, root, download, seed)
+        images = _extra_dataset(parsed.kind, item, parsed.value, like, root, download, seed)
     extra = ImageSet(images, torch.full((len(images),), -1, dtype=torch.int64))
     return ImageSet.concat([distill, extra.to(distill.images.device)])
 

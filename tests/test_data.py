@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from kdtui.core.spec import SpecError, spec_from_dict
+from kernels import data
 from kernels.catalog import DATASETS, EXTRA_KINDS
 from kernels.config import DataConfig
 from kernels.data import (
@@ -363,22 +365,98 @@ def test_dataset_extra_appends_unlabelled(cifar100_root, digits):
         apply_extra(digits.train, "cifar100:13", digits, root, download=False, seed=0)
 
 
-@pytest.mark.parametrize("item, words", [
-    ("noise", "KIND:VALUE"),
-    ("noise:", "KIND:VALUE"),
+# One table for both places that apply the extra-item rule: spec validation and data loading.
+# Good items map to the form the spec stores; bad ones to words their one-line message must hold.
+GOOD_EXTRA_ITEMS = [
+    ("svhn:100", "svhn:100"),
+    ("svhn: 100", "svhn:100"),
+    (" cifar100 :1 ", "cifar100:1"),
+    ("emnist:020", "emnist:020"),
+    ("noise:0", "noise:0"),
+    ("noise:1", "noise:1"),
+    ("noise: .25", "noise:.25"),
+    ("noise:5e-1", "noise:5e-1"),
+    ("tensors:gan.pt", "tensors:gan.pt"),
+    ("tensors: ~/my samples.pt ", "tensors:~/my samples.pt"),
+    ("tensors:C:/x.pt", "tensors:C:/x.pt"),            # only the first colon separates
+]
+BAD_EXTRA_ITEMS = [
+    ("noise", "must look like"),
+    ("noise:", "must look like"),
+    ("svhn:  ", "must look like"),
+    (":100", "must look like"),
+    ("tensors: ", "must look like"),
+    ("imagenet:100", "unknown extra data kind 'imagenet'"),
+    ("digits:100", "unknown extra data kind 'digits'"),
+    ("SVHN:100", "unknown extra data kind 'SVHN'"),
     ("noise:1.5", "between 0 and 1"),
+    ("noise:-0.1", "between 0 and 1"),
     ("noise:abc", "between 0 and 1"),
-    ("svhn:-3", "positive integer"),
-    ("svhn:lots", "positive integer"),
-    ("imagenet:100", "unknown kind"),
-    ("digits:100", "unknown kind"),
-])
-def test_bad_extra_items(item, words):
+    ("noise:nan", "between 0 and 1"),
+    ("noise:0.5:1", "between 0 and 1"),
+    ("svhn:0", "N >= 1"),
+    ("svhn:-3", "N >= 1"),
+    ("svhn:lots", "N >= 1"),
+    ("svhn:1.5", "N >= 1"),
+    ("svhn:+5", "N >= 1"),
+    ("svhn:1_000", "N >= 1"),
+]
+
+
+def _spec_verdict(item: str) -> str:
+    """The stored item, or the reason after the field path, from spec validation."""
+    try:
+        spec = spec_from_dict({"data": {"extra": [item]}}, "s")
+    except SpecError as e:
+        head = f"s: data.extra[0] = {item!r}: "
+        assert str(e).startswith(head) and "\n" not in str(e), str(e)
+        return "bad: " + str(e)[len(head):]
+    return spec.data.extra[0]
+
+
+def _data_verdict(item: str) -> str:
+    """The canonical item, or the reason after the item, from kernels.data's parsing."""
+    try:
+        parsed = data._parse_extra(item)
+    except DataError as e:
+        head = f"extra {item!r}: "
+        assert str(e).startswith(head) and "\n" not in str(e), str(e)
+        return "bad: " + str(e)[len(head):]
+    return parsed.canonical
+
+
+@pytest.mark.parametrize("item, canonical", GOOD_EXTRA_ITEMS)
+def test_good_extra_item_same_verdict_in_spec_and_data(item, canonical):
+    assert _spec_verdict(item) == canonical
+    assert _data_verdict(item) == canonical
+
+
+@pytest.mark.parametrize("item, words", BAD_EXTRA_ITEMS)
+def test_bad_extra_item_same_verdict_in_spec_and_data(item, words):
+    verdict = _spec_verdict(item)
+    assert verdict.startswith("bad: ") and words in verdict
+    assert _data_verdict(item) == verdict                  # the same message, not only the same words
+
+
+@pytest.mark.parametrize("item, words", BAD_EXTRA_ITEMS)
+def test_bad_extra_items_fail_before_any_data(item, words):
     like = _fake_set(n=4)
     with pytest.raises(DataError) as err:
         apply_extra(like.train, item, like, "unused", download=False, seed=0)
     message = str(err.value)
     assert repr(item) in message and words in message and "\n" not in message
+
+
+def test_spaced_extra_items_load_like_tight_ones(tmp_path):
+    like = _fake_set(n=200)
+    tight = apply_extra(like.train, "noise:0.3", like, "unused", download=False, seed=5)
+    spaced = apply_extra(like.train, " noise : 0.3 ", like, "unused", download=False, seed=5)
+    assert torch.equal(spaced.images, tight.images) and torch.equal(spaced.labels, tight.labels)
+    torch.save(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), tmp_path / "z.pt")
+    assert len(apply_extra(like.train, f"tensors: {tmp_path / 'z.pt'} ", like, "x", False, 0)) == 203
+    # Past the parser: "svhn: 100" is looked for on disk, as "svhn:100" is.
+    with pytest.raises(DataError, match=f"svhn not found in {tmp_path}"):
+        apply_extra(like.train, "svhn: 100", like, tmp_path, download=False, seed=0)
 
 
 def test_missing_extra_dataset(tmp_path):

@@ -51,6 +51,8 @@ BAD_SPECS = [
     ("[data]\nextra = ['svhn:ten']\n", ["data.extra[0] = 'svhn:ten'", "N >= 1"]),
     ("[data]\nextra = ['noise:1.5']\n", ["data.extra[0] = 'noise:1.5'", "between 0 and 1"]),
     ("[data]\nextra = ['tensors:x.pt', 'imagenet:100']\n", ["data.extra[1] = 'imagenet:100'", "unknown extra data kind"]),
+    ("[data]\nextra = ['svhn: ten']\n", ["data.extra[0] = 'svhn: ten': 'svhn:N' needs a whole number of images N >= 1"]),
+    ("[data]\nextra = ['tensors: ']\n", ["data.extra[0] = 'tensors: ': must look like"]),
     ("[data]\nsplit = 1.0\n", ["data.split = 1.0: must be >= 0 and < 1"]),
     ("[data]\nsplit = 0.5\nteacher_split = 2\n", ["data.teacher_split = 2: must be 0 or 1"]),
     ("[data]\nsplit = 0.5\nstudent_splits = [0, 3]\n", ["data.student_splits[1] = 3: must be 0 or 1"]),
@@ -305,6 +307,23 @@ def test_hashes():
 
 def test_hash_is_of_the_resolved_spec():
     assert spec_hash(_spec()) == spec_hash(_spec("[teacher]\nbatch_size = 32\n")) == spec_hash(_spec().resolved())
+
+
+def test_extra_items_stored_canonical_so_spelling_cannot_split_hashes():
+    spaced = _spec("[data]\nextra = ['svhn: 100', ' noise : 0.25 ', 'tensors: gan samples.pt ']\n")
+    tight = _spec("[data]\nextra = ['svhn:100', 'noise:0.25', 'tensors:gan samples.pt']\n")
+    canonical = ["svhn:100", "noise:0.25", "tensors:gan samples.pt"]    # inner spaces of a path stay
+    assert spaced.data.extra == canonical
+    assert spaced.to_run_config().data.extra == tuple(canonical)
+    assert "'svhn: 100'" not in spaced.to_toml() and '"svhn:100"' in spaced.to_toml()
+    assert spec_hash(spaced) == spec_hash(tight) and group_hash(spaced) == group_hash(tight)
+    assert spec_hash(spaced) != spec_hash(_spec("[data]\nextra = ['svhn:101']\n"))
+
+
+def test_swept_extra_items_are_canonical_per_point():
+    points = expand_sweep(_spec("[sweep]\n'data.extra' = [[], ['emnist: 20000'], ['noise:0.5 ']]\n"))
+    assert [p.data.extra for p in points] == [[], ["emnist:20000"], ["noise:0.5"]]
+    assert spec_hash(points[1]) == spec_hash(_spec("[data]\nextra = ['emnist:20000']\n"))
 
 
 def test_teacher_key():

@@ -157,25 +157,13 @@ def _nonempty_list(values: list) -> list:
     return values
 
 
-_EXTRA_FORMS = "'<dataset>:N', 'noise:p' or 'tensors:PATH'"
-
-
 def _check_extra(item: str) -> str:
-    kind, sep, arg = item.partition(":")
-    if not sep or not arg:
-        raise _fail(f"must look like {_EXTRA_FORMS}")
-    if kind not in catalog.EXTRA_KINDS:
-        raise _fail(f"unknown extra data kind '{kind}'; allowed: {', '.join(catalog.EXTRA_KINDS)}")
-    if kind == "noise":
-        try:
-            p = float(arg)
-        except ValueError:
-            p = float("nan")
-        if not 0.0 <= p <= 1.0:
-            raise _fail("'noise:p' needs a probability p between 0 and 1")
-    elif kind != "tensors" and not (re.fullmatch(r"[0-9]+", arg) and int(arg) >= 1):
-        raise _fail(f"'{kind}:N' needs a whole number of images N >= 1")
-    return item
+    # kernels.catalog holds the one rule (data loading applies it too); the spec keeps the canonical
+    # form, so an item's spelling cannot split spec hashes.
+    try:
+        return catalog.parse_extra(item).canonical
+    except ValueError as e:
+        raise _fail(str(e)) from None
 
 
 Int = Annotated[int, Strict()]
