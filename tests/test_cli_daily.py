@@ -224,24 +224,6 @@ def test_gpu_line_formats_readings():
     assert format_gpus([]) == ""
 
 
-async def test_gpu_line_is_hidden_without_pynvml_or_gpus():
-    from textual.app import App
-
-    from kdtui.tui.widgets.gpus import GpuStatus, read_gpus
-
-    if read_gpus():  # pragma: no cover - a box with GPUs and nvidia-ml-py: the other case
-        pytest.skip("this machine has GPUs that NVML can read")
-
-    class One(App):
-        def compose(self):
-            yield GpuStatus()
-
-    async with One().run_test() as pilot:
-        widget = pilot.app.query_one(GpuStatus)
-        assert widget.display is False and widget.render().plain == ""
-        assert widget.region.height == 0
-
-
 def test_a_run_records_its_peak_memory(tmp_path):
     ws = tmp_path / "ws"
     spec = write(tmp_path / "tiny.toml", tiny_spec("peak", teacher_epochs=1, student_epochs=1))

@@ -206,24 +206,37 @@ async def test_runs_screen_at_100x30_keeps_accuracy_and_time(template_ws):
         assert rows_by_id(table)[seeds[0]]["id"] == seeds[0]  # wide enough for the whole id
 
 
-async def test_queued_rows_age_moves_on_without_new_events(ws):
+async def test_queued_rows_age_moves_on_with_the_clock_tick(ws, monkeypatch):
     """A queued run writes no events and its record does not change while it waits: its age cell
-    still counts up."""
-    from kdtui.core.events import QUEUED
+    moves on with the 1 s clock tick (`_refresh_clocks`), not only with the 10 s age refresh; a
+    done run's age is left to the age refresh."""
+    from types import SimpleNamespace
 
+    from kdtui.core.events import QUEUED
+    from kdtui.tui.screens import runs as runs_screen
+
+    done_id = next(r["id"] for r in RunStore(Workspace(ws)).all() if r["status"] == "done")
     run_id = "260101-000000-0a9e"
     RunStore(Workspace(ws)).add({"id": run_id, "name": "waiting", "status": QUEUED, "host": HOST,
                                  "created": time.time() - 5, "spec": {"student": {"epochs": 2}}})
     app = make_app(ws)
     async with app.run_test(size=SIZE) as pilot:
         table = await loaded(pilot, rows=3)
-        first = rows_by_id(table)[run_id]["age"]
-        assert first.endswith("s") and int(first[:-1]) >= 5
-        records = app.records
-        later = await wait_for(pilot, lambda: (lambda a: a if a != first else None)(rows_by_id(table)[run_id]["age"]),
-                               timeout=30, what="the queued run's age to move on")
-        assert int(later[:-1]) > int(first[:-1])
-        assert app.records is records and status_of(app, run_id) == QUEUED  # no reread: the clock moved it
+        screen = app.screen
+        before = rows_by_id(table)
+        assert before[run_id]["age"].endswith("s") and int(before[run_id]["age"][:-1]) >= 5
+        assert not before[done_id]["age"].endswith("d")  # the template's runs were made minutes ago
+        # Three days on, for the runs screen only (the app's own timers keep the real clock). No
+        # await from here on: neither of the screen's timers can run in between.
+        later = time.time() + 3 * 86400
+        monkeypatch.setattr(runs_screen, "time", SimpleNamespace(time=lambda: later))
+        screen._refresh_clocks()
+        ticked = rows_by_id(table)
+        assert ticked[run_id]["age"] == "3d"
+        assert ticked[done_id]["age"] == before[done_id]["age"]  # a clock tick leaves finished runs alone
+        screen._refresh_ages()
+        assert rows_by_id(table)[done_id]["age"] == "3d"
+        assert status_of(app, run_id) == QUEUED
 
 
 async def test_filter_and_help(template_ws):

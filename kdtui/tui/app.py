@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.reactive import var
 from textual.worker import get_current_worker
 
 from kdtui.core.registry import RegistryCorrupt, RegistryNeedsReindex, RunStore
@@ -24,6 +25,7 @@ from kdtui.tui.commands import KdtuiCommands
 from kdtui.tui.messages import EventsBatch, RunsLoaded, TaskDone
 from kdtui.tui.state import ACTIVE, RunLive
 from kdtui.tui.streaming import EventStreamer, RegistryWatcher
+from kdtui.tui.widgets.gpus import GpuSampler, GpusRead, format_gpus
 from kdtui.core.workspace import Workspace
 
 REGISTRY_POLL_S = 1.0
@@ -40,6 +42,7 @@ class KdtuiApp(App):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("f1,question_mark", "help", "Help"),
     ]
+    gpu_line = var("")   # each GPU's use and memory, as the one sampler last read it; '' for none
 
     def __init__(self, workspace: Workspace | str | None = None, *, registry_poll: float = REGISTRY_POLL_S,
                  events_poll: float = EVENTS_POLL_S):
@@ -54,6 +57,7 @@ class KdtuiApp(App):
         self.registry_error = ""                # why the registry cannot be read now, if it cannot
         self.streamer = EventStreamer(self.workspace)
         self.watcher = RegistryWatcher(self.workspace)
+        self.gpus = GpuSampler()
         self.registry_poll = registry_poll
         self.events_poll = events_poll
         self._dirty_records = False
@@ -79,6 +83,7 @@ class KdtuiApp(App):
         self.push_screen(RunsScreen())
         self._registry_loop()
         self._events_loop()
+        self._gpus_loop()
 
     @work(thread=True, exclusive=True, group="registry", exit_on_error=False)
     def _registry_loop(self) -> None:
@@ -115,11 +120,16 @@ class KdtuiApp(App):
             self.streamer.wake.wait(self.events_poll)
             self.streamer.wake.clear()
 
+    @work(thread=True, exclusive=True, group="gpus", exit_on_error=False)
+    def _gpus_loop(self) -> None:
+        self.gpus.run(lambda readings: self.post_message(GpusRead(readings)))
+
     def on_unmount(self) -> None:
         # Wake the loops so their threads end now; the runs themselves are other processes.
         self._closing = True
         self.watcher.force.set()
         self.streamer.wake.set()
+        self.gpus.stop.set()
 
     def refresh_registry(self) -> None:
         """Reread the registry now (after this app changed it)."""
@@ -152,6 +162,9 @@ class KdtuiApp(App):
             self.live_state(run_id).feed(events)
             self._dirty_live.add(run_id)
         self._schedule_flush()
+
+    def on_gpus_read(self, message: GpusRead) -> None:
+        self.gpu_line = format_gpus(message.readings)
 
     def live_state(self, run_id: str) -> RunLive:
         live = self.live.get(run_id)

@@ -19,6 +19,7 @@ from kdtui.analysis.labels import cut_middle, run_labels
 from kdtui.core.files import atomic_write
 from kdtui.core.vocabulary import metric_label
 from kdtui.tui.widgets.curves import COLORS, MARKERS, Curves
+from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
 # More curves than this: the labels go to a legend table under the plots, keyed by colour and marker.
@@ -55,6 +56,7 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield GpuStatus()  # hidden without GPUs or nvidia-ml-py
         yield Static("reading runs…", id="compare-info")
         yield RowTable(id="compare-table", cursor_type="row", zebra_stripes=True, header_height=2)
         with Horizontal(id="compare-plots"):

@@ -22,10 +22,12 @@ from kdtui.core.timing import format_duration
 from kdtui.core.vocabulary import metric_label, teacher_short
 from kdtui.tui.state import ACTIVE, EPOCH_COLUMNS, LOG_LINES
 from kdtui.tui.widgets.curves import Curves
+from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
-# Below this many rows the screen is "compact": one side chart at a time, a shorter bottom.
-COMPACT_BELOW = 28
+# Below this many rows the screen is "compact": one side chart at a time, a shorter bottom. Both
+# small charts (8 rows each) need 29: 13 go to the header, head, latest line, bottom and footer.
+COMPACT_BELOW = 29
 WIDE = 100   # narrower: the head shows the id's suffix and "ep", to leave room for the time
 SIDE_CHARTS = ("plot-acc", "plot-kl")
 LATEST = ("train_agreement", "test_agreement", "test_acc", "test_kl")
@@ -76,6 +78,7 @@ class LiveScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield GpuStatus()  # hidden without GPUs or nvidia-ml-py
         with Horizontal(id="live-head"):
             yield Static("", id="live-info")
             yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="live-progress")
@@ -97,6 +100,7 @@ class LiveScreen(Screen):
         self.app.streamer.want(self.run_id, "live")
         self.query_one("#live-epochs", DataTable).focus()
         self.set_interval(1.0, self._tick)
+        self.watch(self.app, "gpu_line", self._fit, init=False)  # the GPU line shown or gone: fit again
         self._fit()
         self.update_view(force=True)
 
@@ -111,7 +115,8 @@ class LiveScreen(Screen):
         self._fit()
 
     def _fit(self) -> None:
-        compact = (self.size.height or self.app.size.height) < COMPACT_BELOW
+        gpu_rows = 1 if self.app.gpu_line else 0  # the GPU line under the header, where there are GPUs
+        compact = (self.size.height or self.app.size.height) - gpu_rows < COMPACT_BELOW
         self.set_class(compact, "compact")
         for chart in SIDE_CHARTS:
             self.query_one(f"#{chart}").set_class(compact and chart != self.side_chart, "hidden")

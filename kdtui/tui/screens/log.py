@@ -14,6 +14,7 @@ from textual.widgets import Footer, Header, Input, Static
 
 from kdtui.core.names import printable
 from kdtui.tui.state import describe_event
+from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
 ERROR_FILE = "error.txt"
@@ -63,6 +64,7 @@ class LogScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield GpuStatus()  # hidden without GPUs or nvidia-ml-py
         yield Static(f"event log of {self.run_id}", id="log-info")
         yield RowTable(id="log-lines", cursor_type="row", show_header=False, zebra_stripes=False)
         yield Input(placeholder="search (enter finds, n next, esc closes)", id="log-search", classes="hidden")

@@ -16,6 +16,7 @@ from textual.widgets import Footer, Header, Static
 
 from kdtui.core.names import printable
 from kdtui.tui.state import age_text
+from kdtui.tui.widgets.gpus import GpuStatus
 
 REFRESH_S = 1.0
 
@@ -60,6 +61,7 @@ class QueueScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield GpuStatus()  # hidden without GPUs or nvidia-ml-py
         with VerticalScroll(id="queue-box"):
             yield Static("reading the queue…", id="queue-view")
         yield Footer()

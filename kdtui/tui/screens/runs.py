@@ -123,7 +123,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield GpuStatus(id="gpus")  # each GPU's use and memory; hidden without GPUs or nvidia-ml-py
+        yield GpuStatus()  # each GPU's use and memory; hidden without GPUs or nvidia-ml-py
         table = RowTable(id="runs-table", cursor_type="row", zebra_stripes=False, cell_padding=0)
         yield table
         with Horizontal(id="runs-bar"):

@@ -1,14 +1,20 @@
 """One line under the header with each GPU's utilisation and memory, read through NVML.
 
-Only where there is something to show: without `nvidia-ml-py` (the `gpu` extra, module `pynvml`),
-without a driver, or without a GPU the widget stays hidden and reads nothing again. NVML is the
-driver's own counter for every process on the device (the runs are other processes, so torch in
-this one could not see them), and it costs no GPU memory.
+The app owns one `GpuSampler`: NVML is opened once, read every `GPU_REFRESH_S` in one worker thread
+(opening it can take a second without the driver's persistence mode: not on the UI thread), and
+the line goes to the app's `gpu_line`; each screen's `GpuStatus` only shows that line. Without
+`nvidia-ml-py` (the `gpu` extra, module `pynvml`), a driver or a GPU the sampler stops at once and
+every `GpuStatus` stays hidden: no empty row. NVML is the driver's own counter for every process on
+the device (the runs are other processes, so torch in this one could not see them), and it costs
+no GPU memory.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Callable
 
+from textual.message import Message
 from textual.widgets import Static
 
 GPU_REFRESH_S = 2.0
@@ -23,40 +29,63 @@ class GpuReading:
     memory_total: int       # bytes
 
 
-_NVML = None   # pynvml once initialised; False when it cannot be (no module, driver or GPU)
+@dataclass
+class GpusRead(Message):
+    """The sampler's latest readings ([] while a device does not answer)."""
+    readings: list[GpuReading]
 
 
-def _nvml():
-    global _NVML
-    if _NVML is None:
+class GpuSampler:
+    """NVML for the whole app: `run` opens it, publishes a reading every `GPU_REFRESH_S` until
+    `stop` is set, then shuts it down. `available`: None until tried, then whether there is a GPU."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.available: bool | None = None
+        self._nvml = None
+
+    def run(self, publish: Callable[[list[GpuReading]], None]) -> None:
+        self.available = self._open()
+        if not self.available:
+            return
+        try:
+            while not self.stop.is_set():
+                publish(self.read())
+                self.stop.wait(GPU_REFRESH_S)
+        finally:
+            self._nvml.nvmlShutdown()
+
+    def _open(self) -> bool:
         try:
             import pynvml
         except ImportError:   # no `gpu` extra
-            _NVML = False
-            return None
+            return False
         try:
-            pynvml.nvmlInit()   # once per process: the driver keeps the handle
-            _NVML = pynvml
+            pynvml.nvmlInit()
         except pynvml.NVMLError:   # no driver library, no device
-            _NVML = False
-    return _NVML or None
+            return False
+        self._nvml = pynvml
+        try:
+            if pynvml.nvmlDeviceGetCount() > 0:
+                return True
+        except pynvml.NVMLError:
+            pass
+        pynvml.nvmlShutdown()
+        return False
 
-
-def read_gpus() -> list[GpuReading]:
-    """Every GPU's reading now; [] without pynvml, a driver or a GPU."""
-    nvml = _nvml()
-    if nvml is None:
-        return []
-    try:
-        readings = []
-        for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-            utilization = nvml.nvmlDeviceGetUtilizationRates(handle)
-            readings.append(GpuReading(index, int(utilization.gpu), int(memory.used), int(memory.total)))
-        return readings
-    except nvml.NVMLError:   # a device that stopped answering: show nothing rather than stale numbers
-        return []
+    def read(self) -> list[GpuReading]:
+        """Every GPU's reading now; [] when one stopped answering (nothing rather than stale numbers)."""
+        nvml = self._nvml
+        try:
+            readings = []
+            for index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                utilization = nvml.nvmlDeviceGetUtilizationRates(handle)
+                readings.append(GpuReading(index, int(utilization.gpu), int(memory.used), int(memory.total)))
+            return readings
+        except nvml.NVMLError:
+            return []
 
 
 def format_gpus(readings: list[GpuReading]) -> str:
@@ -66,19 +95,16 @@ def format_gpus(readings: list[GpuReading]) -> str:
 
 
 class GpuStatus(Static):
-    """The GPUs' line; hidden, and never polled again, when there is nothing to read."""
+    """The GPUs' line, as the app's sampler last read it; hidden while that is empty."""
 
     DEFAULT_CSS = """
-    GpuStatus { height: 1; padding: 0 1; color: $text-muted; }
+    GpuStatus { height: 1; padding: 0 1; color: $text-muted; display: none; }
     """
 
     def on_mount(self) -> None:
-        if not self.refresh_gpus():
-            return
-        self.set_interval(GPU_REFRESH_S, self.refresh_gpus)
+        # The app's reactive, not a poll of our own: one NVML reader however many screens show it.
+        self.watch(self.app, "gpu_line", self._show, init=True)
 
-    def refresh_gpus(self) -> bool:
-        text = format_gpus(read_gpus())
-        self.display = bool(text)
+    def _show(self, text: str) -> None:
         self.update(text)
-        return bool(text)
+        self.display = bool(text)
