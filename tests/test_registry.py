@@ -22,6 +22,7 @@ from kdtui.core.registry import (
     RunNotFound,
     RunStore,
     reconcile,
+    shard_of,
     record_with_history,
 )
 from kdtui.core.workspace import Workspace, resolve_workspace
@@ -444,9 +445,12 @@ def test_record_json_mirrors_every_change(tmp_path):
     a, b, c = "251128-101010-000a", "251128-101010-000b", "251128-101010-000c"
 
     def mirrored() -> None:
-        index = _index_by_id(store)
-        for run_id, doc in index.items():
-            assert _folder_record(ws, run_id) == doc, run_id
+        """Each folder's record.json is the whole record; the index holds it less the details."""
+        for run_id, row in _index_by_id(store).items():
+            whole = _folder_record(ws, run_id)
+            assert {k: v for k, v in whole.items() if k not in ("spec", "teachers")} == row, run_id
+            assert "spec" in whole and "teachers" in whole and "spec" not in row and "teachers" not in row
+            assert store.get(run_id) == whole
 
     store.add({"id": a, "name": "first", "spec": {"seed": 1}})
     mirrored()
@@ -455,6 +459,7 @@ def test_record_json_mirrors_every_change(tmp_path):
     store.update(a, status="done", metrics={"test_agreement": 0.5, "nan": float("nan")})
     mirrored()
     assert _folder_record(ws, a)["metrics"] == {"test_agreement": 0.5, "nan": None}
+    assert _folder_record(ws, a)["spec"] == {"seed": 1}  # updates keep the details the index lacks
     store.update_many([a, c], note="x")
     mirrored()
     store.put({**store.get(c), "status": "failed", "error": "boom"})
@@ -615,5 +620,34 @@ def test_a_layout1_registry_is_carried_over_by_reindex(tmp_path):
     result = RunStore(ws).reindex()
     assert result.records == 4 and len(result.migrated) == 4 and "old registry" in result.describe()
     store = RunStore(ws, auto_reconcile=False)
-    assert {r["id"]: r for r in store.all()} == {r["id"]: r for r in records}
+    assert {r["id"]: r for r in store.all(details=True)} == {r["id"]: r for r in records}
     assert all(_folder_record(ws, r["id"]) == r for r in records)
+
+
+def test_the_index_lists_rows_and_single_run_reads_join_the_details_from_the_folder(tmp_path):
+    """Lists parse rows (a record less its spec and teachers); every read of one run, and a list
+    asked for details, gives the whole record, as its folder's record.json holds it."""
+    ws = Workspace(tmp_path / "ws")
+    store = RunStore(ws, auto_reconcile=False)
+    records = [{**r, "schema_version": 1} for r in _varied_records()[:5]]
+    store.add_many(records)
+    by_id = {r["id"]: r for r in records}
+    detail_keys = ("spec", "teachers")
+    for row in store.all():
+        assert row == {k: v for k, v in by_id[row["id"]].items() if k not in detail_keys}
+    assert _raw_docs(store) and all("spec" not in doc for doc in _raw_docs(store))
+    assert store.all(details=True) == sorted(records, key=lambda r: r["created"])
+    assert store.with_details(store.find(status="done")) == store.find(status="done", details=True) == [
+        by_id[i] for i in sorted(by_id) if by_id[i]["status"] == "done"]
+    one = records[3]["id"]
+    assert store.get(one) == by_id[one] == store.resolve(one[-4:])
+    assert list(store.get(one)) == list(by_id[one])  # the contract's key order, details in place
+    # A row written whole by an earlier kdtui still reads right: details come from the folder.
+    shard = ws.root / "kdtui.index" / f"{shard_of(one)}.json"
+    table = json.loads(shard.read_text())
+    table[one] = {**by_id[one], "spec": {"stale": True}}
+    shard.write_text(json.dumps(table))
+    assert RunStore(ws, auto_reconcile=False).get(one)["spec"] == by_id[one]["spec"]
+    # A folder whose record.json is gone: the row, with empty details.
+    (ws.run_dir(one) / "record.json").unlink()
+    assert RunStore(ws, auto_reconcile=False).get(one)["spec"] == {}

@@ -89,7 +89,7 @@ def test_build_report_writes_real_pngs_results_and_index(workspace, tmp_path):
     header, rows = _table((out / "results.md").read_text())
     assert header[:3] == ["τ", "n", "seeds"]   # the short names the app and runs compare use
     assert header[3:] == [metric_label(m) for m in TABLE_METRICS]
-    registry = RunStore(workspace).all()
+    registry = RunStore(workspace).all(details=True)
     assert len(rows) == 2
     for row in rows:
         temperature = float(row[0])

@@ -151,7 +151,7 @@ def ws(template_ws, tmp_path, monkeypatch) -> Path:
 
 
 def ids_by_seed(ws: Path) -> dict[int, str]:
-    return {r["spec"]["seed"]: r["id"] for r in RunStore(Workspace(ws)).all()}
+    return {r["spec"]["seed"]: r["id"] for r in RunStore(Workspace(ws)).all(details=True)}
 
 
 # -- runs screen ----------------------------------------------------------------------------------

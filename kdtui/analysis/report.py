@@ -509,12 +509,12 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
             raise ValueError(f"this workspace has finished runs of preset {p.id} at both scales; "
                              f"choose one: {', '.join(by_scale)}")
         sc, (found, base) = next(iter(by_scale.items()))
-        return found, base, f"{p.title} [{sc}]"
+        return store.with_details(found), base, f"{p.title} [{sc}]"
     if group:
         found = [r for r in store.find(group=group) if r.get("status") == DONE]
         if not found:
             raise ValueError(f"no finished runs in group {group!r}")
-        return found, _safe_name(f"group-{group}"), f"group {group}"
+        return store.with_details(found), _safe_name(f"group-{group}"), f"group {group}"
     ids = list(run_ids or [])
     found, seen = [], set()
     for record in store.resolve_all(ids):

@@ -61,7 +61,7 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
     records = store.find(status=status, name=name, group=group)
     _notice_unlisted_folders(ws, store)
     if as_json:
-        print_json(records)
+        print_json(store.with_details(records))  # the whole records, as every --json prints them
         return
     ids = [r["id"] for r in records]
     if not full_ids:

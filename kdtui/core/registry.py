@@ -7,7 +7,11 @@ a command or the app list 10,000 runs without opening 10,000 files:
 
     <workspace>/kdtui.json            the root: layout, shard count and a generation that every
                                       write bumps (the app watches this one file for changes)
-    <workspace>/kdtui.index/<xx>.json one TinyDB table per shard, {run id: record}
+    <workspace>/kdtui.index/<xx>.json one TinyDB table per shard, {run id: row}
+
+A row is the record less its details (`DETAIL_KEYS`: the resolved spec and the teacher list), which
+only views of single runs need and which are half of a record's bytes: listing 10,000 runs parses
+~1 kB a run. `get`, `resolve` and `with_details` join the details back in from record.json.
 
 A run's shard is a hash of its id, so an update parses and rewrites one 64th of the index, not
 all of it. TinyDB neither locks nor writes atomically, so every write holds `kdtui.json.lock`
@@ -62,8 +66,17 @@ _DEFAULTS: dict[str, Any] = {
     "started": None, "finished": None, "error": None,
 }
 NOT_STORED = frozenset({"history"})
+# Kept in the run folder's record.json only, not in the index's rows (see the module docstring).
+# Rows written before details left the index still hold them: harmless, since whole records take
+# their details from record.json, and `kdtui runs reindex` slims them.
+DETAIL_KEYS = ("spec", "teachers")
 LOCK_TIMEOUT_S = 60.0
 _LOCK_INIT = threading.Lock()
+
+
+def _default(key: str) -> Any:
+    value = _DEFAULTS[key]
+    return value.copy() if isinstance(value, (dict, list)) else value
 
 
 class RegistryError(Exception):
@@ -129,6 +142,11 @@ def _stamp(st: os.stat_result) -> tuple:
 # always read from disk, so a stamp that happens to repeat can never lose a write.
 _PARSED: dict[str, tuple[tuple, dict]] = {}
 _PARSED_LOCK = threading.Lock()
+
+
+def index_row(record: dict) -> dict:
+    """What the index keeps of a record: everything but its details."""
+    return {k: v for k, v in record.items() if k not in DETAIL_KEYS}
 
 
 def shard_of(run_id: str, shards: int = SHARDS) -> str:
@@ -319,7 +337,7 @@ class _Index:
         for name, group in by_shard.items():
             def replace(table: dict, group: list[dict] = group) -> None:
                 for doc in group:
-                    table[doc["id"]] = doc
+                    table[doc["id"]] = index_row(doc)
             self.db.table(name)._update_table(replace)
 
 
@@ -332,8 +350,10 @@ class RunStore:
     The first read through an instance reconciles stale runs (see `reconcile`); pass
     `auto_reconcile=False` to skip that.
 
-    Records that reads return share nested values (spec, metrics) with a per-process cache:
-    treat them as read-only, or copy before changing a nested value.
+    Reads of one run (`get`, `resolve`, `resolve_all`) return whole records. Reads of many (`all`,
+    `find`) return index rows, which lack `DETAIL_KEYS` (spec, teachers), unless asked for
+    `details=True`; `with_details` completes rows already read. Rows share nested values (metrics)
+    with a per-process cache: treat them as read-only, or copy before changing a nested value.
     """
 
     def __init__(self, workspace_or_path: Workspace | str | Path | None = None, *,
@@ -514,8 +534,7 @@ class RunStore:
             if key in record:
                 doc[key] = record[key]
             elif key in _DEFAULTS:
-                value = _DEFAULTS[key]
-                doc[key] = value.copy() if isinstance(value, (dict, list)) else value
+                doc[key] = _default(key)
         if doc.get("created") is None:
             doc["created"] = time.time()
         doc.update((k, v) for k, v in record.items() if k not in doc and k not in NOT_STORED)
@@ -594,7 +613,7 @@ class RunStore:
                     raise RunNotFound(run_id, self.path)
                 if missing_ok and all(k in current and current[k] == v for k, v in fields.items()):
                     continue  # update_many: already so; rewriting its record.json would change nothing
-                docs.append({**current, **fields})
+                docs.append({**self._whole(current), **fields})
             if docs:
                 self._mirror(docs)
                 index.put(docs)
@@ -666,7 +685,7 @@ class RunStore:
         storage = ShardStorage(self.index_dir, SHARDS, use_cache=False)
         tables: dict[str, dict] = {name: {} for name in storage.names}
         for run_id, doc in records.items():
-            tables[shard_of(run_id)][run_id] = doc
+            tables[shard_of(run_id)][run_id] = index_row(doc)
         for name, table in tables.items():
             storage.stage(name, table)
         storage.commit()
@@ -679,12 +698,35 @@ class RunStore:
     # -- reads --
 
     def get(self, run_id: str) -> dict | None:
+        """The whole record of one run (its row and, from record.json, its details), or None."""
         if not self._reconciled:
-            return next((r for r in self._read() if r.get("id") == run_id), None)
-        root = self._read_root()
-        if root is None:
+            row = next((r for r in self._read() if r.get("id") == run_id), None)
+        else:
+            root = self._read_root()
+            row = _Index(self.index_dir, root[0], use_cache=True).get(run_id) if root else None  # one shard
+        return self._whole(row) if row is not None else None
+
+    def with_details(self, rows: Iterable[dict]) -> list[dict]:
+        """The whole records of index rows (`all`, `find`): one record.json read per row."""
+        return [self._whole(row) for row in rows]
+
+    def _whole(self, row: dict) -> dict:
+        """The row plus the details its run folder's record.json holds. Only the details are taken
+        from the file: the rest is what the index lists (the file is written first, so it is never
+        older). A folder whose record.json is gone gives the details' defaults."""
+        doc = self._record_file(row["id"]) or {}
+        details = {k: doc[k] if k in doc else _default(k) for k in DETAIL_KEYS}
+        whole = {k: details[k] if k in details else row[k] for k in RECORD_KEYS if k in row or k in details}
+        whole.update((k, v) for k, v in row.items() if k not in whole)
+        return whole
+
+    def _record_file(self, run_id: str) -> dict | None:
+        """The run folder's record.json if it is this run's record, else None."""
+        try:
+            doc = _parse((self.workspace.run_dir(run_id) / RECORD_NAME).read_bytes())
+        except (OSError, ValueError):
             return None
-        return _Index(self.index_dir, root[0], use_cache=True).get(run_id)  # one shard
+        return doc if isinstance(doc, dict) and doc.get("id") == run_id else None
 
     def resolve(self, prefix: str) -> dict:
         """The one record whose id is `prefix` or starts with it, or whose random suffix starts
@@ -695,8 +737,7 @@ class RunStore:
     def resolve_all(self, prefixes: Iterable[str]) -> list[dict]:
         """`resolve` for each prefix, reading the registry once (a 1,000-run export would otherwise
         parse the whole index once per id)."""
-        records = self._read()
-        by_id = {record.get("id", ""): record for record in records}
+        by_id = {record.get("id", ""): record for record in self._read()}
         found = []
         for prefix in prefixes:
             prefix = (prefix or "").strip()
@@ -710,16 +751,18 @@ class RunStore:
             if len(matches) > 1:
                 raise AmbiguousRunId(prefix, matches)
             found.append(by_id[matches[0]])
-        return found
+        return self.with_details(found)
 
-    def all(self) -> list[dict]:
-        """Every record, oldest first (by `created`, then id)."""
-        return sorted(self._read(), key=lambda r: (_time_key(r.get("created")), str(r.get("id"))))
+    def all(self, details: bool = False) -> list[dict]:
+        """Every run's index row (the whole record with `details`), oldest first (by `created`,
+        then id)."""
+        rows = sorted(self._read(), key=lambda r: (_time_key(r.get("created")), str(r.get("id"))))
+        return self.with_details(rows) if details else rows
 
     def find(self, status: str | Iterable[str] | None = None, name: str | None = None,
-             group: str | None = None) -> list[dict]:
-        """Records filtered by status (one or several), name (case-insensitive substring) and group
-        (prefix of `group_hash`), oldest first."""
+             group: str | None = None, details: bool = False) -> list[dict]:
+        """Rows (whole records with `details`) filtered by status (one or several), name
+        (case-insensitive substring) and group (prefix of `group_hash`), oldest first."""
         statuses = {status} if isinstance(status, str) else set(status) if status is not None else None
         needle = name.lower() if name else None
         out = []
@@ -731,7 +774,7 @@ class RunStore:
             if group and not str(record.get("group_hash") or "").startswith(group):
                 continue
             out.append(record)
-        return out
+        return self.with_details(out) if details else out
 
     def __len__(self) -> int:
         return len(self._read_raw())
@@ -768,7 +811,7 @@ class RunStore:
             # Re-check under the lock: the run may have finished (or been reconciled) meanwhile.
             current = [doc for doc in map(index.get, changes) if doc is not None]
             applied = _stale_changes(current, workspace)
-            docs = [{**doc, **applied[doc["id"]]} for doc in current if doc["id"] in applied]
+            docs = [{**self._whole(doc), **applied[doc["id"]]} for doc in current if doc["id"] in applied]
             if docs:
                 self._mirror(docs)
                 index.put(docs)

@@ -168,7 +168,8 @@ class RunService:
                 raise ServiceError(f"run {record['id']} is {record['status']}; only stopped, interrupted or "
                                    "failed runs resume")
         queue = self._queue()
-        pools = self._pools(queue, [(record.get("spec") or {}).get("device") for record in records])
+        devices = [(record.get("spec") or {}).get("device") for record in self.store.with_details(records)]
+        pools = self._pools(queue, devices)
         run_ids = [record["id"] for record in records]
         with queue.queue.locked():
             for run_id in run_ids:

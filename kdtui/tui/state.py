@@ -253,7 +253,7 @@ def progress_cell(record: dict, live: RunLive | None) -> str:
     if live is not None and live.phase is not None:
         return live.progress_text()
     if record.get("status") == DONE:
-        epochs = ((record.get("spec") or {}).get("student") or {}).get("epochs")
+        epochs = (record.get("metrics") or {}).get("epoch")  # a done run's last epoch is its last
         return f"S {epochs}/{epochs}" if epochs else ""
     return ""
 

@@ -197,12 +197,10 @@ class RunQueue:
         """Put registered runs at the end of the line, in the order given, and hand them to the line
         (their `pid` becomes None); returns the ids enqueued. Every run's pools are checked before
         anything is written (QueueError). A run already in the line moves to the end (a resume)."""
-        records = {record["id"]: record for record in store.all()}
+        listed = {row["id"]: row for row in store.all()}
         entries = []
-        for run_id in run_ids:
-            record = records.get(run_id)
-            if record is None:
-                continue  # removed meanwhile
+        for record in store.with_details(listed[run_id] for run_id in run_ids if run_id in listed):  # not removed
+            run_id = record["id"]
             wanted = device or (record.get("spec") or {}).get("device") or "auto"
             entries.append(self.entry(run_id, pools_for_device(wanted, gpus), retrain_teachers=retrain_teachers,
                                       device=device))
