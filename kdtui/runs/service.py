@@ -13,15 +13,17 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kdtui.core.events import ACTIVE_STATUSES, QUEUED, RESUMABLE_STATUSES, RUNNING, STOPPED
 from kdtui.core.files import atomic_write_many
 from kdtui.core.registry import RunStore
-from kdtui.core.spec import Spec, spec_hashes
 from kdtui.core.workspace import STOP_FILE, Workspace
 from kdtui.runs.executors.launcher import QueueExecutor
 from kdtui.runs.executors.slots import QueueError
+
+if TYPE_CHECKING:  # the app imports this module at start; pydantic (~0.1 s) waits for a first Spec
+    from kdtui.core.spec import Spec
 
 
 class ServiceError(ValueError):
@@ -37,6 +39,8 @@ class Outcome:
 
 
 def new_record(run_id: str, spec: Spec, status: str = QUEUED, pid: int | None = None) -> dict:
+    from kdtui.core.spec import spec_hashes  # already loaded: the caller holds a parsed Spec
+
     exact, group = spec_hashes(spec)
     return {"id": run_id, "name": spec.name, "status": status, "spec": spec.model_dump(mode="json"),
             "spec_hash": exact, "group_hash": group, "metrics": {}, "teachers": [],
