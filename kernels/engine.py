@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -376,31 +376,55 @@ def default_cache_budget(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
+@dataclass(frozen=True)
+class CachePlan:
+    """How the run's teacher is served: `tier` "members" or "ensemble" (kernels.teacher_cache), or None
+    for the online teacher; `fill` the fill strategy; `reason` one line for the run's events and record."""
+    tier: str | None
+    fill: str | None
+    reason: str
+
+
 def plan_teacher_cache(cfg: RunConfig, augment: Augmenter, n_examples: int, classes: int,
-                       storage: torch.dtype, persistent: bool, budget: int) -> tuple[str | None, str]:
-    """(fill or None for the online teacher, the reason in one line for the run's events)."""
+                       storage: torch.dtype, persistent: bool, budget: int) -> CachePlan:
+    """Per-member tables when they fit the budget (one cache for every τ and every ensemble that shares
+    a member), else the ensemble's table when that fits (m times smaller), else the online teacher."""
     spec = cfg.distill
     if spec.teacher_cache == "off":
-        return None, "teacher cache off (distill.teacher_cache = 'off'): the teacher runs online"
+        return _online("teacher cache off (distill.teacher_cache = 'off'): the teacher runs online")
     if not augment.finite_views:
         online = ", ".join(n for n in augment.names if n not in ("crop", "hflip", "vflip"))
-        return None, f"teacher online: {online} draws continuous or cross-example randomness (no finite views)"
+        return _online(f"teacher online: {online} draws continuous or cross-example randomness (no finite views)")
     if any(str(item).split(":")[0].strip() == "noise" for item in cfg.data.extra):
-        return None, "teacher online: the distillation set has noise:p extra data"
+        return _online("teacher online: the distillation set has noise:p extra data")
     views = augment.num_views
+    rows = n_examples * views
+    ensemble_need = (classes * 4 + 1) * rows  # fp32 outputs and a filled flag per (example, view)
     # Each member's table, plus the ensemble's (fp32) that the cache derives for its steps.
-    need = (cfg.members * (classes * storage.itemsize + 1) + classes * 4 + 1) * n_examples * views
+    members_need = cfg.members * (classes * storage.itemsize + 1) * rows + ensemble_need
     mb = 2 ** 20
-    if need > budget:
-        return None, (f"teacher online: its cache would take {need / mb:.0f} MB, over the budget of "
-                      f"{budget / mb:.0f} MB (distill.teacher_cache_mb)")
+    if ensemble_need > budget:
+        return _online(f"teacher online: its cache would take {members_need / mb:.1f} MB per member, or "
+                       f"{ensemble_need / mb:.1f} MB for the ensemble alone, over the budget of "
+                       f"{budget / mb:.0f} MB (distill.teacher_cache_mb)")
     if cfg.student.epochs <= 1 and not persistent:
-        return None, ("teacher online: one epoch draws each example once and nothing is kept for later "
-                      "runs, so a cache would never be hit")
+        return _online("teacher online: one epoch draws each example once and nothing is kept for later "
+                       "runs, so a cache would never be hit")
     fill = choose_fill(cfg.student.epochs, views)
-    return fill, (f"teacher cache on ({fill} fill): {cfg.members} member(s) x {n_examples} examples x "
-                  f"{views} views ({augment.geometry}), {storage}, {need / mb:.1f} MB of {budget / mb:.0f} MB"
-                  f"{', kept beside the teacher for later runs' if persistent else ', memory only'}")
+    shape = f"{n_examples} examples x {views} views ({augment.geometry})"
+    kept = ", kept beside the teacher for later runs" if persistent else ", memory only"
+    if members_need <= budget:
+        return CachePlan("members", fill, f"teacher cache on, members tier ({fill} fill): {cfg.members} member(s) "
+                                          f"x {shape}, {storage}, {members_need / mb:.1f} MB of {budget / mb:.0f} MB{kept}")
+    return CachePlan("ensemble", fill, (
+        f"teacher cache on, ensemble tier ({fill} fill): the {cfg.members}-member ensemble's output x {shape}, "
+        f"float32, {ensemble_need / mb:.1f} MB of {budget / mb:.0f} MB; the members tier would take "
+        f"{members_need / mb:.1f} MB, over the budget (distill.teacher_cache_mb); it serves every τ of "
+        f"these members{kept}"))
+
+
+def _online(reason: str) -> CachePlan:
+    return CachePlan(None, None, reason)
 
 
 def choose_fill(epochs: int, views: int) -> str:
@@ -411,35 +435,43 @@ def choose_fill(epochs: int, views: int) -> str:
 
 
 def open_teacher_cache(cfg: RunConfig, prepared: Prepared, teacher: Ensemble, teachers: list[TeacherResult],
-                       augment: Augmenter, on_event: EventCallback, fill: str | None = None) -> TeacherCache | None:
-    """The run's teacher cache, or None (online teacher); says which in a Log event. `fill` forces a
-    fill strategy (benchmarks); None lets `plan_teacher_cache` decide."""
+                       augment: Augmenter, on_event: EventCallback,
+                       fill: str | None = None) -> tuple[TeacherCache | None, CachePlan]:
+    """The run's teacher cache, or None (online teacher), and the plan that chose it; says which in a Log
+    event. `fill` forces a fill strategy (benchmarks); None lets `plan_teacher_cache` decide."""
     n, classes = len(prepared.distill_set), prepared.dataset.num_classes
     storage = prepared.precision.dtype
     persistent = all(t.cache_dir for t in teachers)
     budget = cfg.distill.teacher_cache_mb * 2 ** 20 or default_cache_budget(prepared.device)
-    planned, reason = plan_teacher_cache(cfg, augment, n, classes, storage, persistent, budget)
-    fill = fill if planned is not None and fill is not None else planned
-    on_event(Log(reason))
-    if fill is None:
-        return None
+    plan = plan_teacher_cache(cfg, augment, n, classes, storage, persistent, budget)
+    if plan.tier is not None and fill is not None:
+        plan = replace(plan, fill=fill)
+    on_event(Log(plan.reason))
+    if plan.tier is None:
+        return None, plan
     views = augment.num_views
     data = tensor_digest((prepared.distill_set.images, prepared.mean, prepared.std), augment.geometry)
-    tables, files = [], []
-    for t in teachers:
-        key = (f"{t.key or 'unstored'}|weights={weights_digest(t.final_state)}|data={data}|"
-               f"views={augment.geometry}|{n}x{views}x{classes}|{prepared.device.type}|{storage}")
-        tables.append(MemberTable.empty(key, n * views, classes, storage, prepared.device))
-        files.append(CacheFile(Path(t.cache_dir), key) if t.cache_dir else None)
+    keys = [f"{t.key or 'unstored'}|weights={weights_digest(t.final_state)}|data={data}|"
+            f"views={augment.geometry}|{n}x{views}x{classes}|{prepared.device.type}|{storage}" for t in teachers]
+    if plan.tier == "members":
+        tables = [MemberTable.empty(key, n * views, classes, storage, prepared.device) for key in keys]
+        files = [CacheFile(Path(t.cache_dir), key) if t.cache_dir else None for t, key in zip(teachers, keys)]
+    else:
+        # The ordered member set: another ensemble, or these members in another order (the log-mean-exp
+        # sums in member order), never reads this table. τ is not in the key: the table holds the
+        # ensemble's output before τ (see kernels.teacher_cache), so every τ may read it.
+        key = "ensemble[" + " ; ".join(keys) + "]|float32"
+        tables = [MemberTable.empty(key, n * views, classes, torch.float32, prepared.device)]
+        files = [CacheFile(Path(teachers[0].cache_dir), key, "ensemble") if persistent else None]
     images = prepared.distill_set.images
-    cache = TeacherCache(list(teacher.members), tables, files, views, fill,
+    cache = TeacherCache(list(teacher.members), tables, files, views, plan.fill,
                          render=lambda examples, v: prepared.render(images[examples], augment, v),
-                         forward=lambda model, x: _forward(model, prepared, x))
+                         forward=lambda model, x: _forward(model, prepared, x), tier=plan.tier)
     cache.load()
     notes = sorted(set(cache.load_notes) - {"loaded", "no cache file yet"})
     if notes:
         on_event(Log(f"teacher cache: {'; '.join(notes)}"))
-    return cache
+    return cache, plan
 
 
 def init_student(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult]) -> nn.Module:
@@ -464,8 +496,9 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
     """Distil one student from the teachers' ensemble.
 
     Returns {"metrics": final values, "history": per-epoch records, "student": the trained model,
-    "teacher_cache": the cache's summary for the record}. `phase` names the events (the E12 control
-    distils a second, independent student); `cache_fill` forces the cache's fill strategy (benchmarks).
+    "teacher_cache": the cache's summary for the record (tier, mode, hit rate, entries, bytes, and the
+    plan's reason)}. `phase` names the events (the E12 control distils a second, independent student);
+    `cache_fill` forces the cache's fill strategy (benchmarks).
     """
     teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
     student = init_student(cfg, prepared, teachers)
@@ -503,7 +536,7 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
                 "test_nll": t["nll"], "test_ece": t["ece"], "test_examples": int(t["n"]), **constants}
 
     on_event(PhaseStart(phase, 0, 1, train.epochs, loop.steps_per_epoch))
-    cache = open_teacher_cache(cfg, prepared, teacher, teachers, augment, on_event, cache_fill)
+    cache, plan = open_teacher_cache(cfg, prepared, teacher, teachers, augment, on_event, cache_fill)
     if start == 0:
         history = [evaluate(0, {"lr": learning_rate(train, 0, 1)})]
         on_event(EpochMetrics(phase, 0, 0, _without_epoch(history[-1])))
@@ -514,12 +547,14 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
         if cache is not None:
             cache.save()  # teacher outputs stay valid whatever happens to the student: keep them
         raise
-    summary = {"mode": "off", "hit_rate": 0.0, "entries": 0, "bytes": 0, "computed": 0}
+    summary = {"mode": "off", "tier": "online", "hit_rate": 0.0, "entries": 0, "bytes": 0, "computed": 0}
     if cache is not None:
         cache.save()
         summary = cache.summary()
-        on_event(Log(f"teacher cache: hit rate {summary['hit_rate']:.1%}, {summary['computed']} member outputs "
+        unit = "member" if cache.tier == "members" else "ensemble"
+        on_event(Log(f"teacher cache: hit rate {summary['hit_rate']:.1%}, {summary['computed']} {unit} outputs "
                      f"computed, {summary['entries']} held, {summary['bytes'] / 2 ** 20:.1f} MB"))
+    summary["reason"] = plan.reason
     final = final_metrics(history)
     on_event(PhaseEnd(phase, 0, 1, final))
     return {"metrics": final, "history": history, "student": student, "teacher_cache": summary}

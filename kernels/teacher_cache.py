@@ -1,4 +1,4 @@
-"""The teacher-output cache: each teacher member's logits per (example, view), computed at most once.
+"""The teacher-output cache: the teacher's outputs per (example, view), each computed at most once.
 
 With crop and flip augmentation an image has finitely many views (162 for 32×32 with padding 4 and a
 horizontal flip), yet a 300-epoch run draws it 300 times and every sweep point that shares the teacher
@@ -7,14 +7,25 @@ after that. Everything else about the step (the student, the loss at any τ, the
 member logits are stored, and the ensemble is formed after the lookup, so one cache serves every τ and
 every ensemble that contains the member.
 
+Two tiers, chosen by the memory budget (kernels.engine.plan_teacher_cache):
+- "members" (preferred): one table per member, as above; shared by every τ and every ensemble.
+- "ensemble": one table of the ensemble's output, m times smaller for m members, used when the
+  members' tables would not fit. It holds exactly what the training step hands the loss: the log of the
+  mean of member probabilities (kernels.ensemble.ensemble_prediction, fp32). The loss applies τ to that
+  value itself (log_softmax(z_t/τ)) and takes its argmax for agreement and hard labels, so the table
+  does not depend on τ and serves every τ of the same member set; storing softmax(z_t/τ) instead would
+  tie it to one τ and could move an argmax on a near-tie. Its key binds the ordered member set (each
+  member's key, as below), so another ensemble never reads it.
+
 Storage dtype is the dtype the teacher's output has in the training step: fp32 on CPU; on CUDA the
 autocast dtype (bf16, or fp16 on cards without bf16). The cached value is then the very value the
 online teacher would hand the loss (its output under autocast already has that dtype), so the cache
 adds no rounding of its own. Fidelity metrics never read it: they come from fp32 clean-set passes.
 
 Persistence: one file per member and view geometry, in a directory the caller names (kdtui: the
-teacher's folder in its store). The file's key binds it to the member's weights, the distillation data,
-the view geometry and the device kind; a file whose key, shape, dtype or checksum does not match is
+teacher's folder in its store); an ensemble table lives beside its first member, under its own name.
+The file's key binds it to the member's weights, the distillation data, the view geometry, the device
+kind and the storage dtype; a file whose key, shape, dtype or checksum does not match is
 rebuilt, never trusted. Writers merge what is on disk with what they computed under an exclusive file
 lock and replace the file atomically, so concurrent runs filling the same cache lose nothing and
 readers never see half a file.
@@ -43,6 +54,7 @@ FILL_CHUNK = 1024  # rows per teacher forward in a full pass (the evaluation bat
 # may never draw). The engine picks "full" only when the run is expected to draw every view at least
 # once (kernels.engine.choose_fill; bench/engine.py measured the two).
 FILLS = ("lazy", "full")
+TIERS = ("members", "ensemble")  # what a table holds: one member's logits, or the ensemble's output
 
 
 def tensor_digest(tensors: Iterator[torch.Tensor], extra: str = "") -> str:
@@ -62,7 +74,8 @@ def weights_digest(state: dict) -> str:
 
 @dataclass
 class MemberTable:
-    """One member's logits for every (example, view), and which of them are filled."""
+    """One member's logits (or, in the ensemble tier, the ensemble's output) for every (example, view),
+    and which of them are filled."""
     key: str
     logits: torch.Tensor  # (n·views, C) in the storage dtype
     filled: torch.Tensor  # (n·views,) bool
@@ -80,8 +93,9 @@ class MemberTable:
         return tensor_digest((self.logits, self.filled), self.key)
 
 
-def _file_name(key: str) -> str:
-    return f"views-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+def _file_name(key: str, tier: str) -> str:
+    prefix = "views" if tier == "members" else "ensemble"  # tells the two apart in a teacher's folder
+    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 @contextmanager
@@ -97,10 +111,10 @@ def _exclusive(path: Path):
 
 
 class CacheFile:
-    """A member table's file: loaded only when everything about it checks out."""
+    """A table's file: loaded only when everything about it checks out."""
 
-    def __init__(self, folder: Path, key: str):
-        self.path = Path(folder) / _file_name(key)
+    def __init__(self, folder: Path, key: str, tier: str = "members"):
+        self.path = Path(folder) / _file_name(key, tier)
         self.key = key
 
     def load(self, like: MemberTable) -> tuple[MemberTable | None, str]:
@@ -150,26 +164,31 @@ class CacheFile:
 
 @dataclass
 class CacheStats:
-    lookups: int = 0   # member outputs the training steps asked for
-    computed: int = 0  # member outputs this run computed (lazy misses, or a full pass)
+    lookups: int = 0   # table outputs the training steps asked for (a member's, or the ensemble's)
+    computed: int = 0  # table outputs this run computed (lazy misses, or a full pass)
 
 
 class TeacherCache:
-    """Serves the ensemble's output on (example, view) rows, computing each member output at most once.
+    """Serves the ensemble's output on (example, view) rows, computing each table output at most once.
 
-    `members` are the frozen teacher nets (eval mode); `tables` their tables; `files` where each table is
-    kept (None entries: memory only); `render(example_index, views)` builds the normalised input batch of
-    those views, exactly as the training step builds it; `forward(model, x)` runs a member the way the
-    training step runs the online teacher (same autocast).
+    `members` are the frozen teacher nets (eval mode); `tables` their tables (tier "members"), or the one
+    table of the ensemble's output (tier "ensemble"); `files` where each table is kept (None entries:
+    memory only); `render(example_index, views)` builds the normalised input batch of those views,
+    exactly as the training step builds it; `forward(model, x)` runs a member the way the training step
+    runs the online teacher (same autocast).
     """
 
     def __init__(self, members: list[nn.Module], tables: list[MemberTable], files: list[CacheFile | None],
                  num_views: int, fill: str, render: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+                 forward: Callable[[nn.Module, torch.Tensor], torch.Tensor], tier: str = "members"):
         if fill not in FILLS:
             raise ValueError(f"unknown fill {fill!r}; allowed: {', '.join(FILLS)}")
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}; allowed: {', '.join(TIERS)}")
+        if tier == "ensemble" and len(tables) != 1:
+            raise ValueError(f"the ensemble tier keeps one table, got {len(tables)}")
         self.members, self.tables, self.files = members, tables, files
-        self.num_views, self.fill = num_views, fill
+        self.num_views, self.fill, self.tier = num_views, fill, tier
         self.render, self.forward = render, forward
         self.stats = CacheStats()
         self.load_notes: list[str] = []
@@ -177,7 +196,7 @@ class TeacherCache:
 
     @property
     def nbytes(self) -> int:
-        derived = 0 if self._ensemble is None else self._ensemble.nbytes
+        derived = 0 if self._ensemble is None or self.tier == "ensemble" else self._ensemble.nbytes
         return sum(t.nbytes for t in self.tables) + derived
 
     @property
@@ -204,7 +223,8 @@ class TeacherCache:
                     if not bool(self.tables[k].filled.all()):
                         self._fill_all(k)
                         file.merge_and_save(self.tables[k])
-        self._ensemble = self._ensemble_of_filled_rows()
+        # In the ensemble tier the stored table already is the ensemble's output.
+        self._ensemble = self.tables[0] if self.tier == "ensemble" else self._ensemble_of_filled_rows()
 
     @torch.no_grad()
     def _ensemble_of_filled_rows(self) -> MemberTable:
@@ -222,15 +242,32 @@ class TeacherCache:
         ensemble.filled = held
         return ensemble
 
+    def _compute(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Table k's output on batch x: its member's logits, or the ensemble's output (every member once)."""
+        if self.tier == "members":
+            return self.forward(self.members[k], x)
+        return ensemble_prediction([self.forward(model, x) for model in self.members])
+
     @torch.no_grad()
     def _fill_all(self, k: int) -> None:
-        table, model = self.tables[k], self.members[k]
+        table = self.tables[k]
         missing = (~table.filled).nonzero().squeeze(1)
         for rows in missing.split(FILL_CHUNK):
             x = self.render(rows // self.num_views, rows % self.num_views)
-            table.logits[rows] = self.forward(model, x).to(table.logits.dtype)
+            table.logits[rows] = self._compute(k, x).to(table.logits.dtype)
             table.filled[rows] = True
             self.stats.computed += len(rows)
+
+    def _held(self, k: int, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Table k's output on `rows` (of batch x), computing the missing ones first (lazy fill)."""
+        table = self.tables[k]
+        if self.fill == "lazy":
+            missing = (~table.filled[rows]).nonzero().squeeze(1)  # a host sync on CUDA
+            if len(missing):
+                table.logits[rows[missing]] = self._compute(k, x[missing]).to(table.logits.dtype)
+                table.filled[rows[missing]] = True
+                self.stats.computed += len(missing)
+        return table.logits[rows]
 
     @torch.no_grad()
     def lookup(self, examples: torch.Tensor, views: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -241,16 +278,9 @@ class TeacherCache:
         ensemble = self._ensemble
         if ensemble is not None and bool(ensemble.filled[rows].all()):  # one host sync on CUDA
             return ensemble.logits[rows]
-        member_logits = []
-        for table, model in zip(self.tables, self.members):
-            if self.fill == "lazy":
-                missing = (~table.filled[rows]).nonzero().squeeze(1)  # a host sync on CUDA
-                if len(missing):
-                    table.logits[rows[missing]] = self.forward(model, x[missing]).to(table.logits.dtype)
-                    table.filled[rows[missing]] = True
-                    self.stats.computed += len(missing)
-            member_logits.append(table.logits[rows])
-        output = ensemble_prediction(member_logits)
+        if self.tier == "ensemble":
+            return self._held(0, rows, x)
+        output = ensemble_prediction([self._held(k, rows, x) for k in range(len(self.tables))])
         if ensemble is not None:
             ensemble.logits[rows] = output
             ensemble.filled[rows] = True
@@ -263,9 +293,10 @@ class TeacherCache:
                     file.merge_and_save(table)
 
     def summary(self) -> dict:
-        """What the run's record keeps: hit rate over this run's lookups, entries held, bytes in memory."""
+        """What the run's record keeps: the tier, hit rate over this run's lookups, entries held (table
+        rows: member outputs, or ensemble outputs in the ensemble tier), bytes in memory."""
         s = self.stats
         computed_in_steps = s.computed if self.fill == "lazy" else 0
         hit_rate = 1.0 - computed_in_steps / s.lookups if s.lookups else 0.0
-        return {"mode": self.fill, "hit_rate": round(hit_rate, 6), "entries": self.entries,
+        return {"mode": self.fill, "tier": self.tier, "hit_rate": round(hit_rate, 6), "entries": self.entries,
                 "bytes": self.nbytes, "computed": s.computed}

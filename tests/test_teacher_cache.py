@@ -1,12 +1,13 @@
 """The teacher-output cache is exact: cached outputs are the online teacher's, runs with and without it
-match, each (member, example, view) is computed once across a sweep, and bad files are never trusted."""
+match (in either tier), each (member, example, view) is computed once across a sweep, and bad files are
+never trusted."""
 import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from cache_helpers import AUGMENT, config, fill_half_and_save, untrained_teachers
+from cache_helpers import AUGMENT, config, counting_training_forwards, fill_half_and_save, untrained_teachers
 
 from kernels import engine
 from kernels.augment import Augmenter
@@ -19,11 +20,14 @@ def prepared():
     return engine.prepare(config(), torch.device("cpu"))
 
 
-def open_cache(prepared, teachers, fill, augment=AUGMENT):
-    cfg = config(members=len(teachers))
+ENSEMBLE_ONLY_MB = 20  # admits one 9.1 MiB table: the ensemble tier for 2+ members (cache_helpers.config)
+
+
+def open_cache(prepared, teachers, fill, augment=AUGMENT, budget_mb=0):
+    cfg = config(members=len(teachers), budget_mb=budget_mb)
     ensemble = engine.load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
     aug = Augmenter(augment)
-    cache = engine.open_teacher_cache(cfg, prepared, ensemble, teachers, aug, lambda e: None, fill)
+    cache, _ = engine.open_teacher_cache(cfg, prepared, ensemble, teachers, aug, lambda e: None, fill)
     return cache, ensemble, aug
 
 
@@ -74,6 +78,8 @@ def test_a_run_with_the_cache_matches_one_without(prepared):
     online = engine.distill(config(cache="off"), prepared, teachers)
     cached = engine.distill(config(cache="auto"), prepared, teachers)
     assert online["teacher_cache"]["mode"] == "off" and cached["teacher_cache"]["mode"] == "lazy"
+    assert online["teacher_cache"]["tier"] == "online" and cached["teacher_cache"]["tier"] == "members"
+    assert "teacher_cache = 'off'" in online["teacher_cache"]["reason"]
     assert cached["history"][1]["train_loss"] == pytest.approx(online["history"][1]["train_loss"], abs=1e-5)
     for name in ("test_agreement", "test_acc", "test_kl", "train_agreement", "train_agreement_eval"):
         assert cached["metrics"][name] == pytest.approx(online["metrics"][name], abs=0.005), name
@@ -83,22 +89,8 @@ def test_a_sweep_computes_each_member_output_once(prepared, tmp_path):
     """Temperatures x ensemble sizes sharing members: every training-step teacher forward is counted."""
     dirs = [tmp_path / f"member-{k}" for k in range(3)]
     teachers = untrained_teachers(prepared, 3, dirs)
-    computed = {k: 0 for k in range(3)}
-
-    def counting(cfg, prepared, states):
-        ensemble = load(cfg, prepared, states)
-        for k, member in enumerate(ensemble.members):
-            def hook(module, inputs, output, k=k):
-                # Clean-set predictions (evaluation) run under inference_mode; training steps do not.
-                if not torch.is_inference_mode_enabled():
-                    computed[k] += len(inputs[0])
-            member.register_forward_hook(hook)
-        return ensemble
-
-    load = engine.load_teacher_ensemble
     runs = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "load_teacher_ensemble", counting)
+    with counting_training_forwards() as computed:
         for members in (1, 3):
             for temperature in (1.0, 4.0):
                 cfg = config(members=members, temperature=temperature)
@@ -165,16 +157,152 @@ def test_auto_says_why_the_teacher_stays_online(prepared):
     fp32 = torch.float32
     plan = engine.plan_teacher_cache
     gib = 2 ** 30
-    assert plan(config(cache="off"), Augmenter(AUGMENT), 100, 10, fp32, True, gib)[0] is None
-    fill, why = plan(config(), Augmenter(("crop", "rotate")), 100, 10, fp32, True, gib)
-    assert fill is None and "rotate" in why
-    fill, why = plan(config(), Augmenter(("mixup",)), 100, 10, fp32, True, gib)
-    assert fill is None and "mixup" in why
+    assert plan(config(cache="off"), Augmenter(AUGMENT), 100, 10, fp32, True, gib).tier is None
+    rotate = plan(config(), Augmenter(("crop", "rotate")), 100, 10, fp32, True, gib)
+    assert rotate.tier is None and rotate.fill is None and "rotate" in rotate.reason
+    mixup = plan(config(), Augmenter(("mixup",)), 100, 10, fp32, True, gib)
+    assert mixup.tier is None and "mixup" in mixup.reason
     noisy = replace(config(), data=replace(config().data, extra=("noise:0.2",)))
-    assert "noise:p" in plan(noisy, Augmenter(AUGMENT), 100, 10, fp32, True, gib)[1]
-    fill, why = plan(config(members=5), Augmenter(AUGMENT), 50_000, 100, fp32, True, gib)
-    assert fill is None and "over the budget" in why  # 5 x 50k x 162 x 100 x 4 bytes > 1 GiB
-    assert plan(config(epochs=1), Augmenter(AUGMENT), 100, 10, fp32, False, gib)[0] is None
-    assert plan(config(epochs=1), Augmenter(AUGMENT), 100, 10, fp32, True, gib)[0] == "lazy"
-    assert plan(config(epochs=200), Augmenter(AUGMENT), 100, 10, fp32, True, gib)[0] == "full"
-    assert plan(config(), Augmenter(()), 100, 10, fp32, True, gib)[0] == "full"  # one view, drawn every epoch
+    assert "noise:p" in plan(noisy, Augmenter(AUGMENT), 100, 10, fp32, True, gib).reason
+    huge = plan(config(members=5), Augmenter(AUGMENT), 50_000, 100, fp32, True, gib)
+    assert huge.tier is None and "over the budget" in huge.reason  # even 50k x 162 x 100 x 4 bytes > 1 GiB
+    assert plan(config(epochs=1), Augmenter(AUGMENT), 100, 10, fp32, False, gib).tier is None
+    assert plan(config(epochs=1), Augmenter(AUGMENT), 100, 10, fp32, True, gib).fill == "lazy"
+    assert plan(config(epochs=200), Augmenter(AUGMENT), 100, 10, fp32, True, gib).fill == "full"
+    assert plan(config(), Augmenter(()), 100, 10, fp32, True, gib).fill == "full"  # one view, drawn every epoch
+
+
+@pytest.mark.parametrize("storage, members_mib", [(torch.float32, 54.6), (torch.bfloat16, 32.4)])
+def test_the_budget_picks_the_members_tier_then_the_ensemble_tier_then_online(storage, members_mib):
+    """Digits with crop+hflip: 1437 x 162 rows. The ensemble's table holds fp32 outputs and a flag, 41 bytes
+    a row; each member's table (classes x storage bytes + a flag) comes on top of it in the members tier."""
+    plan = engine.plan_teacher_cache
+    aug, mib = Augmenter(AUGMENT), 2 ** 20
+    rows = 1437 * 162
+    ensemble_bytes = rows * (10 * 4 + 1)
+    members_bytes = 5 * rows * (10 * storage.itemsize + 1) + ensemble_bytes
+    assert members_bytes / mib == pytest.approx(members_mib, abs=0.05)
+
+    members = plan(config(members=5), aug, 1437, 10, storage, True, members_bytes)
+    assert members.tier == "members" and "members tier" in members.reason
+    ensemble = plan(config(members=5), aug, 1437, 10, storage, True, members_bytes - 1)
+    assert ensemble.tier == "ensemble" and ensemble.fill == "lazy"
+    assert "ensemble tier" in ensemble.reason and "over the budget" in ensemble.reason
+    assert f"members tier would take {members_mib:.1f} MB" in ensemble.reason
+    assert plan(config(members=5), aug, 1437, 10, storage, True, ensemble_bytes).tier == "ensemble"
+    online = plan(config(members=5), aug, 1437, 10, storage, True, ensemble_bytes - 1)
+    assert online.tier is None and "9.1 MB for the ensemble alone, over the budget" in online.reason
+
+
+@pytest.fixture(scope="module")
+def online_losses(prepared):
+    """First-epoch losses of one-epoch runs from 5 untrained members with the teacher online, per τ."""
+    teachers = untrained_teachers(prepared, 5)
+    return {tau: engine.distill(config(members=5, epochs=1, temperature=tau, cache="off"), prepared,
+                                teachers)["history"][1]["train_loss"] for tau in (1.0, 4.0)}
+
+
+def _ensemble_files(folder) -> list[Path]:
+    return sorted(Path(folder).glob("ensemble-*.pt"))
+
+
+@pytest.mark.parametrize("fill, augment", [("lazy", AUGMENT), ("full", ("hflip",))])
+def test_the_ensemble_tier_serves_the_ensemble_the_loss_reads_at_every_temperature(prepared, fill, augment):
+    teachers = untrained_teachers(prepared, 5)
+    if fill == "full":
+        # A full pass over 1437 x 162 views of 5 members takes minutes on a CPU; 2 views do not, but their
+        # tables fit any whole-MiB budget, so the plan (tested above) is told the tier here.
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(engine, "plan_teacher_cache", lambda *a: engine.CachePlan("ensemble", "full", "forced"))
+            cache, ensemble, aug = open_cache(prepared, teachers, fill, augment)
+    else:
+        cache, ensemble, aug = open_cache(prepared, teachers, fill, augment, budget_mb=ENSEMBLE_ONLY_MB)
+    assert cache.tier == "ensemble" and len(cache.tables) == 1
+    images = prepared.distill_set.images
+    n = 384
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        for idx in torch.randperm(n, generator=g).split(128):
+            batch = prepared.augment(images[idx], aug, g)
+            online = engine._forward(ensemble, prepared, batch.images)
+            with torch.no_grad():
+                # Independent of kernels.ensemble: the log of the mean of member probabilities (PAPER.md).
+                reference = torch.stack([m(batch.images).softmax(-1) for m in ensemble.members]).mean(0).log()
+            cached = cache.lookup(idx, batch.views, batch.images)
+            torch.testing.assert_close(cached, online, rtol=0, atol=1e-5)
+            for tau in (1.0, 4.0, 16.0):  # what the loss makes of it: log_softmax(z_t / τ)
+                torch.testing.assert_close(torch.log_softmax(cached / tau, -1), torch.log_softmax(reference / tau, -1),
+                                           rtol=0, atol=1e-5)
+    summary = cache.summary()
+    assert summary["tier"] == "ensemble" and summary["mode"] == fill
+    if fill == "lazy":  # one ensemble output per (example, view): fewer than the 2 epochs x n lookups
+        assert summary["computed"] == summary["entries"] < 2 * n
+    else:
+        assert summary["computed"] == summary["entries"] == len(images) * aug.num_views
+    assert summary["bytes"] == len(images) * aug.num_views * (10 * 4 + 1)  # one table, not 5 (nor 6)
+
+
+def test_a_run_whose_budget_admits_only_the_ensemble_matches_the_other_tiers(prepared, online_losses, tmp_path):
+    teachers = untrained_teachers(prepared, 5, [tmp_path / f"member-{k}" for k in range(5)])
+    events = []
+    members = engine.distill(config(members=5, epochs=1), prepared, teachers)
+    cold = engine.distill(config(members=5, epochs=1, budget_mb=ENSEMBLE_ONLY_MB), prepared, teachers,
+                          on_event=events.append)
+    warm = engine.distill(config(members=5, epochs=1, budget_mb=ENSEMBLE_ONLY_MB), prepared, teachers)
+    assert members["teacher_cache"]["tier"] == "members"
+    assert cold["teacher_cache"]["tier"] == warm["teacher_cache"]["tier"] == "ensemble"
+    assert warm["teacher_cache"]["computed"] == 0 and warm["teacher_cache"]["hit_rate"] == 1.0
+    for run in (members, cold, warm):
+        assert run["history"][1]["train_loss"] == pytest.approx(online_losses[4.0], abs=1e-5)
+    reason = cold["teacher_cache"]["reason"]
+    assert "ensemble tier" in reason and "over the budget" in reason
+    assert any(isinstance(e, Log) and e.message == reason for e in events)
+    assert len(_ensemble_files(tmp_path / "member-0")) == 1  # beside the first member, next to its views file
+
+
+def test_the_ensemble_table_serves_every_temperature_of_its_member_set_only(prepared, online_losses, tmp_path):
+    """Each (member, example, view) is computed at most once over a τ sweep; another member set (here
+    four of the five, whose table lives beside the same first member) neither reads it nor writes into it."""
+    dirs = [tmp_path / f"member-{k}" for k in range(5)]
+    teachers = untrained_teachers(prepared, 5, dirs)
+    with counting_training_forwards() as first_forwards:
+        first = engine.distill(config(members=5, epochs=2, temperature=4.0, budget_mb=ENSEMBLE_ONLY_MB),
+                               prepared, teachers)["teacher_cache"]
+    with counting_training_forwards() as second_forwards:
+        second = engine.distill(config(members=5, epochs=1, temperature=1.0, budget_mb=ENSEMBLE_ONLY_MB),
+                                prepared, teachers)
+    [file] = _ensemble_files(dirs[0])
+    stored = int(torch.load(file, weights_only=True)["filled"].sum())
+    assert first["tier"] == "ensemble" and first["computed"] == stored > 0
+    assert set(first_forwards.values()) == {stored}  # every member: one forward per stored (example, view)
+    assert set(second_forwards.values()) == {0}
+    assert second["teacher_cache"]["computed"] == 0 and second["teacher_cache"]["hit_rate"] == 1.0
+    assert second["history"][1]["train_loss"] == pytest.approx(online_losses[1.0], abs=1e-5)
+
+    other = engine.distill(config(members=4, epochs=1, budget_mb=ENSEMBLE_ONLY_MB), prepared,
+                           teachers[:4])["teacher_cache"]
+    assert other["tier"] == "ensemble" and other["computed"] == other["entries"] > 0  # read nothing
+    assert len(_ensemble_files(dirs[0])) == 2
+    assert int(torch.load(file, weights_only=True)["filled"].sum()) == stored
+
+
+def test_a_damaged_ensemble_file_is_rebuilt(prepared, online_losses, tmp_path):
+    teachers = untrained_teachers(prepared, 5, [tmp_path / f"member-{k}" for k in range(5)])
+    cfg = config(members=5, epochs=1, budget_mb=ENSEMBLE_ONLY_MB)
+    engine.distill(cfg, prepared, teachers)
+    [path] = _ensemble_files(tmp_path / "member-0")
+    good = torch.load(path, weights_only=True)
+    row = int(good["filled"].nonzero()[0])
+    tampered = {**good, "logits": good["logits"].clone()}
+    tampered["logits"][row] += 1.0
+    torch.save(tampered, path)
+
+    events = []
+    rebuilt = engine.distill(cfg, prepared, teachers, on_event=events.append)
+    assert any(isinstance(e, Log) and "wrong checksum rebuilt" in e.message for e in events)
+    assert rebuilt["teacher_cache"]["computed"] == rebuilt["teacher_cache"]["entries"] > 0  # nothing trusted
+    assert rebuilt["history"][1]["train_loss"] == pytest.approx(online_losses[4.0], abs=1e-5)
+    table = MemberTable.empty(good["key"], len(good["filled"]), 10, torch.float32, torch.device("cpu"))
+    repaired, note = CacheFile(path.parent, good["key"], "ensemble").load(table)
+    assert note == "loaded"
+    torch.testing.assert_close(repaired.logits[row], good["logits"][row], rtol=0, atol=1e-5)

@@ -87,9 +87,11 @@ MEANINGS: dict[str, str] = {
     "distill.mixup_alpha": "Beta(a, a) parameter of mixup and cutmix.",
     "distill.teacher_cache": "`auto`: reuse the teacher's outputs per (example, view) where the "
                              "augmentation allows it; `off`: always run the teacher.",
-    "distill.teacher_cache_mb": "Memory budget of the teacher cache in MiB; over it the teacher "
-                                "stays online. 0: half the free GPU memory on CUDA, a quarter "
-                                "of the RAM on CPU.",
+    "distill.teacher_cache_mb": "Memory budget of the teacher cache in MiB. Each member's outputs "
+                                "are kept when they fit; else only the ensemble's (m times smaller, "
+                                "still exact at every temperature); over even that the teacher stays "
+                                "online. 0: half the free GPU memory on CUDA, a quarter of the RAM "
+                                "on CPU.",
     "eval.every": "Epochs between test evaluations. Unset: worked out per phase from its epochs, "
                   "every epoch up to 30 epochs, beyond that about 30 evaluations (every 10 at "
                   "300); the last epoch is always evaluated.",
