@@ -153,6 +153,8 @@ class KdtuiApp(App):
                 self.streamer.want(run_id, "active")
             else:
                 self.streamer.unwant(run_id, "active")
+        if not self.loaded:
+            self.call_after_refresh(self.prepare_editor)  # once the runs are on screen
         self.loaded = True
         self._dirty_records = True
         self._schedule_flush()
@@ -312,6 +314,26 @@ class KdtuiApp(App):
         from kdtui.tui.screens.live import LiveScreen
 
         self.push_screen(LiveScreen(run_id))
+
+    @work(thread=True, group="prepare-editor", exit_on_error=False)
+    def prepare_editor(self) -> None:
+        """Build the spec editor out of sight, so that opening it only has to show it: importing it
+        (pydantic comes with the spec) and composing its ~50 fields took most of a second on the
+        first open. The import happens here, off the UI thread; the screen is built on it."""
+        import kdtui.tui.screens.editor  # noqa: F401
+
+        self.call_later(self.build_editor)
+
+    def build_editor(self) -> None:
+        from kdtui.tui.screens.editor import EditorScreen
+
+        if self._closing or self.is_screen_installed("editor"):
+            return
+        self.install_screen(EditorScreen(), name="editor")
+        # Pushed and popped in one go (no frame in between): it composes and mounts in the
+        # background, and `open_editor` finds it installed.
+        self.push_screen("editor")
+        self.pop_screen()
 
     def open_editor(self, source_id: str | None = None) -> None:
         from kdtui.tui.screens.editor import EditorScreen

@@ -1,8 +1,10 @@
 """Where a new spec can start from: the paper's presets (`kdtui.core.presets`, each at paper and
 tiny scale), the shipped starter specs, the spec files in the workspace, or a past run's resolved
-spec. Everything here reads files: the editor calls it from worker threads."""
+spec. Everything here reads files: the editor calls it from worker threads. The presets and the
+starter specs ship with kdtui and do not change while it runs: they are read once."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,7 +31,8 @@ def _first_comment(text: str) -> str:
     return ""
 
 
-def paper_presets() -> list[SpecSource]:
+@functools.cache
+def paper_presets() -> tuple[SpecSource, ...]:
     """Every preset of the paper (E1 ... E12), at each scale, titled `E7 tiny — <title>`."""
     from kdtui.core.presets import SCALES, list_presets
 
@@ -40,16 +43,17 @@ def paper_presets() -> list[SpecSource]:
                 title = f"{preset.id.upper()} {scale} — {preset.title}"
                 about = f"preset {preset.id} {preset.stem} varies {preset.varies}"
                 out.append(SpecSource(f"preset:{preset.id}:{scale}", title, "", about))
-    return out
+    return tuple(out)
 
 
-def shipped_specs() -> list[SpecSource]:
+@functools.cache
+def shipped_specs() -> tuple[SpecSource, ...]:
     out = []
     for path in sorted(SPECS_DIR.glob("*.toml")):
         text = path.read_text()
         about = _first_comment(text)
         out.append(SpecSource(f"preset:{path.stem}", path.stem + (f" — {about}" if about else ""), text, about))
-    return out
+    return tuple(out)
 
 
 def workspace_specs(workspace: Workspace) -> list[SpecSource]:
@@ -59,7 +63,7 @@ def workspace_specs(workspace: Workspace) -> list[SpecSource]:
 
 
 def all_presets() -> list[SpecSource]:
-    return paper_presets() + shipped_specs()
+    return [*paper_presets(), *shipped_specs()]
 
 
 def read_source(workspace: Workspace, source_id: str) -> tuple[str, str, str]:

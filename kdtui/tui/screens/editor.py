@@ -8,6 +8,7 @@ and a problem shows the same one-line message the CLI prints.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import types
 import typing
@@ -24,11 +25,12 @@ import tomli_w
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Footer, Header, Input, Label, Select, Static, TabbedContent, TabPane, TextArea
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Input, Select, Static, TabbedContent, TabPane, TextArea
 
 from kdtui.core.files import atomic_write
 from kdtui.core.names import printable
@@ -95,6 +97,22 @@ def field_kind(path: str) -> str:
 
 def form_fields() -> list[str]:
     return ["name", *FIELD_PATHS]
+
+
+def section_of(path: str) -> str:
+    """The form section a field is listed under: its table, or "run" for the top-level keys."""
+    return path.split(".")[0] if "." in path else "run"
+
+
+@functools.cache
+def section_starts() -> frozenset[str]:
+    """The first field of each section (a heading row goes above it)."""
+    starts, section = set(), None
+    for path in form_fields():
+        if section_of(path) != section:
+            section = section_of(path)
+            starts.add(path)
+    return frozenset(starts)
 
 
 def widget_id(path: str) -> str:
@@ -204,6 +222,23 @@ def _sweep_text(sweep: dict | None) -> str:
     return tomli_w.dumps({str(k): v for k, v in sweep.items()})
 
 
+@functools.lru_cache(maxsize=16)
+def placeholders(dataset: str) -> dict[str, str] | None:
+    """Each field's placeholder for a data set: the default a left-out field gets (the student's
+    model and norm: the teacher's); None for an unknown data set. Read-only: it is cached."""
+    try:
+        base = spec_from_dict({"data": {"dataset": dataset}}).resolved().model_dump(mode="json")
+    except SpecError:
+        return None
+    shown = {}
+    for path in form_fields():
+        default = get_path(base, path)
+        shown[path] = show_value(default) if default is not None else ""
+    for path in ("student.model", "student.norm"):
+        shown[path] = f"{shown[path]} (the teacher's)"
+    return shown
+
+
 def _source_message(workspace, source_id: str) -> SourceRead:
     from kdtui.tui.sources import read_source
 
@@ -215,6 +250,33 @@ def _source_message(workspace, source_id: str) -> SourceRead:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         why = getattr(exc, "strerror", None) or exc
         return SourceRead("", source_id, error=f"cannot read {source_id}: {why}")
+
+
+class FormLabels(Widget):
+    """The form's label column: each section's heading, then its fields' paths, one per line,
+    level with the column of one-row inputs beside it (each section's first input keeps a row free
+    for the heading). One widget draws them all: a Label per row doubled the widgets Textual
+    restyles each time the editor is shown."""
+
+    COMPONENT_CLASSES = {"form-labels--heading"}
+    DEFAULT_CSS = """
+    FormLabels { width: 26; height: auto; }
+    FormLabels > .form-labels--heading { text-style: bold; color: $accent; }
+    """
+
+    def __init__(self, paths: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.paths = paths
+
+    def render(self) -> Text:
+        heading = self.get_component_rich_style("form-labels--heading")
+        lines = []
+        for path in self.paths:
+            if path in section_starts():
+                section = section_of(path)
+                lines.append(Text(section if section == "run" else f"[{section}]", heading))
+            lines.append(Text(f" {path}"))
+        return Text("\n", no_wrap=True, overflow="ellipsis", end="").join(lines)
 
 
 # -- the screen ----------------------------------------------------------------------------------
@@ -247,7 +309,8 @@ class EditorScreen(Screen):
         self._loaded_source = ""
         self._toml_dirty = False
         self._form_dirty = False
-        self._programmatic: set[str] = set()
+        self._options: list[tuple[str, str]] = []
+        self._built = False          # composed and mounted: the fields can be filled
         self.edited = False          # changed by hand since it was loaded or saved
         self._loaded_text = ""
         self._bad_path: str | None = None
@@ -261,18 +324,12 @@ class EditorScreen(Screen):
             yield Input(placeholder="or a spec file path + enter", id="editor-path", compact=True)
         with TabbedContent(id="editor-tabs", initial="tab-form"):
             with TabPane("Form", id="tab-form"):
-                # One grid of label and field per row (no row containers): the form is ~50 rows,
-                # and every widget costs styling time when the editor opens.
                 with VerticalScroll(id="editor-form"):
-                    section = ""
-                    for path in form_fields():
-                        head = path.split(".")[0] if "." in path else "run"
-                        if head != section:
-                            section = head
-                            yield Label(Text(f"[{section}]" if section != "run" else "run"), classes="form-section")
-                            yield Label("", classes="form-section")
-                        yield Label(Text(path), classes="form-label")
-                        yield self._field_widget(path)
+                    yield FormLabels(form_fields(), id="form-labels")
+                    with Vertical(id="form-fields"):
+                        starts = section_starts()
+                        for path in form_fields():
+                            yield self._field_widget(path, section_start=path in starts)
             with TabPane("Sweep", id="tab-sweep"):
                 yield Static(SWEEP_HELP.replace("# ", "").strip(), classes="hint")
                 yield TextArea("", id="editor-sweep", compact=True)
@@ -283,25 +340,32 @@ class EditorScreen(Screen):
         yield Static("", id="editor-status")
         yield Footer()
 
-    def _field_widget(self, path: str) -> Input:
+    def _field_widget(self, path: str, section_start: bool) -> Input:
         """An input per field; a field with a fixed set of values suggests them as you type (a
-        drop-down per field made the editor slow to open)."""
+        drop-down per field made the editor slow to open). The spec validates the fields, not
+        Textual: its own validation (`validate_on`) would restyle each field as it first gets a
+        value, and take the `-invalid` mark off a bad field when the cursor leaves it."""
         kind = field_kind(path)
         choices = CHOICES[path.rsplit(".", 1)[-1]] if kind == "enum" else ("true", "false") if kind == "bool" else None
         suggester = SuggestFromList(choices, case_sensitive=False) if choices else None
         tooltip = f"one of: {', '.join(choices)}" if choices else None
-        field = Input(id=widget_id(path), compact=True, classes="form-field", suggester=suggester)
-        field.tooltip = tooltip
-        return field
+        classes = "form-field -section-start" if section_start else "form-field"
+        return Input(id=widget_id(path), compact=True, classes=classes, suggester=suggester, tooltip=tooltip,
+                     validate_on=())
 
     def on_mount(self) -> None:
+        self._built = True
         self.start(self.start_source)
 
     def start(self, source_id: str | None) -> None:
         """Show `source_id`'s spec, unedited, on the form tab. The app keeps one editor and calls
-        this on each open: composing the form's ~100 widgets anew took seconds. The spec is one
-        small file, read here so that the first frame already shows it (not the last one's)."""
+        this on each open: composing the form's widgets anew took most of a second. The spec is one
+        small file, read here so that the first frame already shows it (not the last one's).
+        Called while the editor is still being built (the app builds it in the background), it
+        leaves the source for `on_mount`."""
         self.start_source = source_id or DEFAULT_SOURCE
+        if not self._built:
+            return
         self._loaded_source = self.start_source
         self.query_one(TabbedContent).active = "tab-form"
         self._list_sources()
@@ -325,10 +389,16 @@ class EditorScreen(Screen):
     def on_sources_listed(self, message: SourcesListed) -> None:
         self.texts.update(message.texts)
         select = self.query_one("#editor-source", Select)
-        self._programmatic.add("editor-source")
-        select.set_options(message.options)
-        if any(value == self._loaded_source for _, value in message.options):
-            select.value = self._loaded_source
+        # Filled by the editor, not picked by the user: no Select.Changed. The same list again
+        # (most opens) is left as it is; rebuilding the picker's list costs a frame.
+        with self.prevent(Select.Changed):
+            if message.options != self._options:
+                self._options = message.options
+                select.set_options(message.options)
+            if any(value == self._loaded_source for _, value in message.options):
+                select.value = self._loaded_source
+            else:
+                select.clear()
 
     def _read_source(self, source_id: str) -> None:
         workspace = self.app.workspace
@@ -361,9 +431,11 @@ class EditorScreen(Screen):
         self._toml_dirty = self._form_dirty = False
 
     def load_text(self, text: str) -> None:
-        """Take a whole spec as TOML text: fill the form, the sweep and the TOML tab."""
+        """Take a whole spec as TOML text: fill the form, the sweep and the TOML tab, and
+        validate it once."""
         self._loaded_text = text
-        self.query_one("#editor-toml", TextArea).load_text(text)
+        with self.prevent(TextArea.Changed):  # not an edit, and validated below
+            self.query_one("#editor-toml", TextArea).load_text(text)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
@@ -377,43 +449,33 @@ class EditorScreen(Screen):
     # -- form <-> data ------------------------------------------------------------------------
 
     def _fill_form(self) -> None:
-        for path in form_fields():
-            widget = self.query_one(f"#{widget_id(path)}", Input)
-            text = show_value(get_path(self.data, path))
-            if widget.value != text:
-                self._programmatic.add(widget.id)
-                widget.value = text
-        sweep = self.query_one("#editor-sweep", TextArea)
-        text = _sweep_text(self.data.get("sweep"))
-        if sweep.text != text:
-            self._programmatic.add("editor-sweep")
-            sweep.load_text(text)
+        """Show `self.data` in the fields and the sweep. Filling is not editing: no Changed
+        messages (~50 of them bubbled through the screen on each open), and the caller validates."""
+        with self.prevent(Input.Changed, TextArea.Changed):
+            for path in form_fields():
+                widget = self.query_one(f"#{widget_id(path)}", Input)
+                text = show_value(get_path(self.data, path))
+                if widget.value != text:
+                    widget.value = text
+            sweep = self.query_one("#editor-sweep", TextArea)
+            text = _sweep_text(self.data.get("sweep"))
+            if sweep.text != text:
+                sweep.load_text(text)
         self._update_placeholders()
 
     def _update_placeholders(self) -> None:
         """Left-out fields show the default they would get (per data set) as a placeholder."""
-        dataset = get_path(self.data, "data.dataset") or "digits"
-        try:
-            base = spec_from_dict({"data": {"dataset": dataset}}).resolved().model_dump(mode="json")
-        except SpecError:
+        shown = placeholders(get_path(self.data, "data.dataset") or "digits")
+        if shown is None:
             return
         for path in form_fields():
-            widget = self.query_one(f"#{widget_id(path)}")
-            default = get_path(base, path)
-            shown = show_value(default) if default is not None else ""
-            if path == "student.model" or path == "student.norm":
-                shown = f"{shown} (the teacher's)"
-            widget.placeholder = shown
+            self.query_one(f"#{widget_id(path)}", Input).placeholder = shown[path]
 
     def on_input_changed(self, event: Input.Changed) -> None:
         wid = event.input.id or ""
         if not wid.startswith("f-"):
             return
         event.stop()
-        if wid in self._programmatic:
-            # Filled from `self.data` (a load): nothing changed, and the load validates once.
-            self._programmatic.discard(wid)
-            return
         self.edited = True
         path = self._path_of(wid)
         set_path(self.data, path, parse_field(field_kind(path), event.value))
@@ -423,21 +485,14 @@ class EditorScreen(Screen):
         self.validate()
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        wid = event.select.id or ""
-        if wid != "editor-source":
-            return
-        if wid in self._programmatic:
-            self._programmatic.discard(wid)
+        if event.select.id != "editor-source":
             return
         if event.value is not Select.NULL and event.value != self._loaded_source:
             self._read_source(str(event.value))
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         wid = event.text_area.id
-        if wid in self._programmatic:
-            self._programmatic.discard(wid)
-            return
-        # The TOML tab is refilled from the form and on load; only a different text is an edit.
+        # The TOML tab: typing back the text it was filled with (on load, or from the form) is no edit.
         if wid != "editor-toml" or event.text_area.text != self._loaded_text:
             self.edited = True
         if wid == "editor-sweep":
@@ -468,9 +523,9 @@ class EditorScreen(Screen):
         pane = event.pane.id
         if pane == "tab-toml" and self._toml_dirty:
             self._toml_dirty = False
-            self._programmatic.add("editor-toml")
             self._loaded_text = tomli_w.dumps(self.data)
-            self.query_one("#editor-toml", TextArea).load_text(self._loaded_text)
+            with self.prevent(TextArea.Changed):  # the form's spec, already validated
+                self.query_one("#editor-toml", TextArea).load_text(self._loaded_text)
         elif pane in ("tab-form", "tab-sweep") and self._form_dirty:
             self._form_dirty = False
             self._fill_form()
