@@ -163,6 +163,34 @@ def rows_by_id(table: DataTable) -> dict[str, dict[str, str]]:
             for row in table.ordered_rows}
 
 
+async def test_a_long_runs_list_holds_the_rows_near_the_view_and_end_reaches_the_oldest(tmp_path):
+    """At lab scale the table holds the rows down to ROWS_AHEAD past the cursor (a DataTable measures
+    every cell it holds, which at 10,000 runs took seconds); moving down adds rows as the cursor
+    nears their end, and End goes to the oldest run, not to the last row added so far."""
+    from kdtui.tui.screens.runs import ROWS_AHEAD
+
+    n = 2 * ROWS_AHEAD + 50
+    ids = [f"260101-00{k // 60:02d}{k % 60:02d}-{k:04x}" for k in range(n)]
+    RunStore(Workspace(tmp_path / "ws"), auto_reconcile=False).add_many(
+        [{"id": run_id, "name": f"point-{k}", "status": "done", "created": 1.7e9 + k,
+          "metrics": {"test_agreement": k / n, "epoch": 3}} for k, run_id in enumerate(ids)])
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, rows=ROWS_AHEAD)
+        screen = app.screen
+        assert screen.current_id() == ids[-1] and len(screen.visible_ids) == n  # newest first, all listed
+        for _ in range(4):
+            await pilot.press("pagedown")
+        await pilot.pause()
+        assert ROWS_AHEAD < table.cursor_row + ROWS_AHEAD <= table.row_count < n
+        assert screen.current_id() == ids[n - 1 - table.cursor_row]
+        await pilot.press("end")
+        await wait_for(pilot, lambda: screen.current_id() == ids[0], what="the oldest run under the cursor")
+        assert table.row_count == n and table.cursor_row == n - 1
+        await pilot.press("home")
+        await wait_for(pilot, lambda: screen.current_id() == ids[-1], what="the newest run again")
+
+
 async def test_runs_screen_layout_fits_80x24(template_ws):
     app = make_app(template_ws)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -20,6 +20,12 @@ from kdtui.tui.state import ACTIVE, age_text, progress_cell, record_metric, run_
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
+
+class RunsTable(RowTable):
+    def action_scroll_bottom(self) -> None:
+        self.screen.fill_rows(len(self.screen.visible_ids))  # End: the last run, not the last row added
+        super().action_scroll_bottom()
+
 STATUS_STYLE = {RUNNING: "bold cyan", QUEUED: "cyan", DONE: "green", FAILED: "bold red",
                 STOPPED: "yellow", INTERRUPTED: "magenta"}
 # (key, header, content width, right-aligned); `name` takes the width that is left.
@@ -34,7 +40,10 @@ NAME_WANT, NAME_MIN, NAME_MAX = 16, 8, 48
 DROP_ORDER = ("id", "age", "acc")
 AGE_REFRESH_S = 10.0
 CLOCK_REFRESH_S = 1.0
-FIRST_ROWS, MORE_ROWS = 80, 100
+# The table holds the rows down to ROWS_AHEAD past the cursor or the view's bottom, and gains more
+# as either nears its end: a DataTable measures every cell it holds, which at 10,000 runs kept the
+# app busy for seconds after its first screenful and on every refresh of the ages.
+ROWS_AHEAD = 100
 SORT_KEYS = tuple(key for key, *_ in COLUMNS)
 
 
@@ -118,13 +127,11 @@ class RunsScreen(Screen):
         self._shown_headers: dict[str, str] = {}
         self._name_width = NAME_MIN
         self._id_width = 0
-        self._generation = 0
-        self._want_cursor: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield GpuStatus()  # each GPU's use and memory; hidden without GPUs or nvidia-ml-py
-        table = RowTable(id="runs-table", cursor_type="row", zebra_stripes=False, cell_padding=0)
+        table = RunsTable(id="runs-table", cursor_type="row", zebra_stripes=False, cell_padding=0)
         yield table
         with Horizontal(id="runs-bar"):
             yield Static("", id="runs-summary")
@@ -133,7 +140,9 @@ class RunsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).focus()
+        table = self.query_one(DataTable)
+        table.focus()
+        self.watch(table, "scroll_y", lambda y: self.fill_rows(int(y) + table.size.height), init=False)
         self.set_interval(AGE_REFRESH_S, self._refresh_ages)
         self.set_interval(CLOCK_REFRESH_S, self._refresh_clocks)
         self.rebuild()
@@ -184,10 +193,10 @@ class RunsScreen(Screen):
     def rebuild(self) -> None:
         """Rebuild the whole table (columns sized to the screen), keeping the cursor on its run.
 
-        The first screenful of rows goes in at once and the rest in chunks after each refresh, so
-        a workspace of thousands of runs shows (and takes keys) at once."""
+        Only the rows down to the cursor's run and ROWS_AHEAD beyond go in now (`fill_rows`), so a
+        workspace of thousands of runs shows (and takes keys) at once."""
         table = self.query_one(DataTable)
-        current = self._want_cursor or self.current_id()
+        current = self.current_id()
         records = self.visible_records()
         layout = layout_columns(self.size.width or self.app.size.width)
         headers = self._headers()
@@ -201,11 +210,12 @@ class RunsScreen(Screen):
                 w = self._name_width if key == "name" else w
                 label = Text(headers[key], justify="right") if right else Text(" " + headers[key])
                 table.add_column(label, width=w + 1, key=key)
-        self._generation += 1
         self._ids = [r["id"] for r in records]
         self._cells = {}
-        self._want_cursor = current
-        self._add_rows(self._generation, FIRST_ROWS)
+        at = self._ids.index(current) if current in self._ids else 0
+        self.fill_rows(at)
+        if current in self._cells:
+            table.move_cursor(row=at, animate=False)
         self._update_summary()
 
     def _headers(self) -> dict[str, str]:
@@ -216,30 +226,34 @@ class RunsScreen(Screen):
             headers[self.sort_key] = f"{headers[self.sort_key]}{arrow}"
         return headers
 
-    def _add_rows(self, generation: int, count: int) -> None:
-        if generation != self._generation:
-            return  # a newer rebuild took over
-        table = self.query_one(DataTable)
+    @property
+    def visible_ids(self) -> list[str]:
+        """The runs the table lists (filtered and sorted), whether or not their rows are in yet."""
+        return self._ids
+
+    def fill_rows(self, index: int) -> None:
+        """Add rows so that the table holds the run at `index` and ROWS_AHEAD more (or all)."""
+        end = min(index + ROWS_AHEAD, len(self._ids))
         start = len(self._cells)
-        end = min(start + count, len(self._ids))
+        if start >= end:
+            return
+        table = self.query_one(DataTable)
         by_id = self.app.by_id
         now = time.time()
         for run_id in self._ids[start:end]:
             row = self._row(by_id[run_id], now)
             self._cells[run_id] = self._plain(row)
             table.add_row(*row, key=run_id)
-        if self._want_cursor in self._cells:
-            table.move_cursor(row=self._ids.index(self._want_cursor), animate=False)
-            self._want_cursor = None
-        if end < len(self._ids):
-            self.call_after_refresh(self._add_rows, generation, MORE_ROWS)
-        else:
-            self._want_cursor = None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.fill_rows(event.cursor_row)
 
     @property
     def complete(self) -> bool:
-        """Every visible run has its row (the table fills in chunks)."""
-        return len(self._cells) == len(self._ids)
+        """The table holds every row it needs now: all the runs, or ROWS_AHEAD past the cursor and
+        the view (more go in as they near the end)."""
+        table = self.query_one(DataTable)
+        return len(self._cells) >= min(len(self._ids), max(table.cursor_row, 0) + ROWS_AHEAD)
 
     def on_data(self, records_changed: bool, live_ids: set[str]) -> None:
         if records_changed:
