@@ -285,11 +285,13 @@ async def open_big(n: int) -> None:
                     return app.screen.query_one(DataTable).row_count if app.loaded else 0
                 await wait(pilot, lambda: rows() > 0, 30)
                 firsts.append(time.perf_counter() - start)
-                await wait(pilot, lambda: rows() == n and app.screen.complete, 30)
-                fulls.append(time.perf_counter() - start)
+                # The table holds rows near the view; End fills it down to the oldest run.
+                await pilot.press("end")
+                await wait(pilot, lambda: rows() == n and app.screen.current_id() == app.records[0]["id"], 60)
+                fulls.append(time.perf_counter() - start - firsts[-1])
         print(f"open: runs screen on {n:,} finished runs (registry {size / 1e6:.1f} MB), from app start "
               f"(target < 1 s):\n  first screenful shown: median {statistics.median(firsts):.2f} s "
-              f"({', '.join(f'{t:.2f}' for t in firsts)})\n  all {n:,} rows in the table: median "
+              f"({', '.join(f'{t:.2f}' for t in firsts)})\n  then End, to the oldest of {n:,} rows: median "
               f"{statistics.median(fulls):.2f} s ({', '.join(f'{t:.2f}' for t in fulls)})")
         start = time.perf_counter()
         app = KdtuiApp(ws)
