@@ -112,7 +112,9 @@ class RunsScreen(Screen):
                   "set, clears every mark. Stop, resume, delete and compare act on the marked runs if "
                   "any are marked, else on the run under the cursor, and say how many they acted on. "
                   "Compare takes the marks (they are cleared). o sorts by the next column, O reverses; "
-                  "a click on a column's header sorts by it.")
+                  "a click on a column's header sorts by it. home and end go to the first and the last "
+                  "run; the table takes in rows as you move down, so end at thousands of runs takes a "
+                  "few seconds (/ or a sort finds an old run faster).")
     keep_current = True
 
     def __init__(self) -> None:
