@@ -61,6 +61,8 @@ def test_runs_table_cells():
     # An index row: no spec; a done run's final metrics name its last epoch.
     record = {"id": "a", "name": "kd[seed=1]", "status": "done", "metrics": {"test_agreement": 0.8, "epoch": 7}}
     assert progress_cell(record, None) == "S 7/7"
+    for odd in (0.5, "7", None, True, -1):  # not an epoch count: nothing rather than a wrong one
+        assert progress_cell({**record, "metrics": {"epoch": odd}}, None) == ""
     assert record_metric(record, None, "test_agreement") == 0.8
     live = RunLive("a")
     live.feed([_epoch(1, test_agreement=0.3)])

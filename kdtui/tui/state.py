@@ -254,7 +254,7 @@ def progress_cell(record: dict, live: RunLive | None) -> str:
         return live.progress_text()
     if record.get("status") == DONE:
         epochs = (record.get("metrics") or {}).get("epoch")  # a done run's last epoch is its last
-        return f"S {epochs}/{epochs}" if epochs else ""
+        return f"S {epochs}/{epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else ""
     return ""
 
 
