@@ -53,6 +53,16 @@ def record_frames(app) -> list:
     return frames
 
 
+
+async def open_new_spec(pilot) -> EditorScreen:
+    """From the loaded runs screen, `l`: the editor with the default spec, validated."""
+    app = pilot.app
+    await loaded(pilot, rows=len(RUNS))
+    await pilot.press("l")
+    editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
+    await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
+    return editor
+
 async def test_the_editor_is_built_out_of_sight_and_the_first_edit_copy_shows_the_run(ws):
     app = make_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -100,10 +110,7 @@ async def test_opening_while_the_editor_is_still_being_built_shows_the_asked_spe
 async def test_each_label_is_drawn_level_with_its_field(ws):
     app = make_app(ws)
     async with app.run_test(size=(100, 80)) as pilot:   # tall enough to show the whole form
-        await loaded(pilot, rows=len(RUNS))
-        await pilot.press("l")
-        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
-        await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
+        editor = await open_new_spec(pilot)
         await pilot.pause(0.2)
         lines = screen_text(app).splitlines()
         labels = editor.query_one(FormLabels)
@@ -158,10 +165,7 @@ async def test_loading_is_not_editing_and_typing_is(ws):
 async def test_a_bad_field_stays_marked_after_the_cursor_leaves_it(ws):
     app = make_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(pilot, rows=len(RUNS))
-        await pilot.press("l")
-        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
-        await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
+        editor = await open_new_spec(pilot)
         epochs = field(editor, "teacher.epochs")
         epochs.focus()
         epochs.value = ""
@@ -180,10 +184,7 @@ async def test_placeholders_show_the_data_sets_defaults(ws):
 
     app = make_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(pilot, rows=len(RUNS))
-        await pilot.press("l")
-        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen, what="editor")
-        await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
+        editor = await open_new_spec(pilot)
         batch, lr, student = (field(editor, p) for p in ("teacher.batch_size", "teacher.lr", "student.model"))
         digits = resolved("digits")
         assert (batch.value, lr.value) == ("", "")   # left out of digits.toml
