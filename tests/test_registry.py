@@ -131,7 +131,7 @@ def test_concurrent_updates_lose_nothing(tmp_path):
     store.update(ids[worker], status="done", metrics={"by": worker})
     """)
     _run_workers(tmp_path, store, script, 6)
-    for k, record in enumerate(sorted(store.all(), key=lambda r: r["id"])):
+    for k, record in enumerate(sorted(store.all(details=True), key=lambda r: r["id"])):
         assert record["id"] == ids[k]
         for worker in range(6):
             assert record[f"field_{worker}"] == 2, (record["id"], worker)
@@ -303,7 +303,7 @@ def test_reconcile_stale_runs(tmp_path):
 
     # The first read through a fresh store reconciles.
     fresh = RunStore(ws)
-    by_id = {r["id"]: r for r in fresh.all()}
+    by_id = {r["id"]: r for r in fresh.all(details=True)}
     assert by_id["dead"]["status"] == "interrupted" and by_id["dead"]["finished"] >= now
     assert by_id["zombie"]["status"] == "interrupted"
     assert by_id["queued-dead"]["status"] == "interrupted"
@@ -439,6 +439,16 @@ def _index_by_id(store: RunStore) -> dict[str, dict]:
     return {doc["id"]: doc for doc in _raw_docs(store)}
 
 
+def _expected_row(record: dict) -> dict:
+    """The index's row for a record, by the rule written out: no spec or teachers, and of the final
+    metrics only those the lists show."""
+    listed = ("epoch", "train_agreement", "test_agreement", "test_acc", "teacher_test_acc")
+    row = {k: v for k, v in record.items() if k not in ("spec", "teachers")}
+    if isinstance(row.get("metrics"), dict):
+        row["metrics"] = {k: v for k, v in row["metrics"].items() if k in listed}
+    return row
+
+
 def test_record_json_mirrors_every_change(tmp_path):
     ws = Workspace(tmp_path / "ws")
     store = RunStore(ws, auto_reconcile=False)
@@ -448,7 +458,7 @@ def test_record_json_mirrors_every_change(tmp_path):
         """Each folder's record.json is the whole record; the index holds it less the details."""
         for run_id, row in _index_by_id(store).items():
             whole = _folder_record(ws, run_id)
-            assert {k: v for k, v in whole.items() if k not in ("spec", "teachers")} == row, run_id
+            assert _expected_row(whole) == row, run_id
             assert "spec" in whole and "teachers" in whole and "spec" not in row and "teachers" not in row
             assert store.get(run_id) == whole
 
@@ -456,9 +466,10 @@ def test_record_json_mirrors_every_change(tmp_path):
     mirrored()
     store.add_many([{"id": b, "status": "running", "host": HOST, "pid": _exited_pid()}, {"id": c}])
     mirrored()
-    store.update(a, status="done", metrics={"test_agreement": 0.5, "nan": float("nan")})
+    store.update(a, status="done", metrics={"test_agreement": 0.5, "nan": float("nan"), "test_kl": 0.25})
     mirrored()
-    assert _folder_record(ws, a)["metrics"] == {"test_agreement": 0.5, "nan": None}
+    assert _folder_record(ws, a)["metrics"] == {"test_agreement": 0.5, "nan": None, "test_kl": 0.25}
+    assert _index_by_id(store)[a]["metrics"] == {"test_agreement": 0.5}  # the index keeps what lists show
     assert _folder_record(ws, a)["spec"] == {"seed": 1}  # updates keep the details the index lacks
     store.update_many([a, c], note="x")
     mirrored()
@@ -476,7 +487,7 @@ def test_record_json_mirrors_every_change(tmp_path):
 def _varied_records() -> list[dict]:
     return [{"id": f"251201-0000{k:02d}-{k:04x}", "name": f"run ‮{k} ünï", "status": ["done", "failed", "queued"][k % 3],
              "spec": {"seed": k, "student": {"epochs": 3, "lr": 0.1 * k}, "data": {"extra": [1, "two", None]}},
-             "spec_hash": f"{k:064x}", "group_hash": f"{k // 2:064x}", "metrics": {"test_agreement": k / 7},
+             "spec_hash": f"{k:064x}", "group_hash": f"{k // 2:064x}", "metrics": {"test_agreement": k / 7, "test_kl": k / 3, "epoch": k},
              "teachers": [{"key": "k" * 16, "member": 0, "reused": bool(k % 2)}], "device": "cpu",
              "host": "elsewhere", "pid": 100 + k, "created": 1.7e9 + k, "started": None, "finished": 1.7e9 + k + 1,
              "error": None if k % 3 != 1 else "loss is NaN", "slot": f"cpu-{k}", "gpu": None}
@@ -625,16 +636,15 @@ def test_a_layout1_registry_is_carried_over_by_reindex(tmp_path):
 
 
 def test_the_index_lists_rows_and_single_run_reads_join_the_details_from_the_folder(tmp_path):
-    """Lists parse rows (a record less its spec and teachers); every read of one run, and a list
-    asked for details, gives the whole record, as its folder's record.json holds it."""
+    """Lists parse rows (a record less its spec and teachers, with the listed metrics only); every
+    read of one run, and a list asked for details, gives the whole record, as record.json holds it."""
     ws = Workspace(tmp_path / "ws")
     store = RunStore(ws, auto_reconcile=False)
     records = [{**r, "schema_version": 1} for r in _varied_records()[:5]]
     store.add_many(records)
     by_id = {r["id"]: r for r in records}
-    detail_keys = ("spec", "teachers")
     for row in store.all():
-        assert row == {k: v for k, v in by_id[row["id"]].items() if k not in detail_keys}
+        assert row == _expected_row(by_id[row["id"]])
     assert _raw_docs(store) and all("spec" not in doc for doc in _raw_docs(store))
     assert store.all(details=True) == sorted(records, key=lambda r: r["created"])
     assert store.with_details(store.find(status="done")) == store.find(status="done", details=True) == [

@@ -9,9 +9,11 @@ a command or the app list 10,000 runs without opening 10,000 files:
                                       write bumps (the app watches this one file for changes)
     <workspace>/kdtui.index/<xx>.json one TinyDB table per shard, {run id: row}
 
-A row is the record less its details (`DETAIL_KEYS`: the resolved spec and the teacher list), which
-only views of single runs need and which are half of a record's bytes: listing 10,000 runs parses
-~1 kB a run. `get`, `resolve` and `with_details` join the details back in from record.json.
+A row is the record less its details (`DETAIL_KEYS`: the resolved spec and the teacher list) and
+with only the final metrics that lists show (`LISTED_METRICS`). The rest is what views of single
+runs need, and it was two thirds of a record's bytes and most of its parse time (a float is slow to
+parse): listing 10,000 runs parses ~0.5 kB a run. `get`, `resolve` and `with_details` join it back
+in from record.json.
 
 A run's shard is a hash of its id, so an update parses and rewrites one 64th of the index, not
 all of it. TinyDB neither locks nor writes atomically, so every write holds `kdtui.json.lock`
@@ -70,6 +72,9 @@ NOT_STORED = frozenset({"history"})
 # Rows written before details left the index still hold them: harmless, since whole records take
 # their details from record.json, and `kdtui runs reindex` slims them.
 DETAIL_KEYS = ("spec", "teachers")
+# The final metrics a row keeps: what `kdtui runs list` and the app's runs table show and sort by,
+# and the teacher's accuracy that the live view draws as a reference line.
+LISTED_METRICS = ("epoch", "train_agreement", "test_agreement", "test_acc", "teacher_test_acc")
 LOCK_TIMEOUT_S = 60.0
 _LOCK_INIT = threading.Lock()
 
@@ -145,8 +150,11 @@ _PARSED_LOCK = threading.Lock()
 
 
 def index_row(record: dict) -> dict:
-    """What the index keeps of a record: everything but its details."""
-    return {k: v for k, v in record.items() if k not in DETAIL_KEYS}
+    """What the index keeps of a record: everything but its details, and the listed metrics."""
+    row = {k: v for k, v in record.items() if k not in DETAIL_KEYS}
+    if isinstance(row.get("metrics"), dict):
+        row["metrics"] = {k: row["metrics"][k] for k in LISTED_METRICS if k in row["metrics"]}
+    return row
 
 
 def shard_of(run_id: str, shards: int = SHARDS) -> str:
@@ -351,8 +359,8 @@ class RunStore:
     `auto_reconcile=False` to skip that.
 
     Reads of one run (`get`, `resolve`, `resolve_all`) return whole records. Reads of many (`all`,
-    `find`) return index rows, which lack `DETAIL_KEYS` (spec, teachers), unless asked for
-    `details=True`; `with_details` completes rows already read. Rows share nested values (metrics)
+    `find`) return index rows, which lack `DETAIL_KEYS` (spec, teachers) and hold only the
+    `LISTED_METRICS`, unless asked for `details=True`; `with_details` completes rows already read. Rows share nested values (metrics)
     with a per-process cache: treat them as read-only, or copy before changing a nested value.
     """
 
@@ -711,11 +719,14 @@ class RunStore:
         return [self._whole(row) for row in rows]
 
     def _whole(self, row: dict) -> dict:
-        """The row plus the details its run folder's record.json holds. Only the details are taken
-        from the file: the rest is what the index lists (the file is written first, so it is never
-        older). A folder whose record.json is gone gives the details' defaults."""
+        """The row plus the details and the metrics its run folder's record.json holds. Only these
+        are taken from the file: the rest is what the index lists (the file is written first, so it
+        is never older). A folder whose record.json is gone gives the details' defaults and the
+        listed metrics."""
         doc = self._record_file(row["id"]) or {}
         details = {k: doc[k] if k in doc else _default(k) for k in DETAIL_KEYS}
+        if "metrics" in doc:
+            details["metrics"] = doc["metrics"]
         whole = {k: details[k] if k in details else row[k] for k in RECORD_KEYS if k in row or k in details}
         whole.update((k, v) for k, v in row.items() if k not in whole)
         return whole
