@@ -56,7 +56,6 @@ class SourceRead(Message):
 @dataclass
 class SourcesListed(Message):
     options: list[tuple[str, str]]    # (title, source id)
-    texts: dict[str, str]
 
 
 # -- fields --------------------------------------------------------------------------------------
@@ -305,7 +304,6 @@ class EditorScreen(Screen):
         self.path = ""
         self.spec: Spec | None = None
         self.error: SpecError | None = None
-        self.texts: dict[str, str] = {}
         self._loaded_source = ""
         self._toml_dirty = False
         self._form_dirty = False
@@ -383,11 +381,10 @@ class EditorScreen(Screen):
             presets = all_presets()
             options = [(p.title, p.id) for p in presets + workspace_specs(workspace)]
             options += [(f"run {r['id']} — {printable(r.get('name', ''))}", f"run:{r['id']}") for r in records]
-            self.post_message(SourcesListed(options, {p.id: p.text for p in presets if p.text}))
+            self.post_message(SourcesListed(options))
         self.run_worker(work, thread=True, group="editor-sources", exit_on_error=False)
 
     def on_sources_listed(self, message: SourcesListed) -> None:
-        self.texts.update(message.texts)
         select = self.query_one("#editor-source", Select)
         # Filled by the editor, not picked by the user: no Select.Changed. The same list again
         # (most opens) is left as it is; rebuilding the picker's list costs a frame.
