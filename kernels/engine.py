@@ -28,6 +28,7 @@ from kernels.init import has_batch_norm, interpolate_state, recompute_batch_norm
 from kernels.losses import label_loss, total_loss
 from kernels.metrics import FidelityAccumulator
 from kernels.precision import Precision, backward_step, cast_for_inference, fp32_exact
+from kernels.saving import save_atomic
 from kernels.teacher_cache import CacheFile, MemberTable, TeacherCache, tensor_digest, weights_digest
 
 EVAL_BATCH = 1024
@@ -173,16 +174,6 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
-    """A checkpoint is replaced whole or not at all: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path, device: torch.device) -> dict | None:
     if not path.exists():
         return None
@@ -254,7 +245,7 @@ class _Loop:
     def save(self, epoch: int, history: list[dict], extra: dict | None = None) -> None:
         if self.checkpoint is None or not self.shards.main:
             return
-        _save_atomic({"epoch": epoch, "model": self.model.state_dict(),
+        save_atomic({"epoch": epoch, "model": self.model.state_dict(),
                       "optimizer": self.optimizer.state_dict(), "device": self.generator.device.type,
                       "generator": self.generator.get_state(), "history": history, **(extra or {})},
                      self.checkpoint)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 from kernels.ensemble import ensemble_prediction
+from kernels.saving import save_atomic
 
 FORMAT = 1
 FILL_CHUNK = 1024  # rows per teacher forward in a full pass (the evaluation batch size)
@@ -155,11 +155,7 @@ class CacheFile:
         cpu = MemberTable(table.key, table.logits.cpu(), table.filled.cpu())
         payload = {"format": FORMAT, "key": table.key, "logits": cpu.logits, "filled": cpu.filled,
                    "checksum": cpu.checksum()}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        save_atomic(payload, self.path)
 
 
 @dataclass

@@ -286,11 +286,9 @@ def _with_device(config, device: str):
 
 
 def _save_teacher(teacher, path: Path) -> None:
-    import torch
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"initial_state": teacher.initial_state, "final_state": teacher.final_state,
-                "metrics": teacher.metrics}, tmp)
-    os.replace(tmp, path)
+    from kernels.saving import save_atomic
+    save_atomic({"initial_state": teacher.initial_state, "final_state": teacher.final_state,
+                 "metrics": teacher.metrics}, path)
 
 
 def _load_teacher(path: Path, device):
