@@ -190,6 +190,18 @@ async def test_a_long_runs_list_holds_the_rows_near_the_view_and_end_reaches_the
         await pilot.press("home")
         await wait_for(pilot, lambda: screen.current_id() == ids[-1], what="the newest run again")
 
+        # Now that every row is held: redraws touch what they must, not every row.
+        redrawn: list[list[str]] = []
+        update_rows = screen._update_rows
+        screen._update_rows = lambda run_ids: (redrawn.append(list(run_ids)), update_rows(run_ids))
+        screen._refresh_ages()
+        assert ids[-1] in redrawn[-1] and len(redrawn[-1]) <= table.size.height + ROWS_AHEAD  # near the view
+        RunStore(Workspace(tmp_path / "ws"), auto_reconcile=False).update(ids[0], status="failed")
+        app.refresh_registry()
+        await wait_for(pilot, lambda: "failed" in rows_by_id(table)[ids[0]]["status"], what="the oldest run's new status")
+        assert [ids[0]] in redrawn  # the registry changed one record: one row redrawn
+        assert all(len(batch) <= table.size.height + ROWS_AHEAD for batch in redrawn)
+
 
 async def test_runs_screen_layout_fits_80x24(template_ws):
     app = make_app(template_ws)

@@ -124,6 +124,7 @@ class RunsScreen(Screen):
         self.sort_reverse = False
         self._ids: list[str] = []
         self._cells: dict[str, tuple] = {}
+        self._drawn_from: dict[str, dict] = {}  # the record each row was last drawn from
         self._layout: tuple | None = None
         self._columns: list[tuple[str, str, int, bool]] = []
         self._shown_headers: dict[str, str] = {}
@@ -213,7 +214,7 @@ class RunsScreen(Screen):
                 label = Text(headers[key], justify="right") if right else Text(" " + headers[key])
                 table.add_column(label, width=w + 1, key=key)
         self._ids = [r["id"] for r in records]
-        self._cells = {}
+        self._cells, self._drawn_from = {}, {}
         at = self._ids.index(current) if current in self._ids else 0
         self.fill_rows(at)
         if current in self._cells:
@@ -244,7 +245,7 @@ class RunsScreen(Screen):
         now = time.time()
         for run_id in self._ids[start:end]:
             row = self._row(by_id[run_id], now)
-            self._cells[run_id] = self._plain(row)
+            self._cells[run_id], self._drawn_from[run_id] = self._plain(row), by_id[run_id]
             table.add_row(*row, key=run_id)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -263,7 +264,10 @@ class RunsScreen(Screen):
             if ids != self._ids:
                 self.rebuild()
                 return
-            self._update_rows(list(self._cells))
+            # Only the rows whose record changed: after End at 10,000 runs, redrawing every row on
+            # each registry change took a second.
+            by_id = self.app.by_id
+            self._update_rows([i for i, drawn in self._drawn_from.items() if by_id.get(i) != drawn])
             self._update_summary()
         elif live_ids:
             self._update_rows([i for i in live_ids if i in self._cells])
@@ -279,6 +283,7 @@ class RunsScreen(Screen):
             row = self._row(record, now)
             plain = self._plain(row)
             old = self._cells.get(run_id)
+            self._drawn_from[run_id] = record
             if plain == old:
                 continue
             self._cells[run_id] = plain
@@ -287,7 +292,13 @@ class RunsScreen(Screen):
                     table.update_cell(run_id, key, cell)
 
     def _refresh_ages(self) -> None:
-        self._update_rows(list(self._cells))
+        """Ages move on: the rows in view and ROWS_AHEAD either side. A row further away keeps its
+        age until a later tick finds it near the view (after End at 10,000 runs, redrawing every
+        row every AGE_REFRESH_S took a second each time)."""
+        table = self.query_one(DataTable)
+        top = max(int(table.scroll_y) - ROWS_AHEAD, 0)
+        bottom = int(table.scroll_y) + table.size.height + ROWS_AHEAD
+        self._update_rows(self._ids[top:min(bottom, len(self._cells))])
 
     def _refresh_clocks(self) -> None:
         """Elapsed time and ETA move on between events (and queued runs' ages with them). A run
