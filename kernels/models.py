@@ -102,8 +102,8 @@ class PreActBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.norm1(x))
-        # A projection sees the pre-activated input (He et al., 2016b); the identity sees x itself.
-        residual = x if self.shortcut is None else self.shortcut(pre)
+        # The shortcut, identity or projection, takes the raw x, as the paper's code does.
+        residual = x if self.shortcut is None else self.shortcut(x)
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.norm2(out)))
         return out + residual
@@ -128,7 +128,7 @@ class PreActBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.norm1(x))
-        residual = x if self.shortcut is None else self.shortcut(pre)
+        residual = x if self.shortcut is None else self.shortcut(x)
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.norm2(out)))
         out = self.conv3(self.relu(self.norm3(out)))
@@ -195,11 +195,13 @@ _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 51
 
 
 class VGG16(nn.Module):
-    """VGG-16 without batch norm, for small images.
+    """VGG-16 without batch norm, as the paper's code adapts torchvision's to 32x32 images.
 
-    A max-pool is skipped once the feature map is already 1x1 (28x28 inputs reach 1x1 after four
-    pools), then a global average pool feeds a single Linear(512, classes): the usual CIFAR head,
-    instead of ImageNet's 4096-wide classifier. No normalization layers.
+    Thirteen 3x3 convolutions with five max-pools take a 32x32 image to 512x1x1; the classifier is
+    Dropout-FC512-ReLU-Dropout-FC512-ReLU-FC classes (dropout 0.5). A max-pool is skipped once the
+    feature map is already 1x1 (28x28 inputs reach 1x1 after four pools); an average pool to 1x1
+    keeps other image sizes at the same 512 features (at 32x32 it is the identity). No
+    normalization layers.
     """
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int) -> None:
@@ -216,7 +218,15 @@ class VGG16(nn.Module):
                 channels = item
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier = nn.Sequential(
+            nn.Dropout(),
+            nn.Linear(channels, 512),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(512, 512),
+            nn.ReLU(inplace=True),
+            nn.Linear(512, num_classes),
+        )
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

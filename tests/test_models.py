@@ -113,3 +113,55 @@ def test_lenet_ignores_norm():
     a = models.create("lenet5", 10, 1, 28, norm="batch")
     b = models.create("lenet5", 10, 1, 28, norm="layer")
     assert models.count_parameters(a) == models.count_parameters(b)
+
+
+def _paper_vgg16_count(in_channels: int, classes: int) -> int:
+    # Written out from the paper's configuration, not from the module: thirteen 3x3 convolutions with
+    # biases (64,64 | 128,128 | 256x3 | 512x3 | 512x3), then FC 512->512, 512->512, 512->classes.
+    widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    count, cin = 0, in_channels
+    for cout in widths:
+        count += cin * cout * 3 * 3 + cout
+        cin = cout
+    return count + (512 * 512 + 512) * 2 + 512 * classes + classes
+
+
+@pytest.mark.parametrize(("classes", "channels", "size"), [(100, 3, 32), (10, 1, 28)])
+def test_vgg16_has_the_papers_classifier_and_parameter_count(classes, channels, size):
+    model = models.create("vgg16", classes, channels, size)
+    assert models.count_parameters(model) == _paper_vgg16_count(channels, classes)
+    assert _paper_vgg16_count(3, 100) == 15_291_300   # CIFAR-100: about 15.3M
+    kinds = [type(m) for m in model.classifier]
+    assert kinds == [nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Linear]
+    assert all(m.p == 0.5 for m in model.classifier if isinstance(m, nn.Dropout))
+    assert not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) for m in model.modules())
+
+
+def test_vgg16_dropout_acts_in_train_mode_only():
+    torch.manual_seed(0)
+    model = models.create("vgg16", 10, 3, 32)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        assert not torch.allclose(model(x), model(x))
+
+
+@pytest.mark.parametrize("block_cls", [models.PreActBasicBlock, models.PreActBottleneck])
+def test_projection_shortcut_takes_the_raw_input(block_cls):
+    # With every residual-branch conv zeroed, a block's output is its shortcut alone; the reference
+    # is the 1x1 strided conv applied by hand to the raw x (not to relu(norm(x))).
+    torch.manual_seed(0)
+    block = block_cls(16, 32, 2, nn.BatchNorm2d).eval()
+    for name, module in block.named_modules():
+        if isinstance(module, nn.Conv2d) and not name.startswith("shortcut"):
+            nn.init.zeros_(module.weight)
+    nn.init.constant_(block.norm1.bias, 0.5)   # pre-activation differs from x (shift, then ReLU)
+    x = torch.randn(2, 16, 8, 8)
+    expected = torch.nn.functional.conv2d(x, block.shortcut.weight, stride=2)
+    with torch.no_grad():
+        got = block(x)
+        pre = torch.relu(block.norm1(x))
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, torch.nn.functional.conv2d(pre, block.shortcut.weight, stride=2))

@@ -663,5 +663,7 @@ def teacher_key(spec: Spec, member_index: int) -> str:
     teacher = identity["teacher"]
     del teacher["members"]
     data = {k: v for k, v in identity["data"].items() if k not in _STUDENT_ONLY_DATA}
-    return _digest({"kind": "kdtui-teacher/1", "teacher": teacher, "data": data,
+    # /2: the pre-activation ResNet's projection shortcut now takes the raw x and VGG-16 has the
+    # paper's classifier; teachers stored under /1 have other weights for the same spec.
+    return _digest({"kind": "kdtui-teacher/2", "teacher": teacher, "data": data,
                     "member_seed": member_seed(resolved.seed, member_index)})
