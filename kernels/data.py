@@ -26,6 +26,7 @@ from .catalog import DATASETS, ExtraItem, parse_extra
 from .config import DataConfig
 
 DIGITS_SIZE = 28           # digits are 8x8; LeNet-5 and friends expect 28x28
+DIGITS_FILE = Path(__file__).with_name("datasets") / "digits.npz"
 IMAGEFOLDER_SIZE = 32      # default size for a user's image folder
 _CHUNK = 4096              # images per float chunk when resizing / converting / measuring
 _LUMA = (0.299, 0.587, 0.114)   # ITU-R BT.601 weights for RGB -> grey
@@ -224,18 +225,17 @@ def _torchvision_split(name: str, root: Path, download: bool, train: bool):
 
 
 def _digits(image_size: int) -> tuple[ImageSet, ImageSet, int]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    pixels = torch.from_numpy(bunch.images.astype(np.float32))               # (1797, 8, 8), 0..16
+    """The 1,797 8x8 UCI digits shipped in the package (kernels/datasets/digits.npz, see
+    docs/data.md): pixel values 0..16, labels, and the indices of the fixed 20 % test split."""
+    with np.load(DIGITS_FILE) as stored:
+        pixels = torch.from_numpy(stored["images"].astype(np.float32))       # (1797, 8, 8), 0..16
+        labels = torch.from_numpy(stored["labels"].astype(np.int64))
+        test_idx = torch.from_numpy(stored["test_index"].astype(np.int64))  # sorted
     images = (pixels * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
     images = _resize(images, image_size or DIGITS_SIZE)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2,
-                                           stratify=bunch.target, random_state=0)
-    train_idx = torch.from_numpy(np.sort(train_idx))
-    test_idx = torch.from_numpy(np.sort(test_idx))
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    is_test[test_idx] = True
+    train_idx = torch.nonzero(~is_test).squeeze(1)
     return (ImageSet(images[train_idx], labels[train_idx]),
             ImageSet(images[test_idx], labels[test_idx]), 10)
 

@@ -1,6 +1,6 @@
 """kernels.data: whole-tensor data sets, splits, subsets and extra distillation data.
 
-No network: data sets are `digits` (shipped with scikit-learn) or tiny files written here in the
+No network: data sets are `digits` (shipped inside kdtui) or tiny files written here in the
 real on-disk formats and read back through torchvision's real dataset classes.
 """
 from __future__ import annotations

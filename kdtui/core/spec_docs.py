@@ -32,7 +32,7 @@ MEANINGS: dict[str, str] = {
     "device": "Where the run computes; `auto` picks CUDA when present, else the CPU.",
     "sweep": "Optional grid: each key is a dotted field path (`seed`, `distill.temperature`), each "
              "value a non-empty list; one run per combination, the last key varying fastest.",
-    "data.dataset": "The data set. `digits` ships with scikit-learn and needs no download.",
+    "data.dataset": "The data set. `digits` ships inside kdtui and needs no download.",
     "data.root": "Folder where downloaded or prepared data sets live (for `imagefolder`, the images).",
     "data.download": "`false`: fail with a message naming the folder instead of downloading.",
     "data.image_size": "Resize every image to this side length once at load; 0 keeps the data set's "
