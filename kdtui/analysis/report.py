@@ -37,7 +37,9 @@ from kdtui.core.files import atomic_output, atomic_write
 from kdtui.core.vocabulary import metric_label
 
 __all__ = ["TABLE_METRICS", "OPTIONAL_METRICS", "FIGURE_SIZE_IN", "FIGURE_DPI", "Setting",
-           "varied_keys", "group_settings", "build_report", "select_records", "report_for"]
+           "varied_keys", "group_settings", "build_report", "select_records", "report_for", "MATPLOTLIB_HINT"]
+
+MATPLOTLIB_HINT = "the report draws its figures with matplotlib: pip install 'kdtui[report]'"
 
 # results.md's columns (PRODUCT.md's metric names), then the E12 control's when any run has them.
 TABLE_METRICS: tuple[str, ...] = ("test_agreement", "train_agreement", "train_agreement_eval", "test_acc",
@@ -430,7 +432,10 @@ def build_report(records: list[dict], out_dir: Path, title: str, varied: list[st
     records = [r for r in records if isinstance(r, dict)]
     if not records:
         raise ValueError("no runs to report on")
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # an extra: the light install has no plotting library
+        raise ValueError(MATPLOTLIB_HINT) from None
     matplotlib.use("Agg")  # no display needed; the figures below never touch pyplot's global state
 
     out_dir = Path(out_dir)
