@@ -1,13 +1,21 @@
 """Whole-file writes that a crash can never leave half done: temporary file, fsync, rename.
 
 Every file kdtui writes in place of another (the registry, a run's record and spec, checkpoints,
-tickets, exports, reports) goes through here, so a reader sees the old file or the new one, never
-a mixture, and a power cut after the rename keeps the new one.
+teacher caches, tickets, exports, reports) goes through here, so a reader sees the old file or the
+new one, never a mixture, and a power cut after the rename keeps the new one. This is the only code
+that renames a file over another (a test checks it). It lives in `kernels`, without torch, so that
+the engine's checkpoints and the app's records share it; `kdtui.core.files` re-exports it.
+
+Only a regular file (or nothing) is ever replaced: a rename over a symbolic link, a FIFO, a device
+or a folder would destroy something that is not a file kdtui wrote (the link itself, a pipe another
+program reads, `/dev/full` when run as root), so those are refused with `NotARegularFile`.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -59,11 +67,34 @@ def _keep_mode(tmp: Path, path: Path) -> None:
         os.chmod(tmp, mode)
 
 
+class NotARegularFile(OSError):
+    """`path` exists and is not a regular file; `strerror` says what it is, in a few words."""
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Raise NotARegularFile unless `path` is absent or a regular file (a symbolic link is refused,
+    not followed: its target may be anything)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise NotARegularFile(errno.EEXIST, f"it is {kind}, not a regular file", str(path))
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to (for writers that want a file name: torch.save,
-    matplotlib); on a clean exit it is fsynced and renamed over `path`, on an error removed."""
+    matplotlib); on a clean exit it is fsynced and renamed over `path`, on an error removed.
+    NotARegularFile before anything is written when `path` is there and not a regular file."""
     path = Path(path)
+    check_replaceable(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -97,6 +128,8 @@ def atomic_write_many(items: Iterable[tuple[Path, str | bytes]]) -> None:
         for path, data in items:
             atomic_write(path, data)
         return
+    for path, _ in items:
+        check_replaceable(path)
     pending: list[tuple[Path, Path]] = []
     renamed = 0
     try:

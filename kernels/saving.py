@@ -2,19 +2,16 @@
 by other processes (a resumed run, another sweep point) while they may be rewritten."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from kernels.atomic import atomic_output
+
 
 def save_atomic(obj: object, path: Path) -> None:
-    """torch.save into a temporary file beside `path`, flushed to disk, then renamed over it: a
-    reader sees the old file or the new one, never half of one (the name carries the pid, so
-    concurrent writers never share a temporary file)."""
+    """torch.save through `kernels.atomic`: a reader sees the old file or the new one, never half of
+    one (each writer has its own temporary file, so concurrent writers never share one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)

@@ -8,12 +8,12 @@ no reader ever sees half a checkpoint.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 from filelock import FileLock
 
+from kdtui.core.files import atomic_write
 from kdtui.core.spec import Spec, teacher_key
 
 
@@ -58,8 +58,6 @@ class TeacherStore:
             save(teacher, final)
             meta = {"key": key, "member": member, "teacher": spec.teacher.model_dump(mode="json"),
                     "data": spec.data.model_dump(mode="json"), "seed": spec.seed}
-            tmp = folder / "meta.json.tmp"
-            tmp.write_text(json.dumps(meta, indent=2))
-            os.replace(tmp, folder / "meta.json")
+            atomic_write(folder / "meta.json", json.dumps(meta, indent=2))
             progress.unlink(missing_ok=True)
             return teacher, key, False
