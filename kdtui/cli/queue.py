@@ -8,7 +8,7 @@ import click
 
 from kdtui.cli.common import fail, json_option, open_store, plain_table, print_json, workspace_option
 from kdtui.core.names import printable
-from kdtui.tui.state import age_text
+from kdtui.core.ages import age_text
 
 
 @click.command("queue")

@@ -29,11 +29,11 @@ from kdtui.cli.common import (
     resolve_all,
     workspace_option,
 )
+from kdtui.core.ages import age_text
 from kdtui.core.events import ACTIVE_STATUSES, DONE, QUEUED, STATUSES
 from kdtui.core.names import printable
 from kdtui.core.vocabulary import metric_label, teacher_label
 from kdtui.core.workspace import Workspace, is_run_id_prefix
-from kdtui.tui.state import age_text
 
 if TYPE_CHECKING:
     from kdtui.core.registry import RunStore

@@ -208,16 +208,6 @@ class RunLive:
 
 # -- the runs table -------------------------------------------------------------------------------
 
-def age_text(ts: Any, now: float | None = None) -> str:
-    if not isinstance(ts, (int, float)):
-        return "—"
-    seconds = max((now or time.time()) - ts, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 def record_metric(record: dict, live: RunLive | None, metric: str) -> float | None:
     """A run's latest value of `metric`: the stream's newest epoch while it runs, else the record's."""
     if live is not None and (record.get("status") in ACTIVE or not record.get("metrics")):

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from kdtui.core.names import printable
-from kdtui.tui.state import age_text
+from kdtui.core.ages import age_text
 from kdtui.tui.widgets.gpus import GpuStatus
 
 REFRESH_S = 1.0

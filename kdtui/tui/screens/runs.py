@@ -13,10 +13,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from kdtui.analysis.labels import cut_middle, short_id
+from kdtui.core.ages import age_text
 from kdtui.core.events import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED
 from kdtui.core.names import printable
 from kdtui.core.vocabulary import metric_label
-from kdtui.tui.state import ACTIVE, age_text, progress_cell, record_metric, run_matches, time_cell
+from kdtui.tui.state import ACTIVE, progress_cell, record_metric, run_matches, time_cell
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
