@@ -22,14 +22,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from kernels.catalog import AUGMENTATIONS
+from kernels.catalog import JITTER_DEFAULT, parse_augmentation
 
 # crop and the flips only move pixels: they are folded into one index map per batch and applied as one
 # gather, so the paper's baseline (crop + hflip) costs a single pass over the pixels.
 _INDEX_OPS = ("crop", "hflip", "vflip")
 _MIX_OPS = ("mixup", "cutmix")
 NOISE_STD = 0.1
-JITTER_RANGE = (0.6, 1.4)
 _GAMMA_TRIES = 16
 
 
@@ -163,15 +162,48 @@ def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> t
     return (factor * images + (1.0 - factor) * other).clamp_(0.0, 1.0)
 
 
+def _rgb_to_hsv(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hue in [0, 1), saturation, value), each (B, H, W), of an RGB batch in [0, 1]."""
+    r, g, b = images.unbind(1)
+    value, _ = images.max(dim=1)
+    delta = value - images.min(dim=1).values
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(value == r, ((g - b) / safe) % 6.0,
+                      torch.where(value == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    hue = torch.where(delta > 0, hue / 6.0, torch.zeros_like(hue))
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)),
+                             torch.zeros_like(value))
+    return hue, saturation, value
+
+
+def _hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """RGB (B, 3, H, W) from HSV, branch-free: channel n is V - V*S*clamp(min(k, 4 - k), 0, 1) with
+    k = (n + 6*hue) mod 6 and n = 5, 3, 1 for red, green, blue."""
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = (n + 6.0 * hue) % 6.0
+        channels.append(value - value * saturation * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+    return torch.stack(channels, dim=1)
+
+
+def _adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate each RGB image's hue by its `shift` (B,), in turns (torchvision's hue_factor)."""
+    hue, saturation, value = _rgb_to_hsv(images)
+    hue = (hue + shift.view(-1, 1, 1).to(images.dtype)) % 1.0
+    return _hsv_to_rgb(hue, saturation, value).clamp_(0.0, 1.0)
+
+
 def _color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation in that fixed order (torchvision shuffles the order per call;
-    a fixed order keeps it one code path). `factors` is (3, B); saturation only applies to RGB."""
-    brightness, contrast, saturation = (f.view(-1, 1, 1, 1).to(images.dtype) for f in factors)
+    """Brightness, contrast, saturation, hue in that fixed order (torchvision shuffles the order per
+    call; a fixed order keeps it one code path). `factors` is (4, B): three blend factors and the hue
+    shift in turns. Saturation and hue only apply to RGB."""
+    brightness, contrast, saturation = (f.view(-1, 1, 1, 1).to(images.dtype) for f in factors[:3])
     out = (images * brightness).clamp_(0.0, 1.0)
     mean = _grayscale(out).mean(dim=(-3, -2, -1), keepdim=True)
     out = _blend(out, mean, contrast)
     if out.shape[1] == 3:
         out = _blend(out, _grayscale(out), saturation)
+        out = _adjust_hue(out, factors[3])
     return out
 
 
@@ -202,7 +234,9 @@ class Augmenter:
       zero padding, the paper's baseline).
     - hflip / vflip: each sample flipped with p = 0.5.
     - rotate: angle uniform in [−rotate_degrees, rotate_degrees] (the paper's 20°), zero fill.
-    - colorjitter: brightness, contrast, saturation factors uniform in [0.6, 1.4] per sample.
+    - colorjitter: the paper's ColorJitter(0.2, 0.2, 0.2, 0.2): brightness, contrast and saturation
+      factors uniform in [0.8, 1.2] and a hue shift uniform in [-0.2, 0.2] turns, per sample;
+      "colorjitter:S" uses [1 - S, 1 + S] and [-S, S].
     - mixup: x ← λx + (1 − λ)x[perm], λ ~ Beta(α, α) per batch (α = 1: the paper's λ ~ U[0, 1]).
     - cutmix: a box of area 1 − λ pasted from x[perm]; Mix.lam is the exact kept fraction.
     - noise: additive Gaussian pixel noise, std 0.1 (≈ 25/255: visible but keeps the class), then clamp.
@@ -213,10 +247,17 @@ class Augmenter:
     def __init__(self, names: Sequence[str], *, mixup_alpha: float = 1.0, rotate_degrees: float = 20.0,
                  crop_padding: int = 4):
         names = tuple(names)
-        unknown = [n for n in names if n not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"unknown augmentation {', '.join(map(repr, unknown))}; "
-                             f"allowed: {', '.join(AUGMENTATIONS)}")
+        parsed = []
+        for name in names:
+            try:
+                parsed.append(parse_augmentation(name))
+            except ValueError as e:
+                raise ValueError(f"augmentation {name!r}: {e}") from None
+        kinds = [kind for kind, _ in parsed]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"each augmentation at most once, got {list(names)!r}")
+        strengths = dict(parsed)
+        self.jitter = JITTER_DEFAULT if strengths.get("colorjitter") is None else strengths["colorjitter"]
         if mixup_alpha <= 0:
             raise ValueError(f"mixup_alpha must be > 0, got {mixup_alpha}")
         if crop_padding < 0:
@@ -225,8 +266,8 @@ class Augmenter:
         self.mixup_alpha = float(mixup_alpha)
         self.rotate_degrees = abs(float(rotate_degrees))
         self.crop_padding = int(crop_padding)
-        self._views = tuple(n for n in names if n not in _MIX_OPS)
-        self._mixes = tuple(n for n in _MIX_OPS if n in names)
+        self._views = tuple(n for n in kinds if n not in _MIX_OPS)
+        self._mixes = tuple(n for n in _MIX_OPS if n in kinds)
 
     def __repr__(self) -> str:
         return f"Augmenter({list(self.names)!r})"
@@ -287,8 +328,9 @@ class Augmenter:
                 if self.rotate_degrees > 0:  # a 0° bound is exactly the identity, not a resample
                     out = _rotate(out, (2.0 * u - 1.0) * math.radians(self.rotate_degrees))
             elif name == "colorjitter":
-                lo, hi = JITTER_RANGE
-                factors = lo + (hi - lo) * torch.rand((3, b), generator=generator, device=device)
+                # U[-1, 1] draws scaled: factors 1 + S*u (brightness, contrast, saturation), hue S*u.
+                u = 2.0 * torch.rand((4, b), generator=generator, device=device) - 1.0
+                factors = u * self.jitter + torch.tensor([1.0, 1.0, 1.0, 0.0], device=device).view(4, 1)
                 out = _color_jitter(out, factors)
             elif name == "noise":
                 noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)

@@ -17,6 +17,10 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 INITS = ("random", "teacher-init", "interpolate")
 TEACHER_CACHE = ("auto", "off")
+# "colorjitter:S" sets the jitter's strength: brightness, contrast and saturation factors uniform in
+# [1 - S, 1 + S] and a hue shift uniform in [-S, S]; plain "colorjitter" is the paper's S = 0.2.
+JITTER_DEFAULT = 0.2
+JITTER_MAX = 0.5   # a hue shift beyond half a turn wraps round
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 # Extra distillation data: "<dataset>:N" appends N unlabelled images of another data set,
 # "noise:p" replaces each distillation image by uniform noise with probability p,
@@ -61,3 +65,30 @@ def parse_extra(item: str) -> ExtraItem:
     if not (re.fullmatch(r"[0-9]+", arg) and int(arg) >= 1):
         raise ValueError(f"'{kind}:N' needs a whole number of images N >= 1")
     return ExtraItem(kind, arg, int(arg))
+
+
+def parse_augmentation(name: str) -> tuple[str, float | None]:
+    """(kind, strength) of one augmentation name; strength is None unless written ("colorjitter:0.3").
+
+    Raises ValueError with a one-line message (the callers name the field). The spec stores
+    `canonical_augmentation(name)`, so "colorjitter:0.2" and "colorjitter" hash alike.
+    """
+    kind, sep, arg = str(name).partition(":")
+    kind, arg = kind.strip(), arg.strip()
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation; allowed: {', '.join(AUGMENTATIONS)} (and 'colorjitter:S')")
+    if not sep:
+        return kind, None
+    if kind != "colorjitter":
+        raise ValueError(f"'{kind}' takes no strength; only 'colorjitter:S' does")
+    if not (re.fullmatch(_DECIMAL, arg) and 0.0 <= float(arg) <= JITTER_MAX):
+        raise ValueError(f"'colorjitter:S' needs a strength S between 0 and {JITTER_MAX}")
+    return kind, float(arg)
+
+
+def canonical_augmentation(name: str) -> str:
+    """The name as the spec stores it: the paper's jitter strength is written as plain 'colorjitter'."""
+    kind, strength = parse_augmentation(name)
+    if strength is None or strength == JITTER_DEFAULT:
+        return kind
+    return f"{kind}:{strength:g}"

@@ -19,6 +19,8 @@ class DataConfig:
     teacher_split: int = 0
     student_splits: tuple[int, ...] = (0,)
     extra: tuple[str, ...] = ()
+    extra_only: bool = False       # the student distils on the extra data alone
+    subset_seed: int = 0           # added to the data seed for the teacher subset (per-seed subsets)
 
 
 @dataclass(frozen=True)

@@ -171,18 +171,26 @@ _TORCHVISION = {
     "cifar100": ("CIFAR100", "cifar-100-python/"),
     "svhn": ("SVHN", "train_32x32.mat"),
 }
+# `emnist` as the data set is the class-balanced split (47 classes, 112,800 training images); as extra
+# distillation data it is `byclass`, the whole of EMNIST (697,932 training images), which the paper's
+# E1 distils on in 25 / 50 / 100% parts.
 _EMNIST_SPLIT = "balanced"
+_EMNIST_EXTRA_SPLIT = "byclass"
 
 
-def _torchvision_split(name: str, root: Path, download: bool, train: bool):
-    """(images uint8 NCHW, labels int64, num_classes) of one split, through torchvision's class."""
+def _torchvision_split(name: str, root: Path, download: bool, train: bool, emnist_split: str = _EMNIST_SPLIT):
+    """(images uint8 NCHW, labels int64, num_classes) of one split, through torchvision's class.
+
+    EMNIST images come upright, the way MNIST's are: the files store each image transposed and
+    torchvision hands them over as stored, so they are transposed back here (the paper's code feeds
+    them as stored, transposed; a LeNet-5 teacher trained on MNIST sees upright digits here)."""
     import torchvision.datasets as tvd
 
     cls_name, looks_for = _TORCHVISION[name]
     cls = getattr(tvd, cls_name)
     try:
         if name == "emnist":
-            ds = cls(str(root), split=_EMNIST_SPLIT, train=train, download=download)
+            ds = cls(str(root), split=emnist_split, train=train, download=download)
         elif name == "svhn":
             ds = cls(str(root), split="train" if train else "test", download=download)
         else:
@@ -387,7 +395,7 @@ def _extra_noise(distill: ImageSet, p: float, seed: int) -> ImageSet:
 
 def _extra_dataset(kind: str, item: str, n: int, like: Dataset, root, download: bool,
                    seed: int) -> torch.Tensor:
-    images, _, _ = _torchvision_split(kind, _root(root), download, train=True)
+    images, _, _ = _torchvision_split(kind, _root(root), download, train=True, emnist_split=_EMNIST_EXTRA_SPLIT)
     if n > len(images):
         raise _extra_error(item, f"{kind} has only {len(images)} training images")
     g = torch.Generator().manual_seed(int(seed))
@@ -463,9 +471,16 @@ def build_splits(cfg: DataConfig, seed: int = 0) -> tuple[Dataset, ImageSet, Ima
         # only saw a subset of it (the paper's E1: teacher on 200 MNIST images, student on 60k).
         teacher, distill = train, train
     if cfg.teacher_subset > 0:
-        teacher = teacher.subset(stratified_subset(teacher.labels, cfg.teacher_subset, seed))
+        # subset_seed > 0 (the run seed, for per-seed subsets) draws another subset per run seed.
+        teacher = teacher.subset(stratified_subset(teacher.labels, cfg.teacher_subset, seed + cfg.subset_seed))
+    if cfg.extra_only:
+        # The student distils on the extra data alone (E1's EMNIST arms): start from no rows.
+        distill = distill.subset(torch.empty(0, dtype=torch.int64))
     for i, item in enumerate(cfg.extra):
         # Each item draws from its own seeded stream (by position): appending an item leaves the
         # earlier ones' draws unchanged.
         distill = apply_extra(distill, item, dataset, cfg.root, cfg.download, seed=seed * 1000 + 17 + i)
+    if not len(distill):
+        raise DataError("the distillation set is empty (data.extra_only with only a noise item); "
+                        "add an extra data set or set extra_only = false")
     return dataset, teacher, distill

@@ -218,11 +218,70 @@ def test_rotate_non_square_half_turn_is_exact_mirror():
 def test_colorjitter_changes_samples_independently_and_keeps_grey_grey():
     x = torch.rand((32, 1, 1, 1), generator=_gen(1)).expand(32, 3, 6, 6).contiguous() * 0.5 + 0.25
     out, _ = Augmenter(["colorjitter"])(x, _gen(2))
-    # a grey image stays grey (saturation has nothing to act on) and constant (contrast neither)
+    # a grey image stays grey (saturation and hue have nothing to act on) and constant (contrast neither)
     assert torch.allclose(out, out[:, :1, :1, :1].expand_as(out), atol=1e-6)
     ratio = out[:, 0, 0, 0] / x[:, 0, 0, 0]
-    assert ratio.min() >= 0.6 - 1e-6 and ratio.max() <= 1.4 + 1e-6
     assert ratio.std() > 0.05
+
+
+@pytest.mark.parametrize(("names", "strength"), [(["colorjitter"], 0.2), (["colorjitter:0.35"], 0.35)])
+def test_colorjitter_brightness_factor_range_on_a_constant_image(names, strength):
+    # On a constant grey image only brightness acts, so out / in is the drawn factor: uniform in
+    # [1 - S, 1 + S] (the paper's ColorJitter(0.2, ...) gives [0.8, 1.2]).
+    x = torch.full((4000, 3, 2, 2), 0.5)
+    out, _ = Augmenter(names)(x, _gen(5))
+    factor = out[:, 0, 0, 0] / 0.5
+    assert factor.min() >= 1 - strength - 1e-5 and factor.max() <= 1 + strength + 1e-5
+    assert factor.min() < 1 - 0.98 * strength and factor.max() > 1 + 0.98 * strength
+    assert abs(float(factor.mean()) - 1.0) < 0.01
+    assert abs(float(factor.std()) - 2 * strength / math.sqrt(12)) < 0.01   # uniform's std
+
+
+def _colorsys_hue_shift(image: torch.Tensor, shift: float) -> torch.Tensor:
+    """Reference: Python's colorsys, pixel by pixel."""
+    import colorsys
+    out = torch.empty_like(image)
+    c, h, w = image.shape
+    for i in range(h):
+        for j in range(w):
+            hh, ss, vv = colorsys.rgb_to_hsv(*image[:, i, j].tolist())
+            out[:, i, j] = torch.tensor(colorsys.hsv_to_rgb((hh + shift) % 1.0, ss, vv))
+    return out
+
+
+def test_hue_shift_matches_colorsys():
+    from kernels.augment import _adjust_hue
+    x = _images(b=4, c=3, h=5, w=6, seed=7)
+    x[0, :, 0, 0] = 0.0          # black, white and grey pixels keep their colour
+    x[0, :, 0, 1] = 1.0
+    x[0, :, 0, 2] = 0.4
+    shifts = torch.tensor([0.2, -0.2, 0.5, -0.05])
+    got = _adjust_hue(x, shifts)
+    for k in range(4):
+        torch.testing.assert_close(got[k], _colorsys_hue_shift(x[k], float(shifts[k])), atol=1e-5, rtol=1e-5)
+
+
+def test_colorjitter_hue_shift_range_on_a_constant_colour():
+    # Brightness, contrast and saturation scale or blend towards grey, which keeps the hue (no channel
+    # clips for this colour at +-20%); so the hue change is the drawn shift, uniform in [-0.2, 0.2].
+    import colorsys
+    colour = (0.6, 0.3, 0.2)
+    x = torch.tensor(colour).view(1, 3, 1, 1).expand(2000, 3, 1, 1).contiguous()
+    out, _ = Augmenter(["colorjitter"])(x, _gen(9))
+    base = colorsys.rgb_to_hsv(*colour)[0]
+    shifts = torch.tensor([((colorsys.rgb_to_hsv(*px.tolist())[0] - base + 0.5) % 1.0) - 0.5
+                           for px in out[:, :, 0, 0]])
+    assert shifts.abs().max() <= 0.2 + 1e-4
+    assert shifts.min() < -0.19 and shifts.max() > 0.19
+
+
+def test_colorjitter_strength_is_checked():
+    with pytest.raises(ValueError, match="strength"):
+        Augmenter(["colorjitter:0.9"])
+    with pytest.raises(ValueError, match="no strength"):
+        Augmenter(["crop:0.2"])
+    with pytest.raises(ValueError, match="at most once"):
+        Augmenter(["colorjitter", "colorjitter:0.3"])
 
 
 def test_noise_is_additive_with_std_point_one():

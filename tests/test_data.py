@@ -507,3 +507,63 @@ def test_build_splits_applies_extras_in_order(tmp_path):
     unlabelled = int((distill.labels == -1).sum())
     assert 10 <= unlabelled < len(distill)
     assert (teacher.labels >= 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# E1's data: EMNIST byclass as the distillation set, per-seed teacher subsets
+
+
+def _write_emnist(root: Path, split: str, n_train: int, n_test: int = 3) -> np.ndarray:
+    """EMNIST/raw/emnist-<split>-* idx files; the images are stored transposed, as EMNIST's are."""
+    raw = root / "EMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    upright = rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8)
+    for part, n, images in (("train", n_train, upright), ("test", n_test, upright[:n_test])):
+        _write_idx(raw / f"emnist-{split}-{part}-images-idx3-ubyte", images.transpose(0, 2, 1))
+        _write_idx(raw / f"emnist-{split}-{part}-labels-idx1-ubyte", (np.arange(n) % 62).astype(np.uint8))
+    return upright
+
+
+def test_emnist_extra_reads_byclass_upright_and_unlabelled(tmp_path):
+    upright = _write_emnist(tmp_path, "byclass", n_train=40)
+    _write_mnist(tmp_path, n_train=30, n_test=5)
+    cfg = DataConfig(dataset="mnist", root=str(tmp_path), teacher_subset=10, extra=("emnist:25",))
+    dataset, teacher, distill = build_splits(cfg)
+    assert len(distill) == 30 + 25 and len(teacher) == 10
+    extra = distill.images[30:, 0].numpy()
+    assert (distill.labels[30:] == -1).all()
+    # each appended image is one of the byclass images, upright (MNIST's orientation), none twice
+    rows = {upright[i].tobytes(): i for i in range(len(upright))}
+    picked = [rows.get(img.tobytes()) for img in extra]
+    assert None not in picked and len(set(picked)) == 25
+    with pytest.raises(DataError, match="only 40"):
+        build_splits(DataConfig(dataset="mnist", root=str(tmp_path), extra=("emnist:41",)))
+
+
+def test_extra_only_distils_on_the_extra_data_alone(tmp_path):
+    _write_emnist(tmp_path, "byclass", n_train=40)
+    _write_mnist(tmp_path, n_train=30, n_test=5)
+    cfg = DataConfig(dataset="mnist", root=str(tmp_path), teacher_subset=10, extra=("emnist:40",), extra_only=True)
+    dataset, teacher, distill = build_splits(cfg)
+    assert len(distill) == 40 and (distill.labels == -1).all()
+    assert len(teacher) == 10 and (teacher.labels >= 0).all()
+    with pytest.raises(DataError, match="empty"):
+        build_splits(DataConfig(dataset="digits", root="unused", extra=("noise:0.5",), extra_only=True))
+
+
+def test_per_seed_teacher_subset_differs_by_run_seed_only_when_asked(digits):
+    def teacher_rows(seed: int, per_seed: bool) -> torch.Tensor:
+        spec = spec_from_dict({"seed": seed, "data": {"dataset": "digits", "teacher_subset": 50,
+                                                      "teacher_subset_per_seed": per_seed}})
+        return build_splits(spec.to_run_config().data)[1].images
+
+    shared = [teacher_rows(seed, False) for seed in (0, 1, 2)]
+    assert all(torch.equal(shared[0], other) for other in shared[1:])
+    own = [teacher_rows(seed, True) for seed in (1, 2)]
+    assert not torch.equal(own[0], own[1]) and not torch.equal(own[0], shared[0])
+    assert torch.equal(teacher_rows(2, True), own[1])           # still deterministic
+    with pytest.raises(SpecError, match="teacher_subset"):
+        spec_from_dict({"data": {"dataset": "digits", "teacher_subset_per_seed": True}})
+    with pytest.raises(SpecError, match="data.extra"):
+        spec_from_dict({"data": {"dataset": "digits", "extra_only": True}})

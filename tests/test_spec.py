@@ -117,7 +117,7 @@ DIGITS_TEACHER = dict(model="lenet5", norm="batch", members=1, epochs=20, batch_
                       final_lr=0.0, augment=["crop"])
 DIGITS_STUDENT = dict(model="lenet5", norm="batch", epochs=20, batch_size=32, lr=0.01, optimizer="sgd",
                       momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine", init="random",
-                      init_lambda=0.0)
+                      init_lambda=0.0, scale_lr_by_init=False)
 
 
 @pytest.mark.parametrize("text", ["", "[data]\ndataset = \"digits\"\n",

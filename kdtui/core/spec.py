@@ -181,8 +181,27 @@ Model = Annotated[Str, _one_of(catalog.MODELS, "model")]
 Norm = Annotated[Str, _one_of(catalog.NORMS, "norm")]
 Optimizer = Annotated[Str, _one_of(catalog.OPTIMIZERS, "optimizer")]
 Schedule = Annotated[Str, _one_of(catalog.SCHEDULES, "schedule")]
-Augmentation = Annotated[Str, _one_of(catalog.AUGMENTATIONS, "augmentation")]
-AugmentList = Annotated[list[Augmentation], AfterValidator(_unique)]
+
+
+def _check_augmentation(name: str) -> str:
+    # kernels.catalog holds the rule (the Augmenter applies it too); the canonical form keeps
+    # "colorjitter:0.2" and "colorjitter" from splitting spec hashes.
+    try:
+        return catalog.canonical_augmentation(name)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+
+
+def _one_per_kind(names: list) -> list:
+    kinds = [name.partition(":")[0] for name in names]
+    if len(set(kinds)) != len(kinds):
+        raise _fail("must not name an augmentation twice")
+    return names
+
+
+Augmentation = Annotated[Str, Rule(_check_augmentation, rule="one of " + ", ".join(
+    f"`{c}`" for c in catalog.AUGMENTATIONS) + f", or `colorjitter:S` (0 <= S <= {catalog.JITTER_MAX})")]
+AugmentList = Annotated[list[Augmentation], AfterValidator(_unique), AfterValidator(_one_per_kind)]
 Momentum = Annotated[Float, _check(lambda v: 0 <= v < 1, "must be >= 0 and < 1")]
 
 
@@ -196,11 +215,13 @@ class DataSpec(_Section):
     download: Bool = True
     image_size: NonNegInt = 0                  # extension: 0 = the data set's own size
     teacher_subset: NonNegInt = 0
+    teacher_subset_per_seed: Bool = False      # E1: a different teacher subset for every run seed
     split: Annotated[Float, _check(lambda v: 0 <= v < 1, "must be >= 0 and < 1")] = 0.0
     teacher_split: PartIndex = 0
     student_splits: Annotated[list[PartIndex], AfterValidator(_nonempty_list), AfterValidator(_unique)] = \
         Field(default_factory=lambda: [0])
     extra: list[Annotated[Str, AfterValidator(_check_extra)]] = Field(default_factory=list)
+    extra_only: Bool = False                   # E1: the student distils on the extra data alone
 
 
 class TeacherSpec(_Section):
@@ -234,6 +255,8 @@ class StudentSpec(_Section):
     final_lr: Optional[NonNegFloat] = None
     init: Annotated[Str, _one_of(catalog.INITS, "init")] = "random"
     init_lambda: UnitFloat = 0.0
+    # E7: the paper's code also multiplies the student's learning rate by (1 - init_lambda).
+    scale_lr_by_init: Bool = False
 
 
 class DistillSpec(_Section):
@@ -331,20 +354,23 @@ class Spec(_Section):
         data = DataConfig(dataset=d.dataset, root=os.path.expanduser(d.root), download=d.download,
                           image_size=d.image_size, teacher_subset=d.teacher_subset, split=d.split,
                           teacher_split=d.teacher_split, student_splits=tuple(d.student_splits),
-                          extra=tuple(d.extra))
+                          extra=tuple(d.extra), extra_only=d.extra_only,
+                          subset_seed=s.seed if d.teacher_subset_per_seed else 0)
 
-        def train(x, augment) -> TrainConfig:
-            return TrainConfig(model=x.model, epochs=x.epochs, batch_size=x.batch_size, lr=x.lr, norm=x.norm,
-                               optimizer=x.optimizer, momentum=x.momentum, nesterov=x.nesterov,
-                               weight_decay=x.weight_decay, schedule=x.schedule, final_lr=x.final_lr,
-                               augment=tuple(augment))
+        def train(x, augment, lr_scale: float = 1.0) -> TrainConfig:
+            return TrainConfig(model=x.model, epochs=x.epochs, batch_size=x.batch_size, lr=x.lr * lr_scale,
+                               norm=x.norm, optimizer=x.optimizer, momentum=x.momentum, nesterov=x.nesterov,
+                               weight_decay=x.weight_decay, schedule=x.schedule,
+                               final_lr=x.final_lr * lr_scale, augment=tuple(augment))
+        student_lr_scale = 1.0 - st.init_lambda if st.scale_lr_by_init else 1.0
         distill = DistillConfig(loss=di.loss, temperature=di.temperature, alpha=di.alpha,
                                 augment=tuple(di.augment), mixup_alpha=di.mixup_alpha,
                                 init=st.init, init_lambda=st.init_lambda, teacher_cache=di.teacher_cache,
                                 teacher_cache_mb=di.teacher_cache_mb)
         engine = EngineConfig(compile=s.engine.compile, sync_batch_norm=s.engine.sync_batch_norm)
         # The student sees the distillation data, so its augmentation is distill.augment.
-        return RunConfig(data=data, teacher=train(t, t.augment), student=train(st, di.augment), distill=distill,
+        return RunConfig(data=data, teacher=train(t, t.augment), student=train(st, di.augment, student_lr_scale),
+                         distill=distill,
                          members=t.members, seed=s.seed, device=s.device, eval_every=s.eval.every or 0,
                          engine=engine)
 
@@ -494,6 +520,14 @@ def _consistency(spec: Spec) -> _Problem | None:
             if getattr(s, field) != getattr(t, field):
                 return _Problem(f"student.init = {_show(s.init)} needs student.{field} == teacher.{field} "
                                 f"(got {getattr(s, field)} vs {getattr(t, field)})", None)
+    if s.scale_lr_by_init and s.init != "interpolate":
+        return _Problem("needs student.init = \"interpolate\" (the scale is 1 - init_lambda)",
+                        "student.scale_lr_by_init", s.scale_lr_by_init)
+    if d.extra_only and not d.extra:
+        return _Problem("needs data.extra (the student would have no data)", "data.extra_only", d.extra_only)
+    if d.teacher_subset_per_seed and not d.teacher_subset:
+        return _Problem("needs data.teacher_subset > 0", "data.teacher_subset_per_seed",
+                        d.teacher_subset_per_seed)
     if d.split == 0:
         if d.teacher_split != 0:
             return _Problem("needs data.split > 0 (with split = 0 there is only part 0)",
@@ -646,7 +680,7 @@ def spec_hashes(spec: Spec) -> tuple[str, str]:
 
 
 # The data fields a teacher never sees: the student's parts and the extra distillation data.
-_STUDENT_ONLY_DATA = ("student_splits", "extra")
+_STUDENT_ONLY_DATA = ("student_splits", "extra", "extra_only")
 
 
 def teacher_key(spec: Spec, member_index: int) -> str:

@@ -39,13 +39,19 @@ MEANINGS: dict[str, str] = {
                        "own size (digits: 28).",
     "data.teacher_subset": "0: the teacher trains on all its training data; N: on N examples "
                            "drawn stratified by class.",
+    "data.teacher_subset_per_seed": "`true`: the teacher's subset is drawn anew for each run seed "
+                                    "(the paper's E1 varies it per trial); `false`: one subset for "
+                                    "every seed.",
     "data.split": "0: no split; f: split the training set into parts D0 (fraction f) and D1 (the "
                   "rest), for the data-recycling experiment.",
     "data.teacher_split": "The part the teacher trains on (needs `split` > 0 for part 1).",
     "data.student_splits": "The parts the student distils on, e.g. `[1]` or `[0, 1]`.",
     "data.extra": "Extra distillation-only data, each item one of `<dataset>:N` (N training images "
-                  "of another data set), `noise:p` (replace each image by uniform noise with "
-                  "probability p) or `tensors:PATH` (a saved uint8 image tensor).",
+                  "of another data set; `emnist` draws from EMNIST `byclass`, 697,932 images), "
+                  "`noise:p` (replace each image by uniform noise with probability p) or "
+                  "`tensors:PATH` (a saved uint8 image tensor).",
+    "data.extra_only": "`true`: the student distils on the `extra` data alone, not on the training "
+                       "set (the paper's E1 EMNIST arms).",
     "teacher.model": "Teacher architecture.",
     "teacher.norm": "Normalisation layers: `batch` norm, or `layer` (GroupNorm with one group).",
     "teacher.members": "Ensemble size m: the teacher is the mean of m members' predicted "
@@ -76,6 +82,9 @@ MEANINGS: dict[str, str] = {
                     "teacher's model and norm.",
     "student.init_lambda": "With `init = \"interpolate\"`: the start is λ·(trained teacher) + "
                            "(1−λ)·(random init), λ being this value.",
+    "student.scale_lr_by_init": "With `init = \"interpolate\"`: multiply `lr` and `final_lr` by "
+                                "(1−λ), as the paper's code did for its Fig. 6b (the text does not "
+                                "say so).",
     "distill.loss": "Distillation loss: forward KL(teacher ‖ student) scaled by τ², reverse KL, "
                     "symmetric KL, Brier score on probabilities, or cross-entropy with the "
                     "teacher's argmax (`hard`).",
