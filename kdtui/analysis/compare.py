@@ -20,6 +20,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from kdtui.analysis.flat import flatten_spec, join_values
+from kdtui.analysis.labels import run_labels, short_id
 from kdtui.analysis.markdown import md_table
 from kdtui.core.names import printable
 from kdtui.core.vocabulary import metric_label
@@ -47,9 +49,6 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({"test_kl", "test_nll", "test_ece", 
 AGGREGATIONS: tuple[str, ...] = ("last", "best", "min", "max")
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "json", "md")
 
-# Spec keys a comparison never shows: the free-text name (the column says which run) and the sweep
-# (a run is one point of it; its values are already in the spec).
-_DROPPED_SPEC_KEYS = ("name", "sweep")
 _MISSING = "—"
 
 
@@ -123,29 +122,6 @@ class Comparison:
 # ---------------------------------------------------------------------------------------------
 # Specs and metrics of one record
 # ---------------------------------------------------------------------------------------------
-
-def _join(values: Iterable[Any]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def flatten_spec(spec: dict | None) -> dict[str, Any]:
-    """The spec as dotted keys in spec order ("seed", "distill.temperature", ...); lists become
-    comma-joined strings ("crop, hflip"); "name" and "sweep" are left out."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, table: dict) -> None:
-        for key, value in table.items():
-            path = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(path + ".", value)
-            elif isinstance(value, (list, tuple)):
-                flat[path] = _join(value)
-            else:
-                flat[path] = value
-
-    walk("", {k: v for k, v in (spec or {}).items() if k not in _DROPPED_SPEC_KEYS})
-    return flat
-
 
 def _check_agg(agg: str) -> None:
     if agg not in AGGREGATIONS:
@@ -263,8 +239,6 @@ def group_label(records: Sequence[dict]) -> str:
 
 def group_labels(groups: Sequence[Sequence[dict]]) -> list[str]:
     """A label per seed group: what differs between the groups (`τ=4`), the seed left out."""
-    from kdtui.analysis.labels import run_labels  # labels builds on this module
-
     firsts = [{**g[0], "spec": {k: v for k, v in (g[0].get("spec") or {}).items() if k != "seed"}} for g in groups]
     labels = run_labels(firsts)
     return [labels[str(first.get("id"))] for first in firsts]
@@ -292,7 +266,7 @@ def _seeds(values: list[Any]) -> str:
     known = [v for v in values if v is not None]
     if all(is_number(v) for v in known):
         known = sorted(known)
-    return _join(known)
+    return join_values(known)
 
 
 def mean_std(values: Iterable[Any], seeds: Iterable[Any] | None = None) -> MeanStd | None:
@@ -354,11 +328,6 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
         keys.extend(k for k in flat if k not in keys)
 
     if not by_group:
-        from kdtui.analysis.labels import (  # labels builds on this module
-            run_labels,
-            short_id,
-        )
-
         columns = [str(r.get("id")) for r in records]
         members = [[c] for c in columns]
         names = run_labels(records)
@@ -549,8 +518,6 @@ def _run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
     taken = set(_RUN_FIELDS) | set(spec_keys)
     metric_columns = [f"metrics.{m}" if m in taken else m for m in ordered]
     header = [*_RUN_FIELDS, *spec_keys, *metric_columns]
-    from kdtui.analysis.labels import run_labels  # labels builds on this module
-
     labels = run_labels(records)  # what sets each run apart (`τ=1`), as the compare headers say it
     rows = []
     for record, flat in zip(records, flats):

@@ -4,7 +4,7 @@
 short names (`τ=1, seed=2`); when too many keys differ to read (runs of different experiments), by
 the run's name where the names differ. The compare table's column headers, the curve legends and
 exports all use these, so a sweep point reads the same everywhere. (A group's mean ± std, counted
-by distinct seed, is kdtui.analysis.compare.mean_std.)
+by distinct seed, is kdtui.analysis.compare.mean_std, which builds on this module.)
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from kdtui.analysis.compare import flatten_spec
+from kdtui.analysis.flat import flatten_spec
 from kdtui.core.names import printable
 
 # Short names of the keys sweeps vary most; any other key is shown by its last path segment.

@@ -110,7 +110,7 @@ HISTORY_COLUMNS = ("train_agreement", "train_agreement_eval", "test_agreement", 
 def config_lines(spec: dict | None) -> list[str]:
     """The run's resolved spec, every key, one line per section: `distill: loss=kl temperature=4
     ...` (the record holds the spec as it ran, dataset defaults filled in)."""
-    from kdtui.analysis.compare import flatten_spec
+    from kdtui.analysis.flat import flatten_spec
 
     sections: dict[str, list[str]] = {}
     for key, value in flatten_spec(spec).items():
