@@ -1,11 +1,12 @@
 """Side-by-side comparison of run records, and their export (CSV / JSON / Markdown).
 
 Pure standard library, so the CLI and the terminal app can import it without torch. The data part
-works on run records as PRODUCT.md describes them ("The run record"); only `render_rich` touches
+works on run records as `kdtui runs show --json` prints them; only `render_rich` touches
 rich, and imports it inside the function.
 
 - `compare(records, diff_only=..., agg=..., by_group=...)` builds a `Comparison`: runs (or seed
-  groups) as columns, config rows (the flattened resolved spec) then metric rows.
+  groups) as columns, config rows (the flattened resolved spec, then the environment rows that
+  differ) then metric rows.
 - `to_csv` / `to_markdown` / `to_json` / `from_json` export a comparison; `export_runs` /
   `import_runs_json` export whole records (one row per run), as `kdtui runs export` does.
 """
@@ -29,13 +30,13 @@ from kdtui.core.vocabulary import metric_label
 __all__ = [
     "METRICS", "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "AGGREGATIONS", "EXPORT_FORMATS",
     "MeanStd", "Comparison",
-    "is_number", "mean_std", "flatten_spec", "metric_series", "metric_value", "best_epoch", "higher_is_better",
+    "is_number", "mean_std", "flatten_spec", "flatten_environment", "metric_series", "metric_value", "best_epoch", "higher_is_better",
     "group_label", "group_labels", "group_count", "records_mean_std", "strip_seed", "compare",
     "format_cell", "to_csv", "to_markdown", "to_json", "from_json", "render_rich",
     "export_runs", "import_runs_json",
 ]
 
-# The metric rows a comparison shows, in this order (names are PRODUCT.md's contract).
+# The metric rows a comparison shows, in this order (the names of docs/metrics.md, which exports keep).
 METRICS: tuple[str, ...] = (
     "train_agreement", "train_agreement_eval", "test_agreement", "test_kl", "test_acc", "test_nll",
     "test_ece", "teacher_test_acc", "teacher_train_acc", "train_loss",
@@ -122,6 +123,23 @@ class Comparison:
 # ---------------------------------------------------------------------------------------------
 # Specs and metrics of one record
 # ---------------------------------------------------------------------------------------------
+
+ENV_PREFIX = "env."
+
+
+def flatten_environment(record: dict) -> dict[str, Any]:
+    """The record's `environment` block (kdtui.core.provenance) as `env.<key>` rows ("env.torch");
+    empty for a record written before the block existed."""
+    block = record.get("environment")
+    return {f"{ENV_PREFIX}{k}": v for k, v in block.items()} if isinstance(block, dict) else {}
+
+
+def _keys_in_order(flats: list[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for flat in flats:
+        keys.extend(k for k in flat if k not in keys)
+    return keys
+
 
 def _check_agg(agg: str) -> None:
     if agg not in AGGREGATIONS:
@@ -315,6 +333,10 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
             by_group: bool = False) -> Comparison:
     """Runs as columns (in the given order), config rows (flattened spec) then `METRICS` rows.
 
+    After the spec's rows come the environment rows (`env.torch`, `env.device`, ...) whose values
+    differ between the columns: what could explain why two runs of one spec differ. Environment
+    rows that agree are always hidden.
+
     `diff_only` hides config rows whose value is the same in every column. `agg` picks each
     metric's value over a run's history (last | best | min | max). `by_group` makes one column per
     seed group (same `group_hash`, in order of first appearance): metric cells are `MeanStd`, config
@@ -323,9 +345,9 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
     _check_agg(agg)
     records = list(records)
     flats = [flatten_spec(r.get("spec")) for r in records]
-    keys: list[str] = []
-    for flat in flats:
-        keys.extend(k for k in flat if k not in keys)
+    keys = _keys_in_order(flats)
+    envs = [flatten_environment(r) for r in records]
+    env_keys = _keys_in_order(envs)
 
     if not by_group:
         columns = [str(r.get("id")) for r in records]
@@ -333,6 +355,7 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
         names = run_labels(records)
         labels, unders = [names[c] for c in columns], [short_id(c) for c in columns]
         config_rows = [(key, [flat.get(key) for flat in flats]) for key in keys]
+        env_rows = [(key, [env.get(key) for env in envs]) for key in env_keys]
         metric_rows = [(m, [metric_value(r, m, agg) for r in records]) for m in METRICS]
     else:
         groups = _groups(records)
@@ -345,11 +368,14 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
             per_group = [[flat_of[id(r)].get(key) for r in g] for g in groups]
             combine = _seeds if key == "seed" else _common
             config_rows.append((key, [combine(values) for values in per_group]))
+        env_of = {id(r): e for r, e in zip(records, envs)}
+        env_rows = [(key, [_common([env_of[id(r)].get(key) for r in g]) for g in groups]) for key in env_keys]
         metric_rows = [(m, [records_mean_std(g, lambda r, m=m: metric_value(r, m, agg)) for g in groups])
                        for m in METRICS]
 
     if diff_only:
         config_rows = [(key, values) for key, values in config_rows if not _all_equal(values)]
+    config_rows += [(key, values) for key, values in env_rows if not _all_equal(values)]
     return Comparison(columns=columns, config_rows=config_rows, metric_rows=metric_rows, agg=agg,
                       by_group=by_group, members=members, labels=labels, unders=unders)
 
@@ -506,25 +532,26 @@ _RUN_FIELDS = ("id", "label", "name", "status", "group_hash", "spec_hash", "crea
 
 
 def _run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
-    """Header and one row per run: run fields, flattened spec keys, final metrics."""
+    """Header and one row per run: run fields, flattened spec keys, environment (`env.*`), final
+    metrics."""
     flats = [flatten_spec(r.get("spec")) for r in records]
-    spec_keys: list[str] = []
-    for flat in flats:
-        spec_keys.extend(k for k in flat if k not in spec_keys)
+    spec_keys = _keys_in_order(flats)
+    envs = [flatten_environment(r) for r in records]
+    env_keys = _keys_in_order(envs)
     metric_names: set[str] = set()
     for record in records:
         metric_names.update((record.get("metrics") or {}).keys())
     ordered = [m for m in METRICS if m in metric_names] + sorted(metric_names - set(METRICS))
-    taken = set(_RUN_FIELDS) | set(spec_keys)
+    taken = set(_RUN_FIELDS) | set(spec_keys) | set(env_keys)
     metric_columns = [f"metrics.{m}" if m in taken else m for m in ordered]
-    header = [*_RUN_FIELDS, *spec_keys, *metric_columns]
+    header = [*_RUN_FIELDS, *spec_keys, *env_keys, *metric_columns]
     labels = run_labels(records)  # what sets each run apart (`τ=1`), as the compare headers say it
     rows = []
-    for record, flat in zip(records, flats):
+    for record, flat, env in zip(records, flats, envs):
         metrics = record.get("metrics") or {}
         fields = {**record, "label": labels.get(str(record.get("id")))}
         rows.append([*(fields.get(f) for f in _RUN_FIELDS), *(flat.get(k) for k in spec_keys),
-                     *(metrics.get(m) for m in ordered)])
+                     *(env.get(k) for k in env_keys), *(metrics.get(m) for m in ordered)])
     return header, rows
 
 

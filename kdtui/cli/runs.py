@@ -120,6 +120,19 @@ def config_lines(spec: dict | None) -> list[str]:
     return [f"{section}: {' '.join(items)}" for section, items in sections.items()]
 
 
+def environment_lines(environment: dict | None, width: int = 96) -> list[str]:
+    """The record's `environment` block (where its numbers came from) as `key=value` items, as many
+    to a line as fit in `width`; none for a record from before the block existed."""
+    lines: list[str] = []
+    for key, value in (environment or {}).items():
+        item = f"{key}={printable('—' if value is None else str(value))}"
+        if lines and len(lines[-1]) + 1 + len(item) <= width:
+            lines[-1] += " " + item
+        else:
+            lines.append(item)
+    return lines
+
+
 @command.command("show")
 @click.argument("run_id")
 @workspace_option
@@ -148,6 +161,11 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
     out.print("config (resolved):", markup=False)
     for line in config_lines(record.get("spec")):
         out.print(f"  {line}", markup=False)
+    env_lines = environment_lines(record.get("environment"))
+    if env_lines:
+        out.print("environment:", markup=False)
+        for line in env_lines:
+            out.print(f"  {line}", markup=False, soft_wrap=True)
     history = record["history"]
     if history:
         from rich.table import Table

@@ -17,6 +17,7 @@ from typing import Callable
 
 from kdtui.core.eventlog import EventWriter
 from kdtui.core.events import DONE, FAILED, RUNNING, STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
+from kdtui.core.provenance import environment
 from kdtui.core.registry import RegistryNeedsReindex, RunNotFound, RunStore
 from kdtui.core.spec import Spec
 from kdtui.core.teachers import TeacherStore
@@ -109,6 +110,7 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
     from kernels import engine
     from kernels.data import DataError
     from kernels.distributed import Shards
+    from kernels.environment import torch_environment
 
     shards = shards or Shards()
     run_dir = workspace.run_dir(run_id)
@@ -127,7 +129,8 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
         try:
             dev = engine.resolve_device(config.device)
             _reset_peak_memory(dev)
-            record.update(device=str(dev))
+            # After resolve_device, which sets the numeric settings the block records.
+            record.update(device=str(dev), environment=environment(torch_environment(dev)))
             emit(Log(f"run {run_id} on {dev}"))
             prepared = engine.prepare(config, dev, shards)
             teacher_store = TeacherStore(workspace.teachers_dir)
