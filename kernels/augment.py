@@ -1,4 +1,4 @@
-"""Batched image augmentation on the run's device (PAPER.md E3; ENGINEERING.md "Speed: the levers").
+"""Batched image augmentation on the run's device (E3 of docs/experiments.md; docs/architecture.md, "Speed").
 
 Every op works on the whole batch at once with tensor ops, so the data never leaves the device and no
 DataLoader workers are needed. All randomness comes from the caller's `torch.Generator` (on the images'

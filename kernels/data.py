@@ -2,7 +2,7 @@
 
 Every data set is read into one (N, C, H, W) uint8 tensor per split plus an int64 label vector, on
 the CPU; the engine moves them to the run's device and slices batches out of a permutation (see
-ENGINEERING.md, "Speed: the levers"). PIL is only touched while loading an image folder.
+docs/architecture.md, "Speed"). PIL is only touched while loading an image folder.
 
 The torchvision data sets go through torchvision's own classes (so their on-disk layout, checksums
 and downloads are torchvision's), but we read the classes' `.data` / `.targets` arrays directly

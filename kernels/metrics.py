@@ -1,4 +1,4 @@
-"""Fidelity and generalisation metrics exactly as PAPER.md defines them.
+"""Fidelity and generalisation metrics exactly as the paper defines them (docs/metrics.md).
 
 Every function takes unnormalised log-probabilities ("logits"; ensemble outputs are fine) and
 returns a Python float: fractions in [0, 1], or nats for KL and NLL. The accumulators keep sums

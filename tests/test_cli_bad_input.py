@@ -1,8 +1,8 @@
 """Bad input through the real CLI: one clear line on stderr, exit 2, no traceback, nothing written.
 
-PRODUCT.md: exit code 2 is bad input. ENGINEERING.md: "a bad spec names the field, the bad value
-and what is allowed, exits 2, writes no run". Each case runs `kdtui run SPEC --workspace W` as a
-real subprocess (all cases at once, a few at a time, to keep the suite fast) and then checks that
+Exit code 2 is bad input (README), and a bad spec names the field, the bad value and what is
+allowed, exits 2 and writes no run (docs/architecture.md, "Rules that hold everywhere"). Each case
+runs `kdtui run SPEC --workspace W` as a real subprocess (all cases at once, a few at a time, to keep the suite fast) and then checks that
 the workspace holds no record and no run folder.
 """
 from __future__ import annotations

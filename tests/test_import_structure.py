@@ -1,4 +1,4 @@
-"""The house holds by its structure (issue 10, ENGINEERING.md): the app, the registry, the analysis and
+"""The house holds by its structure (docs/architecture.md, "Import rules"): the app, the registry, the analysis and
 the run service never reach torch or the code that executes a run, and no arrow runs back up between
 the groups of `kdtui/`.
 
@@ -34,7 +34,15 @@ FORBIDDEN_ARROWS = {
     "runs": ("cli", "tui"),
     "analysis": ("runs", "cli", "tui"),
     "tui": ("cli",),
+    "cli": ("tui",),
 }
+
+# The one place the command line may import the app: `kdtui` with no command opens it, from the
+# entry point's own function (checked to be a lazy import there, see below).
+APP_OPENER = ("kdtui.cli", "app")
+
+# What the torch package may never import: the app's libraries and the app itself.
+KERNELS_NEVER = ("kdtui", "textual", "tinydb", "typer", "click", "rich")
 
 
 def module_file(name: str) -> Path | None:
@@ -140,9 +148,106 @@ def test_no_arrow_runs_back_up_between_the_groups():
         name = module_name(path)
         group = group_of(name)
         for imported in sorted(imports_of(name)):
-            if group_of(imported) in FORBIDDEN_ARROWS.get(group, ()):
+            if group_of(imported) in FORBIDDEN_ARROWS.get(group, ()) and not opens_the_app(name, imported):
                 wrong.append(f"{name} imports {imported}")
     assert not wrong, "\n".join(wrong)
+
+
+def opens_the_app(name: str, imported: str) -> bool:
+    """`kdtui` with no command opens the app: the entry point's `app` function may import kdtui.tui
+    (inside that function only, so no command pays for Textual)."""
+    if name != APP_OPENER[0] or group_of(imported) != "tui":
+        return False
+    tree = ast.parse(module_file(name).read_text())
+    opener = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == APP_OPENER[1])
+    inside = {node.module for node in ast.walk(opener) if isinstance(node, ast.ImportFrom)}
+    at_top = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    return imported.startswith("kdtui.tui") and any(m and m.startswith("kdtui.tui") for m in inside) \
+        and not any(m and m.startswith("kdtui.tui") for m in at_top)
+
+
+def test_only_the_entry_point_opens_the_app():
+    """A guard on the exception above: it is one function of one module, and it holds today."""
+    assert opens_the_app("kdtui.cli", "kdtui.tui")
+    assert not opens_the_app("kdtui.cli.runs", "kdtui.tui.state")
+
+
+def test_kernels_import_nothing_of_the_app():
+    wrong = []
+    for path in sorted((ROOT / "kernels").rglob("*.py")):
+        name = module_name(path)
+        wrong += [f"{name} imports {imported}" for imported in sorted(imports_of(name))
+                  if imported.split(".")[0] in KERNELS_NEVER]
+    assert not wrong, "\n".join(wrong)
+
+
+def project_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its source (inside functions too), the
+    packages a dotted import runs on the way left out unless named themselves."""
+    graph = {}
+    for package in PROJECT_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = module_name(path)
+            package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+            named = set()
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    named.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:  # relative: from the package this module is in
+                        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                        base = ".".join(anchor + ([node.module] if node.module else []))
+                    subs = [f"{base}.{a.name}" for a in node.names if module_file(f"{base}.{a.name}")]
+                    named.update(subs or [base])
+            graph[name] = {m for m in named if module_file(m) and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_sees_a_lazy_loop():
+    """A guard on the check: a loop closed by an import inside a function is a loop."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = project_graph()
+    assert "kdtui.analysis.flat" in graph["kdtui.analysis.labels"], "the walk must see the modules' imports"
+    assert "kernels.catalog" in graph["kernels.data"], "and relative imports"
+    found = cycles(graph)
+    assert not found, "modules that import each other: " + "; ".join(" <-> ".join(c) for c in found)
 
 
 def test_importing_the_app_loads_neither_torch_nor_the_runner():

@@ -226,7 +226,7 @@ def test_the_ensemble_tier_serves_the_ensemble_the_loss_reads_at_every_temperatu
             batch = prepared.augment(images[idx], aug, g)
             online = engine._forward(ensemble, prepared, batch.images)
             with torch.no_grad():
-                # Independent of kernels.ensemble: the log of the mean of member probabilities (PAPER.md).
+                # Independent of kernels.ensemble: the log of the mean of member probabilities (docs/metrics.md, "Conventions").
                 reference = torch.stack([m(batch.images).softmax(-1) for m in ensemble.members]).mean(0).log()
             cached = cache.lookup(idx, batch.views, batch.images)
             torch.testing.assert_close(cached, online, rtol=0, atol=1e-5)

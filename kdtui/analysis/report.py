@@ -41,7 +41,7 @@ __all__ = ["TABLE_METRICS", "OPTIONAL_METRICS", "FIGURE_SIZE_IN", "FIGURE_DPI", 
 
 MATPLOTLIB_HINT = "the report draws its figures with matplotlib: pip install 'kdtui[report]'"
 
-# results.md's columns (PRODUCT.md's metric names), then the E12 control's when any run has them.
+# results.md's columns (the metric names of docs/metrics.md), then the E12 control's when any run has them.
 TABLE_METRICS: tuple[str, ...] = ("test_agreement", "train_agreement", "train_agreement_eval", "test_acc",
                                   "test_kl", "teacher_test_acc")
 OPTIONAL_METRICS: tuple[str, ...] = ("independent_test_agreement", "independent_test_kl")

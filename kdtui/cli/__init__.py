@@ -3,7 +3,7 @@
 One module per noun (run, runs, queue, presets, report, doctor, serve) under one click group, plus
 the hidden entry points of the processes kdtui starts (internal); each module is imported only when
 its command runs (or `--help` lists it). It is click through its public API: typed options, lazy
-subcommands, and usage errors caught in `main` to print one line. Exit codes (PRODUCT.md):
+subcommands, and usage errors caught in `main` to print one line. Exit codes (as the README says):
 0 success, 1 run failed, 2 bad input, 130 interrupted. Nothing here imports torch at module level:
 only `run`, `runs resume` and the internal commands pay for it, inside the runner.
 """

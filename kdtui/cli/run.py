@@ -184,7 +184,7 @@ def _exit_code(started: Started) -> int:
 def _print_records(ws: Workspace, store: RunStore, records: list[dict], as_json: bool, *, single: bool,
                    folders: bool) -> None:
     if as_json:
-        # PRODUCT.md's record: the registry document plus its per-epoch history.
+        # The whole record: the registry document plus its per-epoch history.
         full = [_with_history(store, ws, record) for record in records]
         print_json(full[0] if single and full else full)
         return

@@ -1,4 +1,4 @@
-"""The experiment spec: the TOML contract of PRODUCT.md, validated, resolved and hashed.
+"""The experiment spec: the TOML contract of docs/spec.md, validated, resolved and hashed.
 
 A spec is read (`load_spec`, `parse_spec`, `spec_from_dict`), checked field by field by pydantic,
 and every problem is turned into one user-facing line (`SpecError`) that names the field, the bad
@@ -66,7 +66,7 @@ class SpecError(Exception):
 DATASET_CHANNELS = {"digits": 1, "mnist": 1, "fashion-mnist": 1, "emnist": 1,
                     "cifar10": 3, "cifar100": 3, "svhn": 3, "imagefolder": 3}
 
-# digits: measured on 2 CPU cores (PRODUCT.md, "Embedded default"); the paper's CIFAR values collapse here.
+# digits: measured on 2 CPU cores (docs/spec.md, "Defaults by data set"); the paper's CIFAR values collapse here.
 _DIGITS = {
     "teacher": dict(epochs=20, batch_size=32, lr=0.05, nesterov=False, final_lr=0.0),
     "student": dict(epochs=20, batch_size=32, lr=0.01, nesterov=True, final_lr=1e-6),

@@ -18,7 +18,7 @@ from kdtui.core.vocabulary import metric_label, teacher_label, teacher_short
 
 LOG_LINES = 500
 ACTIVE = ACTIVE_STATUSES
-# The curves of the live screen (PRODUCT.md: agreement is the headline).
+# The curves of the live screen (agreement is the headline: docs/metrics.md, "Fidelity").
 AGREEMENT = ("train_agreement", "test_agreement")
 EPOCH_COLUMNS = ("train_agreement", "test_agreement", "train_agreement_eval", "test_acc", "test_kl",
                  "test_nll", "test_ece", "train_loss", "lr")

@@ -1,4 +1,4 @@
-"""The paper's experiments as ready-made specs (PAPER.md, E1-E12), each at two scales.
+"""The paper's experiments as ready-made specs (E1-E12, docs/experiments.md), each at two scales.
 
 The specs are ordinary TOML files next to this module, `<stem>.<scale>.toml`, that a user can copy
 and edit: `paper` is the paper's setting (CIFAR-100 / MNIST, the appendix's hyper-parameters), `tiny`
