@@ -45,10 +45,10 @@ def _script(tmp_path: Path, name: str, body: str) -> Path:
 
 def _raw_docs(store: RunStore) -> list[dict]:
     """The index parsed with plain json, as another tool would: the root names the shards."""
-    root = json.loads(store.path.read_text())
+    (meta,) = json.loads(store.path.read_text())["meta"].values()
     docs = []
-    for shard in sorted((store.path.parent / root["index"]).glob("*.json")):
-        docs.extend(json.loads(shard.read_text()).values())
+    for shard in sorted((store.path.parent / meta["index"]).glob("*.json")):
+        docs.extend(json.loads(shard.read_text())["runs"].values())
     return docs
 
 
@@ -654,9 +654,10 @@ def test_the_index_lists_rows_and_single_run_reads_join_the_details_from_the_fol
     assert list(store.get(one)) == list(by_id[one])  # the contract's key order, details in place
     # A row written whole by an earlier kdtui still reads right: details come from the folder.
     shard = ws.root / "kdtui.index" / f"{shard_of(one)}.json"
-    table = json.loads(shard.read_text())
-    table[one] = {**by_id[one], "spec": {"stale": True}}
-    shard.write_text(json.dumps(table))
+    tables = json.loads(shard.read_text())
+    (doc_id,) = [k for k, row in tables["runs"].items() if row["id"] == one]
+    tables["runs"][doc_id] = {**by_id[one], "spec": {"stale": True}}
+    shard.write_text(json.dumps(tables))
     assert RunStore(ws, auto_reconcile=False).get(one)["spec"] == by_id[one]["spec"]
     # A folder whose record.json is gone: the row, with empty details.
     (ws.run_dir(one) / "record.json").unlink()

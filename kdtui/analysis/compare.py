@@ -73,13 +73,19 @@ class MeanStd:
     def shares_seeds(self) -> bool:
         return self.runs > self.n
 
-    def format(self, digits: int = 4) -> str:
+    def format(self, digits: int | None = 4, of: int | None = None) -> str:
         """`0.8123 ± 0.0100` for two seeds or more; a single seed's value alone (`0.6228`); ` †`
-        after either when runs share a seed."""
-        text = f"{self.mean:.{digits}f}"
+        after either when runs share a seed. `of`: the n its column's header states; a cell over
+        fewer seeds (runs without this metric) says its own, `0.6228 (n=1)`, so that no n is read
+        off a header that this cell does not have. `digits=None`: full precision."""
+        def number(value: float) -> str:
+            return repr(value) if digits is None else f"{value:.{digits}f}"
+
+        text = number(self.mean)
         if self.std is not None:
-            text += f" ± {self.std:.{digits}f}"
-        return text + (" †" if self.shares_seeds else "")
+            text += f" ± {number(self.std)}"
+        text += " †" if self.shares_seeds else ""
+        return text + (f" (n={self.n})" if of is not None and self.n != of else "")
 
     def __str__(self) -> str:
         return self.format()
@@ -104,6 +110,7 @@ class Comparison:
     members: list[list[str]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     unders: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # by_group: the n each column's header states
 
     def headers(self) -> list[tuple[str, str]]:
         """(label, the line under it) per column; the column names where there are no labels."""
@@ -118,6 +125,10 @@ class Comparison:
     def metric(self, name: str) -> list[Any] | None:
         """The metric row `name`'s values, or None if the comparison has no such row."""
         return next((values for k, values in self.metric_rows if k == name), None)
+
+    def count(self, column: int) -> int | None:
+        """The n column `column`'s header states (by_group), or None."""
+        return self.counts[column] if column < len(self.counts) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +249,27 @@ def _seed_of(record: dict) -> Any:
     return (record.get("spec") or {}).get("seed")
 
 
+def has_metrics(record: dict) -> bool:
+    """Whether the run recorded any metric a comparison shows (a run stopped or failed before its
+    first epoch has none, and is no sample of any mean)."""
+    return any(metric_value(record, metric) is not None for metric in METRICS)
+
+
+def seed_count(records: Sequence[dict]) -> int:
+    """The n of a group's header: the distinct seeds among its runs that have metrics."""
+    return len({repr(_seed_of(r)) for r in records if has_metrics(r)})
+
+
 def group_count(records: Sequence[dict]) -> str:
-    """`n=3 seeds`: the group's distinct seeds; `n=1 seed, 2 runs †` when runs share a seed."""
-    seeds = {repr(_seed_of(r)) for r in records}
-    text = f"n={len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
-    return text + (f", {len(records)} runs †" if len(records) > len(seeds) else "")
+    """`n=3 seeds`: the distinct seeds of the group's runs that have metrics (what its means are
+    over); `n=1 seed, 2 runs †` when runs share a seed; `, 1 run without metrics` for runs that
+    count in no mean."""
+    measured = [r for r in records if has_metrics(r)]
+    n = seed_count(records)
+    text = f"n={n} seed{'s' if n != 1 else ''}"
+    text += f", {len(measured)} runs †" if len(measured) > n else ""
+    unmeasured = len(records) - len(measured)
+    return text + (f", {unmeasured} run{'s' if unmeasured != 1 else ''} without metrics" if unmeasured else "")
 
 
 def group_label(records: Sequence[dict]) -> str:
@@ -363,6 +390,7 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
         columns = [group_label(g) for g in groups]
         members = [[str(r.get("id")) for r in g] for g in groups]
         labels, unders = group_labels(groups), [group_count(g) for g in groups]
+        counts = [seed_count(g) for g in groups]
         config_rows = []
         for key in keys:
             per_group = [[flat_of[id(r)].get(key) for r in g] for g in groups]

@@ -5,9 +5,14 @@ rewritten before the index whenever the record changes, so a lost or damaged ind
 from the folders (`RunStore.reindex`, the command `kdtui runs reindex`). The index is what lets
 a command or the app list 10,000 runs without opening 10,000 files:
 
-    <workspace>/kdtui.json            the root: layout, shard count and a generation that every
-                                      write bumps (the app watches this one file for changes)
-    <workspace>/kdtui.index/<xx>.json one TinyDB table per shard, {run id: row}
+    <workspace>/kdtui.json            the root: TinyDB table `meta`, one document: layout, shard
+                                      count and a generation that every write bumps (the app
+                                      watches this one file for changes)
+    <workspace>/kdtui.index/<xx>.json a shard: TinyDB table `runs`, one document (a row) per run
+
+Every file is a stock TinyDB database in its default layout: `TinyDB(path).table("runs").all()` or
+`.search(Query()...)` reads a shard as it is. An index of layout 2 (shards of rows by run id) is
+read as it is and rewritten in this layout by the first write or `kdtui runs reindex`.
 
 A row is the record less its details (`DETAIL_KEYS`: the resolved spec and the teacher list) and
 with only the final metrics that lists show (`LISTED_METRICS`). The rest is what views of single
@@ -17,8 +22,9 @@ in from record.json.
 
 A run's shard is a hash of its id, so an update parses and rewrites one 64th of the index, not
 all of it. TinyDB neither locks nor writes atomically, so every write holds `kdtui.json.lock`
-across re-read, change and write, and every file is replaced whole (kdtui.core.files). Readers
-take no lock (a rename swaps whole files) and keep each parsed shard for as long as its file is
+across re-read, change and write: the shards it touches are changed through TinyDB's public API
+over an in-memory storage, then replaced whole (kdtui.core.files). Readers take no lock (a rename
+swaps whole files), parse shards with plain json and keep each for as long as its file is
 unchanged, so the app's next read after an update parses one shard.
 
 The per-epoch history is not in the record; it is joined in from the run's `events.jsonl`
@@ -27,7 +33,6 @@ The per-epoch history is not in the record; it is joined in from the run's `even
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import socket
@@ -52,9 +57,12 @@ from kdtui.core.procs import pid_alive
 from kdtui.core.workspace import Workspace, is_run_id
 
 SCHEMA_VERSION = 1      # of a record
-LAYOUT = 2              # of the index (1: every record in kdtui.json itself)
+LAYOUT = 3              # of the index (1: every record in kdtui.json itself; 2: shards of rows by run id)
+READABLE_LAYOUTS = (2, LAYOUT)  # layout 2 reads as it is; the first write rewrites it in this one
 SHARDS = 64             # 10,000 runs: ~160 a shard, ~0.4 MB
 INDEX_DIR = "kdtui.index"
+RUNS_TABLE = "runs"     # a shard's TinyDB table: one document per run, its row
+META_TABLE = "meta"     # the root's TinyDB table: one document, the layout, shard count and generation
 RECORD_NAME = "record.json"
 REINDEX_HINT = "run `kdtui runs reindex`"
 # The record's keys (PRODUCT.md); `history` is not stored here.
@@ -125,25 +133,59 @@ class RegistryBusy(RegistryError):
     pass
 
 
-# -- encoding and the parsed-file cache -----------------------------------------------------------
+# -- storage: stock TinyDB files ------------------------------------------------------------------
 
 def _parse(raw: bytes) -> Any:
-    # Parsing makes ~100 small objects per run; without this, the cyclic GC runs repeatedly in the
-    # middle of the parse (and scans the whole heap of a large app) for nothing.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return json.loads(raw)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    return json.loads(raw)
 
 
 def _stamp(st: os.stat_result) -> tuple:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-# shard file -> (stamp, parsed table). Only lock-free readers use it: under the lock a shard is
+def _root_tables(shards: int, generation: int) -> dict:
+    """The root file's content: TinyDB table `meta`, one document."""
+    return {META_TABLE: {"1": {"kdtui_registry": LAYOUT, "shards": shards, "generation": generation,
+                               "index": INDEX_DIR}}}
+
+
+def _root_meta(root: Any) -> dict | None:
+    """What the root file says of the index: the one document of its `meta` table, or (layout 2)
+    the file's top level. None if it is neither."""
+    if isinstance(root, dict) and isinstance(root.get(META_TABLE), dict):
+        docs = list(root[META_TABLE].values())
+        return docs[0] if len(docs) == 1 and isinstance(docs[0], dict) else None
+    return root if isinstance(root, dict) and "kdtui_registry" in root else None
+
+
+def _shard_tables(data: Any, path: Path) -> dict:
+    """A parsed shard file as TinyDB tables, `{"runs": {doc id: row}}`. A layout-2 shard (rows by
+    run id, what kdtui wrote before its files were stock TinyDB) becomes one, numbered in file
+    order: told apart by its shape, so a reader that meets a shard mid-migration reads it right."""
+    if isinstance(data, dict) and any(isinstance(row, dict) and row.get("id") == key for key, row in data.items()):
+        data = {RUNS_TABLE: {str(n): row for n, row in enumerate(data.values(), 1)}}
+    runs = data.get(RUNS_TABLE, {}) if isinstance(data, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(row, dict) for row in runs.values()):
+        raise RegistryNeedsReindex(f"registry shard {path} is damaged: {REINDEX_HINT}")
+    return data
+
+
+def _read_shard(path: Path) -> tuple[tuple | None, dict]:
+    """(the file's stamp, its TinyDB tables) read from disk; a missing shard is an empty one."""
+    try:
+        with open(path, "rb") as f:
+            stamp = _stamp(os.fstat(f.fileno()))
+            raw = f.read()
+    except FileNotFoundError:
+        return None, {RUNS_TABLE: {}}
+    try:
+        data = _parse(raw)
+    except ValueError:
+        data = None
+    return stamp, _shard_tables(data, path)
+
+
+# shard file -> (stamp, rows by run id). Only lock-free readers use it: under the lock a shard is
 # always read from disk, so a stamp that happens to repeat can never lose a write.
 _PARSED: dict[str, tuple[tuple, dict]] = {}
 _PARSED_LOCK = threading.Lock()
@@ -160,119 +202,6 @@ def index_row(record: dict) -> dict:
 def shard_of(run_id: str, shards: int = SHARDS) -> str:
     """The name of the shard (a TinyDB table) that holds `run_id`."""
     return f"{zlib.crc32(run_id.encode('utf-8')) % shards:02x}"
-
-
-# -- storage --------------------------------------------------------------------------------------
-
-class _ShardTables(MutableMapping):
-    """What ShardStorage.read hands TinyDB: every shard by name, each loaded on first use."""
-
-    def __init__(self, storage: "ShardStorage"):
-        self._storage = storage
-
-    def __getitem__(self, name: str) -> dict:
-        return self._storage.load(name)
-
-    def __setitem__(self, name: str, table: dict) -> None:
-        self._storage.stage(name, table)
-
-    def __delitem__(self, name: str) -> None:
-        self._storage.stage(name, {})
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._storage.names)
-
-    def __len__(self) -> int:
-        return len(self._storage.names)
-
-
-class ShardStorage(Storage):
-    """TinyDB storage over the index folder: table `xx` is the file `xx.json`, read only when a
-    query touches it. TinyDB's writes are staged; `commit` writes the shards that changed, in
-    parallel, each atomically. One instance serves one operation."""
-
-    def __init__(self, folder: Path, shards: int, use_cache: bool):
-        self.folder = folder
-        self.names = [f"{k:02x}" for k in range(shards)]
-        self.use_cache = use_cache
-        self._loaded: dict[str, dict] = {}
-        self._staged: set[str] = set()
-
-    def path(self, name: str) -> Path:
-        return self.folder / f"{name}.json"
-
-    def read(self) -> _ShardTables:
-        return _ShardTables(self)
-
-    def write(self, data: Any) -> None:
-        pass  # already staged through _ShardTables.__setitem__
-
-    def load(self, name: str) -> dict:
-        if name in self._loaded:
-            return self._loaded[name]
-        if name not in self.names:
-            raise KeyError(name)
-        path = self.path(name)
-        table = self._read_cached(path) if self.use_cache else self._read_file(path)[1]
-        self._loaded[name] = table
-        return table
-
-    def _read_cached(self, path: Path) -> dict:
-        try:
-            stamp = _stamp(os.stat(path))
-        except FileNotFoundError:
-            return {}
-        with _PARSED_LOCK:
-            hit = _PARSED.get(str(path))
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        stamp, table = self._read_file(path)
-        if stamp is not None:
-            with _PARSED_LOCK:
-                _PARSED[str(path)] = (stamp, table)
-        return table
-
-    @staticmethod
-    def _read_file(path: Path) -> tuple[tuple | None, dict]:
-        try:
-            with open(path, "rb") as f:
-                stamp = _stamp(os.fstat(f.fileno()))
-                raw = f.read()
-        except FileNotFoundError:
-            return None, {}
-        try:
-            table = _parse(raw)
-        except ValueError:
-            table = None
-        if not isinstance(table, dict):
-            raise RegistryNeedsReindex(f"registry shard {path} is damaged: {REINDEX_HINT}")
-        return stamp, table
-
-    def stage(self, name: str, table: dict) -> None:
-        self._loaded[name] = table
-        self._staged.add(name)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self._staged)
-
-    def commit(self) -> None:
-        staged, self._staged = sorted(self._staged), set()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            atomic_write_many([(self.path(name), eventlog.dumps(self._loaded[name])) for name in staged])
-        finally:
-            with _PARSED_LOCK:  # the next read parses what is on disk (NaN there is null)
-                for name in staged:
-                    _PARSED.pop(str(self.path(name)), None)
-
-
-class _RunTable(Table):
-    document_id_class = str  # a document's id is its run's id: get/update without a scan
-
-
-class _IndexDB(TinyDB):
-    table_class = _RunTable
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -317,36 +246,147 @@ class ReindexResult:
         return text
 
 
-class _Index:
-    """The index as one locked operation sees it: TinyDB over a fresh ShardStorage."""
+class _Snapshot:
+    """The index as a lock-free reader sees it (a rename swaps whole files): each shard's rows by
+    run id, parsed with plain json (TinyDB would wrap every row in a Document first) and kept for as
+    long as the file is unchanged, so the app's next read after an update parses one shard."""
 
-    def __init__(self, folder: Path, shards: int, use_cache: bool):
+    def __init__(self, folder: Path, shards: int):
+        self.folder = folder
         self.shards = shards
-        self.db = _IndexDB(folder, storage=ShardStorage, shards=shards, use_cache=use_cache)
-        self.storage: ShardStorage = self.db.storage  # type: ignore[assignment]
+        self.names = [f"{k:02x}" for k in range(shards)]
 
-    def table(self, run_id: str) -> Table:
-        return self.db.table(shard_of(run_id, self.shards))
+    def load(self, name: str) -> dict[str, dict]:
+        path = self.folder / f"{name}.json"
+        try:
+            stamp = _stamp(os.stat(path))
+        except FileNotFoundError:
+            return {}
+        with _PARSED_LOCK:
+            hit = _PARSED.get(str(path))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        stamp, tables = _read_shard(path)
+        rows = {row["id"]: row for row in tables.get(RUNS_TABLE, {}).values() if isinstance(row.get("id"), str)}
+        if stamp is not None:
+            with _PARSED_LOCK:
+                _PARSED[str(path)] = (stamp, rows)
+        return rows
 
     def get(self, run_id: str) -> dict | None:
-        doc = self.table(run_id).get(doc_id=run_id)
-        return dict(doc) if doc is not None else None
+        row = self.load(shard_of(run_id, self.shards)).get(run_id)
+        return dict(row) if row is not None else None
 
     def all(self) -> list[dict]:
-        # The shards' tables straight from storage: TinyDB's Table.all() wraps each of 10,000
-        # records in a Document first, which doubled the copying for nothing.
-        return [dict(doc) for name in self.storage.names for doc in self.storage.load(name).values()]
+        return [dict(row) for name in self.names for row in self.load(name).values()]
+
+
+class _MemoryStorage(Storage):
+    """TinyDB storage for one locked operation: a shard's tables, read once; TinyDB's writes are
+    kept here until the operation commits them (kdtui's own lock and atomic replace)."""
+
+    def __init__(self, tables: dict):
+        self.tables = tables
+        self.changed = False
+
+    def read(self) -> dict:
+        return self.tables
+
+    def write(self, data: dict) -> None:
+        self.tables = data
+        self.changed = True
+
+
+class _Index:
+    """The index as one locked operation sees it: each shard it touches read fresh from disk and
+    changed through stock TinyDB's public API, then `commit` writes the shards that changed, in
+    parallel, each atomically."""
+
+    def __init__(self, folder: Path, shards: int):
+        self.folder = folder
+        self.shards = shards
+        self.names = [f"{k:02x}" for k in range(shards)]
+        self._dbs: dict[str, TinyDB] = {}
+        self._doc_ids: dict[str, dict[str, int]] = {}  # shard -> run id -> its document's id
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def _db(self, name: str, empty: bool = False) -> TinyDB:
+        if name not in self._dbs:
+            tables = {RUNS_TABLE: {}} if empty else _read_shard(self._path(name))[1]
+            self._dbs[name] = TinyDB(storage=_MemoryStorage, tables=tables)
+        return self._dbs[name]
+
+    def _runs(self, name: str) -> Table:
+        return self._db(name).table(RUNS_TABLE)
+
+    def _ids(self, name: str) -> dict[str, int]:
+        if name not in self._doc_ids:
+            self._doc_ids[name] = {doc["id"]: doc.doc_id for doc in self._runs(name) if isinstance(doc.get("id"), str)}
+        return self._doc_ids[name]
+
+    def get(self, run_id: str) -> dict | None:
+        name = shard_of(run_id, self.shards)
+        doc_id = self._ids(name).get(run_id)
+        return dict(self._runs(name).get(doc_id=doc_id)) if doc_id is not None else None
 
     def put(self, docs: Iterable[dict]) -> None:
-        """Insert or replace whole documents, one read-modify-write per shard touched."""
-        by_shard: dict[str, list[dict]] = {}
+        """Insert or replace whole rows: per shard touched, one update and one insert."""
+        by_shard: dict[str, dict[str, dict]] = {}
         for doc in docs:
-            by_shard.setdefault(shard_of(doc["id"], self.shards), []).append(doc)
-        for name, group in by_shard.items():
-            def replace(table: dict, group: list[dict] = group) -> None:
-                for doc in group:
-                    table[doc["id"]] = index_row(doc)
-            self.db.table(name)._update_table(replace)
+            by_shard.setdefault(shard_of(doc["id"], self.shards), {})[doc["id"]] = index_row(doc)
+        for name, rows in by_shard.items():
+            table, ids = self._runs(name), self._ids(name)
+
+            def replace(row: dict, rows: dict = rows) -> None:
+                new = rows[row["id"]]
+                row.clear()
+                row.update(new)
+
+            known = [ids[run_id] for run_id in rows if run_id in ids]
+            if known:
+                table.update(replace, doc_ids=known)
+            new_ids = [run_id for run_id in rows if run_id not in ids]
+            if new_ids:
+                ids.update(zip(new_ids, table.insert_multiple([rows[run_id] for run_id in new_ids])))
+
+    def remove(self, run_id: str) -> bool:
+        name = shard_of(run_id, self.shards)
+        doc_id = self._ids(name).pop(run_id, None)
+        if doc_id is None:
+            return False
+        self._runs(name).remove(doc_ids=[doc_id])
+        return True
+
+    def start_empty(self) -> None:
+        """Every shard empty, to be written whole (a reindex)."""
+        self._dbs.clear()
+        self._doc_ids.clear()
+        for name in self.names:
+            self._db(name, empty=True).storage.changed = True
+
+    def rewrite_all(self) -> None:
+        """Have `commit` write every shard, each in this layout (the first write after an upgrade)."""
+        for name in self.names:
+            self._db(name).storage.changed = True
+
+    @property
+    def changed(self) -> bool:
+        return any(db.storage.changed for db in self._dbs.values())
+
+    def commit(self) -> None:
+        staged = sorted(name for name, db in self._dbs.items() if db.storage.changed)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write_many([(self._path(name), eventlog.dumps(self._dbs[name].storage.tables))
+                               for name in staged])
+        finally:
+            with _PARSED_LOCK:  # the next read parses what is on disk (NaN there is null)
+                for name in staged:
+                    _PARSED.pop(str(self._path(name)), None)
+        for name in staged:
+            self._dbs[name].storage.changed = False
 
 
 class RunStore:
@@ -418,8 +458,8 @@ class RunStore:
         known = {r.get("id") for r in records} if records is not None else self._read_ids()
         return [name for name in self.run_folders() if name not in known]
 
-    def _read_root(self, creating: Iterable[str] = ()) -> tuple[int, int] | None:
-        """(shard count, generation), or None for a workspace with no registry and no runs.
+    def _read_root(self, creating: Iterable[str] = ()) -> tuple[int, int, int] | None:
+        """(shard count, generation, layout), or None for a workspace with no registry and no runs.
         `creating`: the runs an add is for, whose folders already exist (claimed first)."""
         try:
             raw = self.path.read_bytes()
@@ -434,10 +474,11 @@ class RunStore:
                 root = _parse(raw)
             except ValueError:
                 root, problem = None, "is not valid JSON"
-            if isinstance(root, dict) and root.get("kdtui_registry") == LAYOUT:
-                shards, generation = root.get("shards"), root.get("generation", 0)
+            meta = _root_meta(root)
+            if meta is not None and meta.get("kdtui_registry") in READABLE_LAYOUTS:
+                shards, generation = meta.get("shards"), meta.get("generation", 0)
                 if isinstance(shards, int) and 0 < shards <= 4096 and isinstance(generation, int):
-                    return shards, generation
+                    return shards, generation, meta["kdtui_registry"]
             old_layout = _layout1_records(root) is not None
             if old_layout and not _layout1_records(root):
                 problem = "is empty"  # an old registry with no runs: nothing to carry over
@@ -455,8 +496,7 @@ class RunStore:
         raise RegistryCorrupt(f"registry {self.path} {problem}")
 
     def _write_root(self, shards: int, generation: int) -> None:
-        atomic_write(self.path, json.dumps({"kdtui_registry": LAYOUT, "shards": shards,
-                                            "generation": generation, "index": INDEX_DIR}) + "\n")
+        atomic_write(self.path, json.dumps(_root_tables(shards, generation)) + "\n")
 
     # -- locking --
 
@@ -490,11 +530,13 @@ class RunStore:
 
     @contextlib.contextmanager
     def _index_under_lock(self, creating: Iterable[str] = ()) -> Iterator[_Index]:
-        shards, generation = self._read_root(creating) or (SHARDS, 0)
-        index = _Index(self.index_dir, shards, use_cache=False)
+        shards, generation, layout = self._read_root(creating) or (SHARDS, 0, LAYOUT)
+        index = _Index(self.index_dir, shards)
         yield index
-        if index.storage.changed:
-            index.storage.commit()
+        if index.changed:
+            if layout != LAYOUT:  # the first write after an upgrade: every shard in this layout
+                index.rewrite_all()
+            index.commit()
             self._write_root(shards, generation + 1)
 
     def _remove_stale_temp_files(self) -> None:
@@ -514,15 +556,15 @@ class RunStore:
         root = self._read_root()
         if root is None:
             return []
-        return _Index(self.index_dir, root[0], use_cache=True).all()
+        return _Snapshot(self.index_dir, root[0]).all()
 
     def _read_ids(self) -> set[str]:
         """Every run id in the index, no lock, no record copied."""
         root = self._read_root()
         if root is None:
             return set()
-        index = _Index(self.index_dir, root[0], use_cache=True)
-        return {run_id for name in index.storage.names for run_id in index.storage.load(name)}
+        index = _Snapshot(self.index_dir, root[0])
+        return {run_id for name in index.names for run_id in index.load(name)}
 
     def _read(self) -> list[dict]:
         records = self._read_raw()
@@ -630,12 +672,11 @@ class RunStore:
     def remove(self, run_id: str) -> None:
         """Delete one record and its folder's record.json (not the folder); raises RunNotFound."""
         with self._locked_index() as index:
-            table = index.table(run_id)
             if index.get(run_id) is None:
                 raise RunNotFound(run_id, self.path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.workspace.run_dir(run_id) / RECORD_NAME)
-            table.remove(doc_ids=[run_id])
+            index.remove(run_id)
 
     def reindex(self) -> ReindexResult:
         """Rebuild the index from the run folders' record.json, every field of every record, in
@@ -687,19 +728,16 @@ class RunStore:
 
     def _rewrite_index(self, records: dict[str, dict]) -> None:
         try:
-            generation = (self._read_root() or (0, 0))[1]
+            generation = (self._read_root() or (0, 0, LAYOUT))[1]
         except RegistryError:
             generation = 0
-        storage = ShardStorage(self.index_dir, SHARDS, use_cache=False)
-        tables: dict[str, dict] = {name: {} for name in storage.names}
-        for run_id, doc in records.items():
-            tables[shard_of(run_id)][run_id] = index_row(doc)
-        for name, table in tables.items():
-            storage.stage(name, table)
-        storage.commit()
+        index = _Index(self.index_dir, SHARDS)
+        index.start_empty()
+        index.put(records.values())
+        index.commit()
         with contextlib.suppress(FileNotFoundError):  # shards of a larger shard count, if any
             for entry in os.scandir(self.index_dir):
-                if entry.name.endswith(".json") and entry.name[:-5] not in tables:
+                if entry.name.endswith(".json") and entry.name[:-5] not in index.names:
                     os.unlink(entry.path)
         self._write_root(SHARDS, generation + 1)
 
@@ -711,7 +749,7 @@ class RunStore:
             row = next((r for r in self._read() if r.get("id") == run_id), None)
         else:
             root = self._read_root()
-            row = _Index(self.index_dir, root[0], use_cache=True).get(run_id) if root else None  # one shard
+            row = _Snapshot(self.index_dir, root[0]).get(run_id) if root else None  # one shard
         return self._whole(row) if row is not None else None
 
     def with_details(self, rows: Iterable[dict]) -> list[dict]:
@@ -889,7 +927,7 @@ def reconcile(store: RunStore, workspace: Workspace | None = None) -> list[str]:
 
 
 def record_with_history(store: RunStore, workspace: Workspace | None, run_id: str) -> dict:
-    """The whole record of a run: the registry document plus `history`, the student's
+    """The full record PRODUCT.md describes: the registry document plus `history`, the student's
     per-epoch metrics read from the run's events.jsonl. Raises RunNotFound."""
     record = store.get(run_id)
     if record is None:
