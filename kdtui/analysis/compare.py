@@ -379,6 +379,7 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
     if not by_group:
         columns = [str(r.get("id")) for r in records]
         members = [[c] for c in columns]
+        counts: list[int] = []
         names = run_labels(records)
         labels, unders = [names[c] for c in columns], [short_id(c) for c in columns]
         config_rows = [(key, [flat.get(key) for flat in flats]) for key in keys]
@@ -405,24 +406,21 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
         config_rows = [(key, values) for key, values in config_rows if not _all_equal(values)]
     config_rows += [(key, values) for key, values in env_rows if not _all_equal(values)]
     return Comparison(columns=columns, config_rows=config_rows, metric_rows=metric_rows, agg=agg,
-                      by_group=by_group, members=members, labels=labels, unders=unders)
+                      by_group=by_group, members=members, labels=labels, unders=unders, counts=counts)
 
 
 # ---------------------------------------------------------------------------------------------
 # Export of a comparison
 # ---------------------------------------------------------------------------------------------
 
-def format_cell(value: Any, digits: int | None = 4, missing: str = _MISSING) -> str:
+def format_cell(value: Any, digits: int | None = 4, missing: str = _MISSING, of: int | None = None) -> str:
     """A cell as text: None -> `missing`; MeanStd -> "0.8123 ± 0.0100" (its `format`: no ± below
-    two seeds, † for shared seeds); floats to `digits` decimals (full precision with digits=None);
-    everything else str()."""
+    two seeds, † for shared seeds, `(n=1)` when its n is not `of`, the n of its column's header);
+    floats to `digits` decimals (full precision with digits=None); everything else str()."""
     if value is None:
         return missing
     if isinstance(value, MeanStd):
-        if digits is None:
-            text = repr(value.mean) + (f" ± {value.std!r}" if value.std is not None else "")
-            return text + (" †" if value.shares_seeds else "")
-        return value.format(digits)
+        return value.format(digits, of)
     if isinstance(value, float) and digits is not None:
         return f"{value:.{digits}f}"
     return str(value)
@@ -459,7 +457,7 @@ def to_csv(comparison: Comparison) -> str:
     for key, values in comparison.config_rows:
         writer.writerow(["config", key, *(_config_text(csv_safe(v), "") for v in values)])
     for key, values in comparison.metric_rows:
-        writer.writerow(["metric", key, *(format_cell(v, None, "") for v in values)])
+        writer.writerow(["metric", key, *(format_cell(v, None, "", comparison.count(i)) for i, v in enumerate(values))])
     return out.getvalue()
 
 
@@ -469,7 +467,7 @@ def to_markdown(comparison: Comparison, digits: int = 4) -> str:
     rows = [[key, *(_config_text(v, _MISSING) for v in values)]
             for key, values in comparison.config_rows]
     rows.append(["**metrics**", *([""] * width)])
-    rows.extend([key, *(format_cell(v, digits) for v in values)]
+    rows.extend([key, *(format_cell(v, digits, of=comparison.count(i)) for i, v in enumerate(values))]
                 for key, values in comparison.metric_rows)
     header = ["group" if comparison.by_group else "run",
               *(f"{label} ({under})" if under else label for label, under in comparison.headers())]
@@ -496,6 +494,7 @@ def to_json(comparison: Comparison, indent: int | None = 2) -> str:
         "columns": list(comparison.columns),
         "labels": list(comparison.labels),
         "unders": list(comparison.unders),
+        "counts": list(comparison.counts),
         "members": [list(m) for m in comparison.members],
         "agg": comparison.agg,
         "by_group": comparison.by_group,
@@ -521,6 +520,7 @@ def from_json(text: str) -> Comparison:
         members=[list(m) for m in data.get("members", [])],
         labels=list(data.get("labels", [])),
         unders=list(data.get("unders", [])),
+        counts=list(data.get("counts", [])),
     )
 
 
@@ -546,7 +546,7 @@ def render_rich(comparison: Comparison, digits: int = 4):
             numbers = [v.mean if isinstance(v, MeanStd) else v for v in values]
             numbers = [float("nan") if v is None else float(v) for v in numbers]
             best = _best_index(numbers, key in HIGHER_IS_BETTER)
-        cells = [Text(format_cell(v, digits), style="bold green" if i == best else "")
+        cells = [Text(format_cell(v, digits, of=comparison.count(i)), style="bold green" if i == best else "")
                  for i, v in enumerate(values)]
         table.add_row(Text(metric_label(key)), *cells)
     return table

@@ -927,7 +927,7 @@ def reconcile(store: RunStore, workspace: Workspace | None = None) -> list[str]:
 
 
 def record_with_history(store: RunStore, workspace: Workspace | None, run_id: str) -> dict:
-    """The full record PRODUCT.md describes: the registry document plus `history`, the student's
+    """The whole record of a run: the registry document plus `history`, the student's
     per-epoch metrics read from the run's events.jsonl. Raises RunNotFound."""
     record = store.get(run_id)
     if record is None:
