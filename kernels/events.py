@@ -12,9 +12,15 @@ from typing import Any, Callable, ClassVar
 @dataclass
 class Event:
     type: ClassVar[str] = "event"
+    # When the event was written (unix time): None until the writer stamps the line, set on read.
+    t: float | None = field(default=None, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **asdict(self)}
+        """The event's JSON object: `t` first when stamped, then `type`, then the fields."""
+        fields = asdict(self)
+        t = fields.pop("t")
+        head = {"t": t} if t is not None else {}
+        return {**head, "type": self.type, **fields}
 
 
 @dataclass
@@ -62,7 +68,7 @@ class EpochMetrics(Event):
 @dataclass
 class Done(Event):
     type: ClassVar[str] = "done"
-    metrics: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,7 +84,7 @@ class Failed(Event):
 class Log(Event):
     """A decision the run made that the user should see (e.g. whether the teacher cache is used)."""
     type: ClassVar[str] = "log"
-    message: str
+    message: str = ""
 
 
 EventCallback = Callable[[Event], None]

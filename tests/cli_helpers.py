@@ -119,7 +119,8 @@ def record(ws: Path, run_id: str) -> dict | None:
 
 
 def events(ws: Path, run_id: str, types=None) -> list[dict]:
-    return read_all(Path(ws) / run_id / "events.jsonl", types=types)
+    """The run's events as the dicts of their lines (the tests read fields by name)."""
+    return [event.to_dict() for event in read_all(Path(ws) / run_id / "events.jsonl", types=types)]
 
 
 def student_epochs_seen(ws: Path, run_id: str) -> list[int]:

@@ -163,7 +163,7 @@ def test_runs_tail_numbers_teachers_from_1(tmp_path):
     with open(ws / "261129-185038-b09d" / "events.jsonl", "a") as f:
         f.write("".join(json.dumps(line) + "\n" for line in lines))
     result = kdtui("runs", "tail", "b09d", "--workspace", ws)
-    assert "phase_start teacher 1/2" in result.stdout
+    assert "teacher 1/2: start, 1 epochs × 1 steps" in result.stdout
     assert "teacher 2 epoch 1  test acc 0.900" in result.stdout
     assert "student epoch 2  train agr" in result.stdout and "teacher 0" not in result.stdout
 

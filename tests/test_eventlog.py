@@ -1,4 +1,5 @@
-"""events.jsonl: writing, tailing from an offset, corrupt lines, history, follow()."""
+"""events.jsonl: writing, tailing from an offset, corrupt lines, history, follow(); readers hand out
+typed events (kdtui.core.events)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from kdtui.core.eventlog import (
     follow,
     history_from_events,
     read_all,
+    read_history,
 )
+from kdtui.core.events import Done, EpochMetrics, Log, PhaseStart, Stopped
 
 
 def test_write_then_read(tmp_path):
@@ -28,18 +31,20 @@ def test_write_then_read(tmp_path):
     for line in lines:
         json.loads(line)  # strict JSON: NaN became null
     events = read_all(path)
-    assert [e["type"] for e in events] == ["phase_start", "epoch", "done"]
-    assert all(isinstance(e["t"], float) for e in events)
-    assert events[2]["t"] == 123.0  # a given t is kept
-    assert events[1]["metrics"]["train_loss"] is None
-    assert final_event(events)["type"] == "done"
-    assert read_all(path, types=["epoch"]) == [events[1]]
+    assert [type(e) for e in events] == [PhaseStart, EpochMetrics, Done]
+    assert all(isinstance(e.t, float) for e in events)
+    assert events[2].t == 123.0  # a given t is kept
+    assert events[1].metrics["train_loss"] is None
+    assert events[0] == PhaseStart("student", index=0, total=1, epochs=2, steps_per_epoch=10, t=events[0].t)
+    assert final_event(events) is events[2]
+    assert read_all(path, types=[EpochMetrics.type]) == [events[1]]
+    assert read_history(path) == [{"epoch": 1, "test_agreement": 0.5, "train_loss": None}]
     assert read_all(tmp_path / "missing.jsonl") == []
 
     # Append mode: a resumed run continues the same file.
     with EventWriter(path) as w:
-        w.write({"type": "log", "message": "again"})
-    assert len(read_all(path)) == 4
+        w.write(Log("again"))  # a typed event is written as its dict
+    assert read_all(path)[3] == Log("again", t=read_all(path)[3].t)
 
 
 def test_tail_from_offset_with_partial_line(tmp_path):
@@ -53,20 +58,20 @@ def test_tail_from_offset_with_partial_line(tmp_path):
     with open(path, "w") as f:
         f.write(first + second[:10])  # the second line is half written
     events = reader.read_new()
-    assert [e["message"] for e in events] == ["one"]
+    assert [e.message for e in events] == ["one"]
     assert reader.offset == len(first.encode())
     assert reader.read_new() == []  # still partial
 
     with open(path, "a") as f:
         f.write(second[10:])
-    assert [e["message"] for e in reader.read_new()] == ["two"]
+    assert [e.message for e in reader.read_new()] == ["two"]
     assert reader.offset == path.stat().st_size
 
     # A reader can start at a saved offset.
     with EventWriter(path) as w:
         w.write({"type": "log", "message": "three"})
     later = EventReader(path, offset=reader.offset)
-    assert [e["message"] for e in later.read_new()] == ["three"]
+    assert [e.message for e in later.read_new()] == ["three"]
 
 
 def test_corrupt_line_is_skipped(tmp_path):
@@ -76,13 +81,14 @@ def test_corrupt_line_is_skipped(tmp_path):
         '{"t": 2, "type": "log", "mess\n'  # truncated by a crash, then a newline from the next writer
         '[1, 2, 3]\n'
         '\n'
-        '{"t": 3, "type": "done", "metrics": {}}\n'
+        '{"t": 3, "type": "progress", "phase": "student"}\n'  # a known type without its fields
+        '{"t": 4, "type": "done", "metrics": {}}\n'
     )
     reader = EventReader(path)
     events = reader.read_new()
-    assert [e["t"] for e in events] == [1, 3]
-    assert reader.skipped == 2
-    assert [e["t"] for e in read_all(path)] == [1, 3]
+    assert [e.t for e in events] == [1, 4]
+    assert reader.skipped == 3
+    assert [e.t for e in read_all(path)] == [1, 4]
 
 
 def test_writer_after_crash_mid_line_starts_a_new_line(tmp_path):
@@ -91,7 +97,7 @@ def test_writer_after_crash_mid_line_starts_a_new_line(tmp_path):
     with EventWriter(path) as w:
         w.write({"type": "stopped", "epoch": 3})
     events = read_all(path)
-    assert [e["type"] for e in events] == ["log", "stopped"]
+    assert [type(e) for e in events] == [Log, Stopped]
 
 
 def test_history_from_events_later_epoch_wins():
@@ -116,13 +122,14 @@ def test_history_from_events_later_epoch_wins():
 
 
 def test_final_event_ignores_a_stop_that_was_resumed():
-    stopped = {"t": 1, "type": "stopped", "epoch": 2}
+    stopped = Stopped("asked to", t=1)
     assert final_event([stopped]) == stopped
-    assert final_event([stopped, {"t": 2, "type": "log", "message": "bye"}]) == stopped
-    resumed = [stopped, {"t": 3, "type": "phase_start", "phase": "student"}]
+    assert final_event([stopped, Log("bye", t=2)]) == stopped
+    resumed = [stopped, PhaseStart("student", t=3)]
     assert final_event(resumed) is None
-    done = {"t": 4, "type": "done", "metrics": {"test_agreement": 0.9}}
+    done = Done({"test_agreement": 0.9}, t=4)
     assert final_event(resumed + [done]) == done
+    assert final_event([{"t": 1, "type": "stopped"}]) == Stopped(t=1)  # decoded lines are parsed
     assert final_event([]) is None
 
 
@@ -145,11 +152,11 @@ def test_follow_stops_at_final_event(tmp_path):
     writer = threading.Thread(target=run)
     started = time.monotonic()
     writer.start()
-    seen = [e["type"] for e in follow(path, poll=0.01)]
+    seen = [type(e) for e in follow(path, poll=0.01)]
     writer.join()
-    assert seen[-1] == "done"
-    assert seen.count("epoch") == 3
-    assert "log" not in seen
+    assert seen[-1] is Done
+    assert seen.count(EpochMetrics) == 3
+    assert Log not in seen
     assert time.monotonic() - started < 5
 
 
@@ -164,4 +171,4 @@ def test_follow_stop_callback_ends_a_dead_run(tmp_path):
         return len(polls) >= 3
 
     events = list(follow(path, poll=0.01, stop=gone))
-    assert [e["type"] for e in events] == ["phase_start"]
+    assert [type(e) for e in events] == [PhaseStart]

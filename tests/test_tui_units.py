@@ -10,27 +10,29 @@ import time
 
 import pytest
 
+from kdtui.core.events import STUDENT, Done, EpochMetrics, Log, Progress, Stopped
 from kdtui.core.registry import RunStore
+from kdtui.core.runstate import RunState
 from kdtui.core.spec import FIELD_PATHS
 from kdtui.tui.state import LOG_LINES, RunLive, compact_events, progress_cell, record_metric, run_matches
 from kdtui.tui.streaming import EventStreamer, RegistryWatcher
 from kdtui.core.workspace import Workspace
 
 
-def _progress(epoch, step, steps=10, phase="student"):
-    return {"t": 1.0, "type": "progress", "phase": phase, "index": 0, "epoch": epoch, "step": step, "steps": steps}
+def _progress(epoch, step, steps=10, phase=STUDENT):
+    return Progress(phase, 0, epoch, step, steps, t=1.0)
 
 
-def _epoch(epoch, phase="student", **metrics):
-    return {"t": 1.0, "type": "epoch", "phase": phase, "index": 0, "epoch": epoch, "metrics": metrics}
+def _epoch(epoch, phase=STUDENT, **metrics):
+    return EpochMetrics(phase, 0, epoch, metrics, t=1.0)
 
 
 def test_compact_keeps_all_but_the_last_progress_only():
     events = [_progress(1, s) for s in range(1, 6)] + [_epoch(1, test_agreement=0.5)] + \
-             [_progress(2, s) for s in range(1, 4)] + [{"t": 1.0, "type": "log", "message": "x"}]
+             [_progress(2, s) for s in range(1, 4)] + [Log("x", t=1.0)]
     out = compact_events(events)
-    assert [e["type"] for e in out] == ["epoch", "progress", "log"]
-    assert out[1]["step"] == 3
+    assert [type(e) for e in out] == [EpochMetrics, Progress, Log]
+    assert out[1].step == 3
 
 
 def test_run_live_folds_a_run_and_stays_bounded():
@@ -50,7 +52,7 @@ def test_run_live_folds_a_run_and_stays_bounded():
     live.feed([{"t": 1.0, "type": "log", "message": f"m{i}"} for i in range(5 * LOG_LINES)])
     assert len(live.log) == LOG_LINES and live.log_total == 2 + 3 + 5 * LOG_LINES
     live.feed([{"t": 1.0, "type": "stopped", "message": "asked to"}])
-    assert live.final["type"] == "stopped"
+    assert live.final == Stopped("asked to", t=1.0)
     live.feed([_progress(4, 1)])  # resumed: the final event no longer counts
     assert live.final is None
     live.feed([_epoch(3, test_agreement=0.9)])  # a repeated epoch replaces the old row
@@ -75,20 +77,20 @@ def test_streamer_continues_from_its_offset(tmp_path):
     ws = Workspace(tmp_path)
     ws.create_run_dir("r1")
     path = ws.events_path("r1")
-    path.write_text("".join(json.dumps(_progress(1, s)) + "\n" for s in range(1, 6)))
+    path.write_text("".join(json.dumps(_progress(1, s).to_dict()) + "\n" for s in range(1, 6)))
     streamer = EventStreamer(ws)
     streamer.want("r1", "active")
     batch = streamer.poll()
-    assert [e["step"] for e in batch["r1"]] == [5]
+    assert [e.step for e in batch["r1"]] == [5]
     streamer.unwant("r1", "active")
     with open(path, "a") as f:
-        f.write(json.dumps(_epoch(1, test_agreement=0.5)) + "\n")
-    assert [e["type"] for e in streamer.poll()["r1"]] == ["epoch"]  # the drain after unwant
+        f.write(json.dumps(_epoch(1, test_agreement=0.5).to_dict()) + "\n")
+    assert [type(e) for e in streamer.poll()["r1"]] == [EpochMetrics]  # the drain after unwant
     assert streamer.poll() == {} and streamer.followed() == set()
     with open(path, "a") as f:
         f.write(json.dumps({"type": "done", "t": 2.0}) + "\n")
     streamer.want("r1", "live")
-    assert [e["type"] for e in streamer.poll()["r1"]] == ["done"]  # nothing read twice
+    assert streamer.poll()["r1"] == [Done(t=2.0)]  # nothing read twice
 
 
 def test_registry_watcher_rereads_only_on_change(tmp_path):
@@ -109,7 +111,7 @@ def test_registry_watcher_settles_a_dead_run(tmp_path):
     RunStore(ws).add({"id": "gone", "name": "g", "status": "running", "pid": 2 ** 22 + 12345,
                       "host": socket.gethostname(), "started": time.time()})
     watcher = RegistryWatcher(ws)
-    records = watcher.poll(None)  # the first read through a store reconciles already
+    records = watcher.poll(None)  # the app's first refresh settles stale runs
     assert records[0]["status"] == "interrupted"
 
 
@@ -273,50 +275,51 @@ def _clock_events():
 
 
 def test_run_clock_measures_phase_by_phase():
-    from kdtui.core.timing import RunClock
-
     events = _clock_events()
-    clock = RunClock()
+    state = RunState()
+    clock = state.clock
     assert clock.elapsed(0.0) is None and clock.eta(0.0) is None
-    clock.feed(events[:6])  # teacher 1, 5 steps in (at t=102.5)
+    state.feed(events[:6])  # teacher 1, 5 steps in (at t=102.5)
     assert clock.elapsed(102.5) == pytest.approx(2.5)
     assert clock.phase_eta(102.5) == pytest.approx(2.5)  # 5 steps left at 0.5 s
     assert clock.eta(102.5) is None  # the student's pace is not known yet: no guess
-    clock.feed(events[6:])
+    state.feed(events[6:])
     assert clock.finished and clock.eta(999.0) == 0.0
     assert clock.elapsed(999.0) == pytest.approx(10.0 + 2.0)
 
     # the student half-way: the rest of the student at its own pace (0.1 s a step)
-    clock = RunClock()
+    state = RunState()
+    clock = state.clock
     half = next(i for i, e in enumerate(events) if e.get("phase") == "student" and e.get("epoch") == 2
                 and e.get("step") == 1)
-    clock.feed(events[:half])
+    state.feed(events[:half])
     now = events[half - 1]["t"]
     assert clock.eta(now) == pytest.approx(1.0)
     assert clock.eta(now + 0.4) == pytest.approx(0.6)  # time goes on between events
 
 
 def test_run_clock_teachers_to_come_and_reused_teachers():
-    from kdtui.core.timing import RunClock, format_duration
+    from kdtui.core.timing import format_duration
 
     events = _clock_events()
     # A resumed run: the student pace is known from before, teacher 2 is still to come.
-    clock = RunClock(teachers=2)
-    clock.feed([{"t": 0.0, "type": "phase_start", "phase": "student", "index": 0, "epochs": 1,
+    state = RunState(teachers=2)
+    clock = state.clock
+    state.feed([{"t": 0.0, "type": "phase_start", "phase": "student", "index": 0, "epochs": 1,
                  "steps_per_epoch": 10},
-                {"t": 0.0, "type": "progress", "phase": "student", "epoch": 1, "step": 1, "steps": 10},
-                {"t": 1.0, "type": "progress", "phase": "student", "epoch": 1, "step": 11, "steps": 10},
+                {"t": 0.0, "type": "progress", "phase": "student", "index": 0, "epoch": 1, "step": 1, "steps": 10},
+                {"t": 1.0, "type": "progress", "phase": "student", "index": 0, "epoch": 1, "step": 11, "steps": 10},
                 {"t": 1.0, "type": "stopped"}])
     assert clock.finished and clock.elapsed(50.0) == pytest.approx(1.0)
-    clock.feed(events[:3])  # teacher 1 of 2 again, 2 steps in (0.5 s each), after the stop
+    state.feed(events[:3])  # teacher 1 of 2 again, 2 steps in (0.5 s each), after the stop
     assert not clock.finished
     # teacher 1: 8 steps left, teacher 2: 10 steps, at 0.5 s; then the student: 10 steps at 0.1 s
     assert clock.eta(101.0) == pytest.approx(8 * 0.5 + 10 * 0.5 + 10 * 0.1)
     assert clock.elapsed(101.0) == pytest.approx(1.0 + 1.0)  # the time it lay stopped does not count
-    reused = RunClock()
+    reused = RunState()
     reused.feed([{"t": 5.0, "type": "phase_start", "phase": "teacher", "index": 0, "total": 1, "epochs": 3,
                   "steps_per_epoch": 10, "reused": True}])
-    assert reused.phase_eta(6.0) == 0.0
+    assert reused.clock.phase_eta(6.0) == 0.0
     assert [format_duration(s) for s in (None, 4.4, 65, 3 * 3600 + 7 * 60, 2 * 86400 + 4 * 3600)] == \
         ["—", "4s", "1m05s", "3h07m", "2d04h"]
 

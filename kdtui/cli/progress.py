@@ -1,5 +1,5 @@
-"""The progress display of a foreground run, and its summary table; driven by the same event dicts
-the events file holds.
+"""The progress display of a foreground run, and its summary table; driven by the events the run
+writes to its events file (typed, or their decoded lines), folded as every reader folds them.
 
 Everything fits 80 columns: a header line (the run's short id and name, elapsed time, ETA), one
 short row per phase (bar, epoch counter, the phase's time left), and a line with the latest
@@ -8,6 +8,7 @@ epoch's metrics, each cut to the terminal's width rather than squeezing the bar 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, TextColumn
@@ -15,15 +16,14 @@ from rich.table import Table
 from rich.text import Text
 
 from kdtui.analysis.labels import cut_middle, cut_name, short_id
-from kdtui.core.events import FINAL_EVENT_TYPES, EpochMetrics, PhaseEnd, PhaseStart
+from kdtui.core.events import FINAL_EVENTS, BadEvent, EpochMetrics, Event, PhaseEnd, PhaseStart, parse
 from kdtui.core.events import Progress as ProgressEvent
 from kdtui.core.names import printable
-from kdtui.core.timing import RunClock, format_duration
-from kdtui.core.vocabulary import metric_label, teacher_label
+from kdtui.core.runstate import RunState, describe, phase_label
+from kdtui.core.timing import format_duration
+from kdtui.core.vocabulary import metric_label
 
 HEADLINE = ("train_agreement", "test_agreement", "test_acc", "teacher_test_acc", "test_kl")
-# The metrics of the latest epoch line, in this order (kdtui.core.vocabulary's labels).
-EPOCH_METRICS = ("train_agreement", "test_agreement", "test_acc")
 # Metrics the summary leaves out: the learning rate at the end of a schedule (0 after cosine) is noise.
 NOT_IN_SUMMARY = ("lr",)
 BAR_WIDTH = 24
@@ -43,13 +43,14 @@ class _RunDisplay(Progress):
 
 class RunProgress:
     """One row per phase (each teacher member, then the student), advanced per step; the run's
-    elapsed time and ETA come from a RunClock fed the same events."""
+    elapsed time and ETA come from the fold of the same events (RunState's clock)."""
 
     def __init__(self, console: Console, run_id: str, name: str = ""):
         self.console = console
         self.run_id = run_id
         self.name = printable(name) if name else ""
-        self.clock = RunClock()
+        self.state = RunState()
+        self.clock = self.state.clock
         self.latest = ""   # the newest epoch's metrics
         self.progress = _RunDisplay(
             self, TextColumn("{task.description}", style="cyan"), BarColumn(bar_width=BAR_WIDTH),
@@ -87,51 +88,36 @@ class RunProgress:
         left = self.clock.phase_eta(time.time())
         return f"left {format_duration(left)}" if left else ""
 
-    @staticmethod
-    def _label(event: dict) -> str:
-        if event.get("phase") == "teacher":
-            return teacher_label(event.get("index", 0), event.get("total") or 1)
-        return str(event.get("phase") or "student")  # student, or E12's independent student
-
     # -- events -------------------------------------------------------------------------------------
 
-    def __call__(self, event: dict) -> None:
-        if "t" not in event:  # the writer stamps the file's copy; this one is stamped on arrival
-            event = {"t": time.time(), **event}
-        self.clock.feed([event])
-        kind = event.get("type")
-        key = (event.get("phase"), event.get("index", 0))
-        if kind == PhaseStart.type:
-            epochs = max(int(event.get("epochs") or 0), 1)
-            steps = epochs * max(int(event.get("steps_per_epoch") or 1), 1)
-            reused = bool(event.get("reused"))
+    def __call__(self, event: Event | dict) -> None:
+        try:
+            event = parse(event)
+        except BadEvent:
+            return
+        if event.t is None:  # the writer stamps the file's copy; this one is stamped on arrival
+            event = replace(event, t=time.time())
+        self.state.feed_one(event)
+        key = (getattr(event, "phase", None), getattr(event, "index", 0))
+        if isinstance(event, PhaseStart):
+            epochs = max(event.epochs, 1)
+            steps = epochs * max(event.steps_per_epoch, 1)
             self.tasks[key] = self.progress.add_task(
-                self._label(event), total=steps, completed=steps if reused else 0,
-                epochs=f"epoch 0/{epochs}" if not reused else "reused", left="")
+                phase_label(event), total=steps, completed=steps if event.reused else 0,
+                epochs=f"epoch 0/{epochs}" if not event.reused else "reused", left="")
             self.epochs[key] = epochs
             self.current = key
-        elif kind == ProgressEvent.type and key in self.tasks:
-            done = (event["epoch"] - 1) * event["steps"] + event["step"]
-            self.progress.update(self.tasks[key], completed=done, epochs=f"epoch {event['epoch']}/{self.epochs[key]}",
+        elif isinstance(event, ProgressEvent) and key in self.tasks:
+            done = (event.epoch - 1) * event.steps + event.step
+            self.progress.update(self.tasks[key], completed=done, epochs=f"epoch {event.epoch}/{self.epochs[key]}",
                                  left=self._phase_left())
-        elif kind == EpochMetrics.type:
-            self.latest = describe_epoch(event)
-        elif kind == PhaseEnd.type and key in self.tasks:
+        elif isinstance(event, EpochMetrics):
+            self.latest = describe(event)
+        elif isinstance(event, PhaseEnd) and key in self.tasks:
             task = self.tasks[key]
             self.progress.update(task, completed=self.progress.tasks[task].total, left="done")
-        elif kind in FINAL_EVENT_TYPES and self.current in self.tasks:
+        elif isinstance(event, FINAL_EVENTS) and self.current in self.tasks:
             self.progress.update(self.tasks[self.current], left="")
-
-
-def describe_epoch(event: dict) -> str:
-    """`student epoch 3  train agr 0.912  test agr 0.874  test acc 0.901` (teachers numbered from 1)."""
-    m = event.get("metrics") or {}
-    who = teacher_label(event.get("index", 0)) if event.get("phase") == "teacher" else str(event.get("phase") or "")
-    parts = [f"{who} epoch {event.get('epoch')}".strip()]
-    for name in EPOCH_METRICS:
-        if isinstance(m.get(name), (int, float)) and not isinstance(m.get(name), bool):
-            parts.append(f"{metric_label(name)} {m[name]:.3f}")
-    return "  ".join(parts)
 
 
 def summary_table(record: dict, label: str = "") -> Table:

@@ -188,20 +188,13 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
 @json_option
 def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
     """Follow a run's events until it ends."""
-    from kdtui.cli.progress import describe_epoch
     from kdtui.core import eventlog
-    from kdtui.core.events import (
-        FINAL_EVENT_TYPES,
-        EpochMetrics,
-        Log,
-        PhaseEnd,
-        PhaseStart,
-    )
+    from kdtui.core.events import Progress
     from kdtui.core.procs import pid_alive
+    from kdtui.core.runstate import describe
 
     ws, store = open_store(workspace)
     record = resolve(store, run_id)
-    shown_types = {PhaseStart.type, PhaseEnd.type, Log.type, *FINAL_EVENT_TYPES}
 
     def process_gone() -> bool:
         current = store.get(record["id"]) or {}
@@ -212,18 +205,10 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
     try:
         for event in eventlog.follow(ws.events_path(record["id"]), stop=process_gone):
             if as_json:
-                sys.stdout.write(json.dumps(event) + "\n")
+                sys.stdout.write(json.dumps(event.to_dict()) + "\n")
                 sys.stdout.flush()
-                continue
-            kind = event.get("type")
-            if kind == EpochMetrics.type:
-                out.print(describe_epoch(event), markup=False)
-            elif kind in shown_types:
-                # Teachers are numbered from 1, as the app and `runs show` number them.
-                who = teacher_label(event.get("index", 0), event.get("total")) if event.get("phase") == "teacher" \
-                    else event.get("phase", "")
-                detail = event.get("message") or event.get("error") or ""
-                out.print(" ".join(str(part) for part in (kind, who, detail) if part), markup=False)
+            elif not isinstance(event, Progress):  # steps are the progress display's, not the tail's
+                out.print(printable(describe(event, timed=True)), markup=False, highlight=False)
     except KeyboardInterrupt:
         raise finish(EXIT_INTERRUPTED)
     final = store.get(record["id"]) or {}

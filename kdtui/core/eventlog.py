@@ -1,10 +1,9 @@
 """A run's append-only `events.jsonl`: one JSON object per line, written by the runner, tailed by the
 app and `kdtui runs tail`, and the source of the run's per-epoch history.
 
-Every line has `t` (unix time) and `type`. Types: `phase_start`, `phase_end`, `progress`, `epoch`,
-`done`, `failed` (from the engine), `stopped`, `log` (from the runner). `done`, `failed` and
-`stopped` are final; a resumed run appends to the same file, so a final event followed by new
-activity no longer counts (see `final_event`).
+Every line has `t` (unix time) and `type`; docs/events.md lists the types and their fields. The
+readers here hand out typed events (kdtui.core.events.parse); a line that is no event is skipped
+and counted. Whether the run has ended is the fold's to say (kdtui.core.runstate.RunState).
 """
 from __future__ import annotations
 
@@ -15,10 +14,9 @@ import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from kdtui.core.events import FINAL_EVENT_TYPES, Log
 
-# Types that may follow a final event without reopening the run (e.g. "results are in ...").
-_PASSIVE_TYPES = frozenset({Log.type})
+from kdtui.core.events import BadEvent, EpochMetrics, Event, as_dict, parse
+from kdtui.core.runstate import RunState
 
 
 # -- JSON encoding shared with the registry -------------------------------------------------------
@@ -90,8 +88,9 @@ class EventWriter:
             f.seek(size - 1)
             return f.read(1) != b"\n"
 
-    def write(self, event: dict[str, Any]) -> dict[str, Any]:
+    def write(self, event: Event | dict[str, Any]) -> dict[str, Any]:
         """Append one event (adding `t` if missing) and return the dict as written."""
+        event = as_dict(event)
         if "type" not in event:
             raise ValueError(f"an event needs a 'type': {event!r}")
         if "t" not in event:
@@ -141,11 +140,11 @@ def _type_filter(types: Iterable[str] | None) -> "re.Pattern[bytes] | None":
     return re.compile(rb'"type"\s*:\s*(?:' + alternatives + rb")")
 
 
-def _parse_lines(data: bytes, types: Iterable[str] | None = None) -> tuple[list[dict], int]:
-    """Parse complete lines; returns (events, number of corrupt lines skipped)."""
+def _parse_lines(data: bytes, types: Iterable[str] | None = None) -> tuple[list[Event], int]:
+    """Parse complete lines; returns (events, number of lines that are no event, skipped)."""
     wanted = set(types) if types is not None else None
     quick = _type_filter(types)
-    events: list[dict] = []
+    events: list[Event] = []
     bad = 0
     for raw in data.split(b"\n"):
         if not raw.strip():
@@ -153,14 +152,11 @@ def _parse_lines(data: bytes, types: Iterable[str] | None = None) -> tuple[list[
         if quick is not None and not quick.search(raw):
             continue  # cheap pre-filter: most lines of a long run are `progress`
         try:
-            event = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            event = parse(raw)
+        except BadEvent:
             bad += 1
             continue
-        if not isinstance(event, dict):
-            bad += 1
-            continue
-        if wanted is not None and event.get("type") not in wanted:
+        if wanted is not None and event.type not in wanted:
             continue
         events.append(event)
     return events, bad
@@ -180,7 +176,7 @@ class EventReader:
         self.offset = offset
         self.skipped = 0
 
-    def read_new(self) -> list[dict]:
+    def read_new(self) -> list[Event]:
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -202,7 +198,7 @@ class EventReader:
         return events
 
 
-def read_all(path: str | Path, types: Iterable[str] | None = None) -> list[dict]:
+def read_all(path: str | Path, types: Iterable[str] | None = None) -> list[Event]:
     """Every event on a complete line of `path` ([] if missing); `types` keeps only those types."""
     try:
         data = Path(path).read_bytes()
@@ -213,37 +209,27 @@ def read_all(path: str | Path, types: Iterable[str] | None = None) -> list[dict]
     return events
 
 
-def history_from_events(events: Iterable[dict]) -> list[dict]:
+def history_from_events(events: Iterable[Event | dict]) -> list[dict]:
     """The student's per-epoch metrics as flat dicts `{"epoch": e, **metrics}`, sorted by epoch.
 
     If a resumed run repeated an epoch, the later event wins.
     """
-    by_epoch: dict[Any, dict] = {}
-    for event in events:
-        if event.get("type") != "epoch" or event.get("phase", "student") != "student":
-            continue
-        metrics = event.get("metrics") or {}
-        epoch = event.get("epoch", metrics.get("epoch"))
-        row = {"epoch": epoch}
-        row.update((k, v) for k, v in metrics.items() if k != "epoch")
-        by_epoch[epoch] = row
-    return sorted(by_epoch.values(), key=lambda r: (r["epoch"] is None, r["epoch"] or 0))
+    state = RunState()
+    state.feed(events)
+    return state.history()
 
 
-def final_event(events: Iterable[dict]) -> dict | None:
-    """The event that ended the run (`done`, `failed`, `stopped`), or None if it has not ended.
+def read_history(path: str | Path) -> list[dict]:
+    """`history_from_events` of the run whose log is `path` (reads only its epoch lines)."""
+    return history_from_events(read_all(path, types=(EpochMetrics.type,)))
 
-    A final event followed by other activity (a resumed run) does not count; `log` lines after it
-    do not reopen the run.
-    """
-    final = None
-    for event in events:
-        kind = event.get("type")
-        if kind in FINAL_EVENT_TYPES:
-            final = event
-        elif kind not in _PASSIVE_TYPES:
-            final = None
-    return final
+
+def final_event(events: Iterable[Event | dict]) -> Event | None:
+    """The event that ended the run (Done, Failed, Stopped), or None if it has not ended or was
+    resumed after it (RunState applies the rule)."""
+    state = RunState()
+    state.feed(events)
+    return state.final
 
 
 def follow(
@@ -253,7 +239,7 @@ def follow(
     *,
     offset: int = 0,
     stop: Callable[[], bool] | None = None,
-) -> Iterator[dict]:
+) -> Iterator[Event]:
     """Yield events from `path` as they arrive (from `offset`, the start by default).
 
     With `stop_when_final`, returns after a final event once nothing newer follows it in the file
@@ -261,18 +247,14 @@ def follow(
     there is nothing new; returning True ends the generator (e.g. "the run's process is gone").
     """
     reader = EventReader(path, offset)
-    ended = False
+    state = RunState()  # says whether the events so far end the run
     while True:
         events = reader.read_new()
         for event in events:
-            kind = event.get("type")
-            if kind in FINAL_EVENT_TYPES:
-                ended = True
-            elif kind not in _PASSIVE_TYPES:
-                ended = False
+            state.feed_one(event)
             yield event
         if events:
-            if stop_when_final and ended:
+            if stop_when_final and state.final is not None:
                 return
             continue  # there may be more already; poll again without sleeping
         if stop is not None and stop():

@@ -1,20 +1,26 @@
-"""The one vocabulary of a run: its statuses, and the events of its `events.jsonl`.
+"""The one vocabulary of a run: its statuses, its phases, and the events of its `events.jsonl`.
 
-The engine's events (kernels.events) and the runner's own (`Stopped`, `Log`) are dataclasses with
-a `type`; everything that writes an event builds one of them, and everything that reads a line
-compares its `type` with these classes' `type`, never with a string typed somewhere else.
+The engine's events (kernels.events) and the runner's own (`Stopped`) are dataclasses with a
+`type`; everything that writes an event builds one of them, and everything that reads a line turns
+it into one with `parse`, so no other module spells a status or an event type as a string.
+docs/events.md describes every event.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import json
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
 
-from kernels.events import Done, EpochMetrics, Event, Failed, PhaseEnd, PhaseStart, Progress
+from kernels.events import Done, EpochMetrics, Event, Failed, Log, PhaseEnd, PhaseStart, Progress
 
 __all__ = [
     "QUEUED", "RUNNING", "DONE", "FAILED", "STOPPED", "INTERRUPTED", "STATUSES", "ACTIVE_STATUSES",
-    "FINAL_STATUSES", "RESUMABLE_STATUSES", "Event", "PhaseStart", "PhaseEnd", "Progress", "EpochMetrics",
-    "Done", "Failed", "Stopped", "Log", "FINAL_EVENT_TYPES", "as_dict",
+    "FINAL_STATUSES", "RESUMABLE_STATUSES", "TEACHER", "STUDENT", "Event", "PhaseStart", "PhaseEnd",
+    "Progress", "EpochMetrics", "Done", "Failed", "Stopped", "Log", "UnknownEvent", "BadEvent",
+    "EVENT_CLASSES", "EVENT_TYPES", "FINAL_EVENTS", "FINAL_EVENT_TYPES", "ACTIVITY_EVENTS",
+    "final_status", "parse", "as_dict",
 ]
 
 # -- statuses (the record's `status`) --------------------------------------------------------------
@@ -30,8 +36,12 @@ ACTIVE_STATUSES = frozenset({QUEUED, RUNNING})
 FINAL_STATUSES = frozenset({DONE, FAILED, STOPPED, INTERRUPTED})
 RESUMABLE_STATUSES = frozenset({STOPPED, INTERRUPTED, FAILED})
 
+# -- phases (an event's `phase`) -------------------------------------------------------------------
+TEACHER = "teacher"
+STUDENT = "student"   # E12's student trained without a teacher has its own phase, `independent`
 
-# -- the runner's own events (the engine's come from kernels.events) -------------------------------
+
+# -- the runner's own event (the engine's come from kernels.events) --------------------------------
 
 @dataclass
 class Stopped(Event):
@@ -41,16 +51,104 @@ class Stopped(Event):
 
 
 @dataclass
-class Log(Event):
-    """A line for the run's log; it never changes the run's state."""
-    type: ClassVar[str] = "log"
-    message: str = ""
+class UnknownEvent(Event):
+    """A line whose type this version does not know (a newer kdtui wrote it): kept as it was, shown
+    in the log, and ignored by the fold (it neither ends nor reopens a run)."""
+    name: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:  # type: ignore[override]  (the line's own type, not a class's)
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {"t": self.t} if self.t is not None else {}
+        return {**head, "type": self.name, **self.data}
 
 
-# A run whose log ends in one of these has ended; a resumed run appends after it.
-FINAL_EVENT_TYPES = frozenset({Done.type, Failed.type, Stopped.type})
+class BadEvent(ValueError):
+    """A line that is no event: not JSON, not an object, no type, or fields of the wrong kind."""
+
+
+EVENT_CLASSES: tuple[type[Event], ...] = (PhaseStart, PhaseEnd, Progress, EpochMetrics, Done, Failed, Stopped,
+                                          Log)
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_CLASSES}
+
+# A run whose log ends in one of these has ended.
+FINAL_EVENTS = (Done, Failed, Stopped)
+FINAL_EVENT_TYPES = frozenset(cls.type for cls in FINAL_EVENTS)
+# Training activity: after a final event one of these means the run was resumed (see RunState).
+# A `Log` line (e.g. "results are in ...") and an unknown event are neither.
+ACTIVITY_EVENTS = (PhaseStart, PhaseEnd, Progress, EpochMetrics)
+
+_STATUS_OF_FINAL = {Done: DONE, Failed: FAILED, Stopped: STOPPED}
+
+
+def final_status(event: Event) -> str:
+    """The record status a final event settles a run with."""
+    return _STATUS_OF_FINAL[type(event)]
+
+
+# -- reading a line --------------------------------------------------------------------------------
+
+def _accepts(hint: Any) -> tuple[type, ...]:
+    """The JSON value types a field of this annotation takes (ints where floats go)."""
+    hint = typing.get_origin(hint) or hint
+    if hint in (typing.Union, types.UnionType):
+        return (int, float, type(None))  # only `t: float | None` is a union
+    if hint is float:
+        return (int, float)
+    return (hint,)
+
+
+def _field_specs(cls: type[Event]) -> list[tuple[str, tuple[type, ...], bool]]:
+    """(name, accepted types, required) for each field of an event class."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, _accepts(hints[f.name]), f.default is MISSING and f.default_factory is MISSING)
+            for f in fields(cls)]
+
+
+_SPECS = {name: _field_specs(cls) for name, cls in EVENT_TYPES.items()}
+
+
+def parse(line: str | bytes | dict | Event) -> Event:
+    """One line of `events.jsonl` (text, or its decoded object) as a typed event.
+
+    Fields a newer kdtui added are dropped, a missing field takes the class's default, and a type
+    this version does not know becomes an `UnknownEvent`. Raises BadEvent for anything else.
+    """
+    if isinstance(line, Event):
+        return line
+    if isinstance(line, (str, bytes)):
+        try:
+            line = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadEvent(f"not JSON: {exc}") from None
+    if not isinstance(line, dict):
+        raise BadEvent(f"not a JSON object: {type(line).__name__}")
+    name = line.get("type")
+    if not isinstance(name, str) or not name:
+        raise BadEvent("no 'type'")
+    t = line.get("t")
+    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool)):
+        raise BadEvent(f"{name}: 't' is not a time")
+    cls = EVENT_TYPES.get(name)
+    if cls is None:
+        return UnknownEvent(name=name, data={k: v for k, v in line.items() if k not in ("t", "type")}, t=t)
+    values = {}
+    for key, accepted, required in _SPECS[name]:
+        if key not in line:
+            if required:
+                raise BadEvent(f"{name}: no '{key}'")
+            continue
+        value = line[key]
+        # bool is an int to Python, never an epoch or step count here
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise BadEvent(f"{name}: '{key}' is {type(value).__name__}")
+        values[key] = value
+    return cls(**values)
 
 
 def as_dict(event: Event | dict) -> dict:
-    """An event as its JSON line's object (without the time stamp the writer adds)."""
+    """An event as its JSON line's object."""
     return event if isinstance(event, dict) else event.to_dict()

@@ -51,7 +51,7 @@ from tinydb.table import Table
 
 from kdtui.core import eventlog
 from kdtui.core.events import (ACTIVE_STATUSES, FINAL_EVENT_TYPES, INTERRUPTED, QUEUED, Done, EpochMetrics, Failed,
-                               PhaseEnd, PhaseStart, Progress)
+                               PhaseEnd, PhaseStart, Progress, final_status)
 from kdtui.core.files import TEMP_SUFFIX, atomic_write, atomic_write_many, temp_prefix
 from kdtui.core.procs import pid_alive
 from kdtui.core.workspace import Workspace, is_run_id
@@ -898,13 +898,12 @@ def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, d
         if final is None:
             changes[run_id] = {"status": INTERRUPTED, "finished": now}
             continue
-        when = final.get("t") if isinstance(final.get("t"), (int, float)) else now
-        kind = final["type"]
-        fields: dict[str, Any] = {"status": kind, "finished": when}
-        if kind == Done.type:
-            fields["metrics"] = final.get("metrics") or record.get("metrics") or {}
-        elif kind == Failed.type:
-            fields["error"] = final.get("error") or record.get("error") or "the run failed"
+        when = final.t if final.t is not None else now
+        fields: dict[str, Any] = {"status": final_status(final), "finished": when}
+        if isinstance(final, Done):
+            fields["metrics"] = final.metrics or record.get("metrics") or {}
+        elif isinstance(final, Failed):
+            fields["error"] = final.error or record.get("error") or "the run failed"
         changes[run_id] = fields
     return changes
 
@@ -933,5 +932,4 @@ def record_with_history(store: RunStore, workspace: Workspace | None, run_id: st
     if record is None:
         raise RunNotFound(run_id, store.path)
     ws = workspace or store.workspace
-    events = eventlog.read_all(ws.events_path(run_id), types=("epoch",))
-    return {**record, "history": eventlog.history_from_events(events)}
+    return {**record, "history": eventlog.read_history(ws.events_path(run_id))}

@@ -1,7 +1,7 @@
 """How long a run has been going and how long it has left, from its own events.
 
-`RunClock` is fed a run's events in order (the app's stream, or `events.jsonl` read back) and
-measures the time per step phase by phase (each teacher member, then the student). The time
+`RunClock` is advanced by a run's events in order (through kdtui.core.runstate.RunState, which
+the app, the progress display and `runs tail` share) and measures the time per step phase by phase (each teacher member, then the student). The time
 left is the steps left in the current phase at that phase's measured pace, plus the phases still
 to come: the remaining teacher members at the teachers' pace (a member reused from the teacher
 store takes no time), the student at the student's pace. A phase whose kind has no measured step
@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kdtui.core.events import FINAL_EVENT_TYPES, PhaseEnd, PhaseStart, Progress
-
-TEACHER, STUDENT = "teacher", "student"
+from kdtui.core.events import STUDENT, TEACHER, Event, PhaseEnd, PhaseStart, Progress
 
 
 @dataclass
@@ -44,8 +42,10 @@ def _number(value) -> bool:
 
 
 class RunClock:
-    """Elapsed time and ETA of one run. `teachers` (the spec's `teacher.members`) lets the clock
-    count teacher phases that have not started; without it the last phase_start's `total` is used.
+    """Elapsed time and ETA of one run, advanced by the fold of its events (kdtui.core.runstate),
+    which decides whether the run has ended. `teachers` (the spec's `teacher.members`) lets the
+    clock count teacher phases that have not started; without it the last phase_start's `total` is
+    used.
 
     Elapsed time counts only while the run is going: a stopped run that was resumed does not count
     the time it lay stopped.
@@ -57,46 +57,40 @@ class RunClock:
         self.teacher_total: int | None = teachers
         self._segments = 0.0                 # closed stretches of activity, in seconds
         self._open: float | None = None      # start of the stretch going on now
-        self._last_t: float | None = None
         self.finished = False
 
-    def feed(self, events) -> None:
-        for event in events:
-            self._feed_one(event)
-
-    def _feed_one(self, event: dict) -> None:
-        t = event.get("t")
+    def advance(self, event: Event, ended: bool) -> None:
+        """Take the next event; `ended`: whether the run has ended once it is taken."""
+        t = event.t
         if not _number(t):
             return
-        kind = event.get("type")
-        if self._open is None:
-            self._open = t                   # the first event, or the first after a final one
-            self.finished = False
-        self._last_t = t
-        if kind in FINAL_EVENT_TYPES:
-            self._segments += max(t - self._open, 0.0)
-            self._open = None
+        if ended:
+            if self._open is not None:   # the final event closes the stretch going on
+                self._segments += max(t - self._open, 0.0)
+                self._open = None
             self.finished = True
             return
-        if kind == PhaseStart.type:
-            phase = _Phase(kind=str(event.get("phase") or STUDENT), index=int(event.get("index") or 0),
-                           epochs=int(event.get("epochs") or 0), steps_per_epoch=int(event.get("steps_per_epoch") or 0),
-                           reused=bool(event.get("reused")))
-            if phase.kind == TEACHER and _number(event.get("total")) and self.teachers is None:
-                self.teacher_total = int(event["total"])
+        if self._open is None:
+            self._open = t                   # the first event, or the first after a resume
+            self.finished = False
+        if isinstance(event, PhaseStart):
+            phase = _Phase(kind=event.phase or STUDENT, index=event.index, epochs=event.epochs,
+                           steps_per_epoch=event.steps_per_epoch, reused=event.reused)
+            if phase.kind == TEACHER and self.teachers is None:
+                self.teacher_total = event.total
             # A resumed run starts its phase again: the newest start replaces the old one.
             self.phases = [p for p in self.phases if (p.kind, p.index) != (phase.kind, phase.index)]
             self.phases.append(phase)
-        elif kind == Progress.type:
+        elif isinstance(event, Progress):
             phase = self._current()
-            if phase is None or phase.kind != (event.get("phase") or STUDENT):
+            if phase is None or phase.kind != (event.phase or STUDENT):
                 return
-            spe = int(event.get("steps") or phase.steps_per_epoch or 0)
-            done = max(int(event.get("epoch") or 1) - 1, 0) * spe + int(event.get("step") or 0)
+            spe = event.steps or phase.steps_per_epoch or 0
+            done = max(event.epoch - 1, 0) * spe + event.step
             if phase.anchor is None or done < phase.anchor[1]:
                 phase.anchor = (t, done)
             phase.latest = (t, done)
-        elif kind == PhaseEnd.type:
+        elif isinstance(event, PhaseEnd):
             phase = self._current()
             if phase is not None:
                 phase.ended = True

@@ -1,20 +1,20 @@
 """What the app keeps of each run, independent of any widget (and of Textual).
 
 A run's event stream can grow to hundreds of thousands of lines (one `progress` event per step), so
-the app never keeps the events themselves: `RunLive` folds them into the per-epoch rows the curves
-and the table show, the current phase and step, the final event, and the last `LOG_LINES` lines of
-the log. `compact_events` drops what `RunLive` would throw away anyway before a batch crosses from
-the reading thread to the UI thread.
+the app never keeps the events themselves: `RunLive` folds them (kdtui.core.runstate, the fold every
+reader shares) into the per-epoch rows the curves and the table show, the current phase and step,
+the final event, and the last `LOG_LINES` lines of the log. `compact_events` drops what `RunLive`
+would throw away anyway before a batch crosses from the reading thread to the UI thread.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Iterable
+from typing import Any
 
-from kdtui.core.events import ACTIVE_STATUSES, DONE, FINAL_EVENT_TYPES
-from kdtui.core.timing import RunClock, format_duration
-from kdtui.core.vocabulary import metric_label, teacher_label, teacher_short
+from kdtui.core.events import ACTIVE_STATUSES, DONE, Event, Progress
+from kdtui.core.runstate import RunState, describe
+from kdtui.core.timing import format_duration
 
 LOG_LINES = 500
 ACTIVE = ACTIVE_STATUSES
@@ -24,186 +24,36 @@ EPOCH_COLUMNS = ("train_agreement", "test_agreement", "train_agreement_eval", "t
                  "test_nll", "test_ece", "train_loss", "lr")
 
 
-def compact_events(events: list[dict]) -> list[dict]:
-    """The events of one batch that change what the app shows: every event but `progress`, of
+def compact_events(events: list[Event]) -> list[Event]:
+    """The events of one batch that change what the app shows: every event but `Progress`, of
     which only the last one counts. Order is kept."""
     last_progress = None
     for i in range(len(events) - 1, -1, -1):
-        if events[i].get("type") == "progress":
+        if isinstance(events[i], Progress):
             last_progress = i
             break
-    return [e for i, e in enumerate(events) if e.get("type") != "progress" or i == last_progress]
+    return [e for i, e in enumerate(events) if not isinstance(e, Progress) or i == last_progress]
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:.{digits}f}"
-    return "—"
+class RunLive(RunState):
+    """One run's stream as the app shows it: the fold of kdtui.core.runstate plus the last
+    `LOG_LINES` lines of its log (`progress` is the bar's, not the log's). `log_total` counts the
+    lines ever added (a widget that has shown n lines shows the newest `log_total - n` of `log`)."""
 
-
-def _clock(t: Any) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "--:--:--"
-
-
-def _phase_label(event: dict) -> str:
-    if event.get("phase") == "teacher":
-        return teacher_label(event.get("index", 0) or 0, event.get("total"))
-    return str(event.get("phase") or "")
-
-
-def describe_event(event: dict) -> str | None:
-    """One log line for an event (None for `progress`, which the progress bar shows instead)."""
-    kind = event.get("type")
-    head = f"{_clock(event.get('t'))} "
-    if kind == "progress":
-        return None
-    if kind == "epoch":
-        metrics = event.get("metrics") or {}
-        parts = [f"{_phase_label(event)} epoch {event.get('epoch')}"]
-        for name in ("train_agreement", "test_agreement", "test_acc", "test_kl", "train_loss"):
-            if isinstance(metrics.get(name), (int, float)):
-                parts.append(f"{metric_label(name)} {metrics[name]:.3f}")
-        return head + "  ".join(parts)
-    if kind == "phase_start":
-        if event.get("reused"):
-            return head + f"{_phase_label(event)}: reused from the teacher store"
-        return head + f"{_phase_label(event)}: start, {event.get('epochs')} epochs × {event.get('steps_per_epoch')} steps"
-    if kind == "phase_end":
-        return head + f"{_phase_label(event)}: end"
-    if kind == "done":
-        metrics = event.get("metrics") or {}
-        return head + (f"done  {metric_label('test_agreement')} " + _num(metrics.get("test_agreement"))
-                       + f"  {metric_label('test_acc')} " + _num(metrics.get("test_acc")))
-    if kind == "failed":
-        where = []
-        if event.get("phase"):
-            where.append(str(event["phase"]))
-        if isinstance(event.get("epoch"), int) and event["epoch"] >= 0:
-            where.append(f"epoch {event['epoch']}")
-        return head + "FAILED" + (f" ({', '.join(where)})" if where else "") + f": {event.get('error', '')}"
-    if kind == "stopped":
-        return head + "stopped" + (f": {event['message']}" if event.get("message") else "")
-    if kind == "log":
-        return head + str(event.get("message", ""))
-    return head + str(kind)
-
-
-class RunLive:
-    """One run's event stream folded into what the app shows; bounded whatever the stream's length.
-
-    `rows` holds one dict per evaluated epoch of every phase (`phase`, `index`, `epoch`, metrics),
-    `log` the last `LOG_LINES` lines, `log_total` how many lines were ever added (a widget that has
-    shown n lines shows the newest `log_total - n` of `log` next).
-    """
-
-    __slots__ = ("run_id", "phase", "epoch", "step", "steps", "rows", "final", "log", "log_total",
-                 "events_seen", "last_t", "version", "clock")
+    __slots__ = ("run_id", "log", "log_total")
 
     def __init__(self, run_id: str, log_lines: int = LOG_LINES):
+        super().__init__()
         self.run_id = run_id
-        self.phase: dict | None = None      # the last phase_start
-        self.epoch = 0                      # of the current phase: the last one started (progress) or ended
-        self.step = 0
-        self.steps = 0
-        self.rows: dict[tuple, dict] = {}   # (phase, index, epoch) -> metrics row, in arrival order
-        self.final: dict | None = None
         self.log: deque[str] = deque(maxlen=log_lines)
         self.log_total = 0
-        self.events_seen = 0
-        self.last_t: float | None = None
-        self.version = 0                    # bumped when rows change (curves redraw only then)
-        self.clock = RunClock()             # elapsed time and ETA, from the same events
 
-    def feed(self, events: Iterable[dict]) -> None:
-        for event in events:
-            self.events_seen += 1
-            self.clock.feed((event,))
-            kind = event.get("type")
-            if isinstance(event.get("t"), (int, float)):
-                self.last_t = event["t"]
-            if kind == "progress":
-                self.final = None  # activity after a final event: the run was resumed
-                self.epoch = event.get("epoch", self.epoch) or 0
-                self.step = event.get("step", 0) or 0
-                self.steps = event.get("steps", 0) or 0
-                continue
-            if kind in FINAL_EVENT_TYPES:
-                self.final = event
-            elif kind != "log":
-                self.final = None  # activity after a final event: the run was resumed
-            if kind == "phase_start":
-                self.phase = event
-                self.epoch, self.step = 0, 0
-                self.steps = event.get("steps_per_epoch") or 0
-                if event.get("reused"):
-                    self.epoch = 0
-            elif kind == "epoch":
-                phase = event.get("phase", "student")
-                row = {"phase": phase, "index": event.get("index", 0) or 0, "epoch": event.get("epoch")}
-                row.update((k, v) for k, v in (event.get("metrics") or {}).items() if k != "epoch")
-                self.rows[(phase, row["index"], row["epoch"])] = row
-                self.epoch = max(self.epoch, event.get("epoch") or 0)
-                self.step = self.steps
-                self.version += 1
-            elif kind == "phase_end" and self.phase is not None:
-                self.epoch = self.phase.get("epochs") or self.epoch
-                self.step = self.steps
-            line = describe_event(event)
-            if line is not None:
-                self.log.append(line)
-                self.log_total += 1
-
-    # -- views --
-
-    def student_rows(self) -> list[dict]:
-        return sorted((r for r in self.rows.values() if r["phase"] == "student"),
-                      key=lambda r: (r["epoch"] is None, r["epoch"] or 0))
-
-    def series(self, metric: str, phase: str = "student") -> tuple[list[float], list[float]]:
-        xs, ys = [], []
-        rows = self.student_rows() if phase == "student" else [r for r in self.rows.values() if r["phase"] == phase]
-        for row in rows:
-            value = row.get(metric)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-                xs.append(row["epoch"] or 0)
-                ys.append(float(value))
-        return xs, ys
-
-    def latest(self, metric: str) -> float | None:
-        """The metric's value at the last student epoch that has it."""
-        for row in reversed(self.student_rows()):
-            value = row.get(metric)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-        return None
-
-    def phase_text(self) -> str:
-        """'teacher 1/2' or 'student' (the phase now running, or the last one)."""
-        return _phase_label(self.phase) if self.phase else ""
-
-    def progress_text(self) -> str:
-        """Compact 'epoch k/N of the current phase': 'S 3/20', 'T1 5/20' (teacher member 1)."""
-        if not self.phase:
-            return ""
-        epochs = self.phase.get("epochs") or 0
-        if self.phase.get("phase") == "teacher":
-            prefix = teacher_short(self.phase.get("index") or 0)
-            if self.phase.get("reused"):
-                return f"{prefix} reuse"
-        else:
-            prefix = "S"
-        return f"{prefix} {self.epoch}/{epochs}"
-
-    def fraction(self) -> tuple[float, float]:
-        """(steps done, steps in all) of the current phase, for a progress bar."""
-        if not self.phase:
-            return 0.0, 1.0
-        epochs = self.phase.get("epochs") or 0
-        steps = self.steps or self.phase.get("steps_per_epoch") or 0
-        if epochs <= 0 or steps <= 0:
-            return 1.0, 1.0
-        done = max(self.epoch - 1, 0) * steps + self.step if self.step < steps else self.epoch * steps
-        return float(min(done, epochs * steps)), float(epochs * steps)
+    def feed_one(self, event: Event | dict) -> Event | None:
+        event = super().feed_one(event)
+        if event is not None and not isinstance(event, Progress):
+            self.log.append(describe(event, timed=True))
+            self.log_total += 1
+        return event
 
 
 # -- the runs table -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
 from kdtui.analysis.labels import short_id
-from kdtui.core.events import DONE, FAILED, RUNNING
+from kdtui.core.events import DONE, FAILED, RUNNING, Failed
 from kdtui.core.names import printable
 from kdtui.core.timing import format_duration
 from kdtui.core.vocabulary import metric_label, teacher_short
@@ -147,7 +147,7 @@ class LiveScreen(Screen):
         head.append(status, style=STATUS_STYLE.get(status, ""))
         phase = live.phase_text()
         if phase:
-            epochs = (live.phase or {}).get("epochs") or 0
+            epochs = live.phase.epochs if live.phase else 0
             head.append(f"  {phase} {'epoch' if wide else 'ep'} {live.epoch}/{epochs}")
         done, total = live.fraction()
         if status == DONE or total <= 0:
@@ -178,7 +178,7 @@ class LiveScreen(Screen):
         if (done, total) != self._bar:
             self._bar = (done, total)
             self.query_one("#live-progress", ProgressBar).update(total=total, progress=done)
-        error = record.get("error") or ((live.final or {}).get("error") if (live.final or {}).get("type") == FAILED else None)
+        error = record.get("error") or (live.final.error if isinstance(live.final, Failed) else None)
         box = self.query_one("#live-error", Static)
         message = f"failed: {error or 'no error recorded'} (v: the event log)" if status == FAILED or error else ""
         if message != self._error:

@@ -2,7 +2,6 @@
 for a failed run, the traceback in `error.txt`; scrollable, and searchable with `/` (n: next)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -12,8 +11,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
+from kdtui.core.events import BadEvent, parse
 from kdtui.core.names import printable
-from kdtui.tui.state import describe_event
+from kdtui.core.runstate import describe
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
@@ -34,14 +34,9 @@ def log_lines(workspace, run_id: str) -> list[str]:
         with open(path, encoding="utf-8", errors="replace") as f:
             for raw in f:
                 try:
-                    event = json.loads(raw)
-                except ValueError:
-                    lines.append(printable(raw.rstrip("\n")))
-                    continue
-                line = describe_event(event) if isinstance(event, dict) else None
-                if line is None:
-                    line = (f"  progress {event.get('phase')} epoch {event.get('epoch')} "
-                            f"step {event.get('step')}/{event.get('steps')}")
+                    line = describe(parse(raw), timed=True)
+                except BadEvent:  # shown as it is in the file
+                    line = raw.rstrip("\n")
                 lines.append(printable(line))
     error = workspace.run_dir(run_id) / ERROR_FILE
     if error.exists():
