@@ -31,7 +31,7 @@ __all__ = [
     "METRICS", "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "AGGREGATIONS", "EXPORT_FORMATS",
     "MeanStd", "Comparison",
     "is_number", "mean_std", "flatten_spec", "flatten_environment", "metric_series", "metric_value", "best_epoch", "higher_is_better",
-    "group_label", "group_labels", "group_count", "records_mean_std", "strip_seed", "compare",
+    "group_label", "group_labels", "group_count", "has_metrics", "seed_count", "records_mean_std", "strip_seed", "compare",
     "format_cell", "to_csv", "to_markdown", "to_json", "from_json", "render_rich",
     "export_runs", "import_runs_json",
 ]
@@ -487,7 +487,7 @@ def _decode_cell(value: Any) -> Any:
 
 
 def to_json(comparison: Comparison, indent: int | None = 2) -> str:
-    """A JSON object with columns, labels, unders, members, agg, by_group, config and metrics (lists
+    """A JSON object with columns, labels, unders, counts, members, agg, by_group, config and metrics (lists
     of `{"key": ..., "values": [...]}`); MeanStd cells are `{"mean", "std", "n", "runs"}` (std null
     below two seeds, n the distinct seeds). See `from_json`."""
     payload = {

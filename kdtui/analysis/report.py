@@ -355,8 +355,9 @@ def _curve_figure(path: Path, title: str, metric: str, settings: list[Setting], 
 # Tables
 # ---------------------------------------------------------------------------------------------
 
-def _cell(stat: MeanStd | None) -> str:
-    return _MISSING if stat is None else stat.format(4)
+def _cell(stat: MeanStd | None, n: int) -> str:
+    """A results cell; `(n=K)` after it when fewer seeds have this metric than the row's n says."""
+    return _MISSING if stat is None else stat.format(4, of=n)
 
 
 def _table_metrics(records: Sequence[dict]) -> list[str]:
@@ -373,7 +374,8 @@ def _results_markdown(title: str, settings: list[Setting], keys: list[str], reco
              f"{len(records)} runs in {len(settings)} settings. Each cell is the mean ± sample standard "
              "deviation over the distinct seeds of one setting (n) of the runs' final metrics as the "
              "registry records them; a setting with a single seed shows its value alone. Runs that share "
-             "a seed are replicates, not independent samples: averaged into their seed, marked †. "
+             "a seed are replicates, not independent samples: averaged into their seed, marked †. n counts "
+             "the seeds whose runs have metrics; a cell over fewer (a metric some runs lack) shows its own (n=K). "
              "Agreements and accuracies are fractions, KL in nats.",
              ""]
     header = [short[k] for k in keys] + ["n", "seeds"] + [metric_label(m) for m in metrics]
@@ -381,8 +383,11 @@ def _results_markdown(title: str, settings: list[Setting], keys: list[str], reco
     for s in settings:
         distinct = {repr(seed) for seed in s.seeds}
         seeds = ", ".join(str(x) for x in s.seeds) + (" †" if len(distinct) < len(s.seeds) else "")
-        rows.append([_show(s.values[k], 60) for k in keys] + [str(len(distinct)), seeds]
-                    + [_cell(_setting_stat(s, m)) for m in metrics])
+        # n: the seeds whose runs have any of the table's metrics (a run without is in no mean).
+        n = len({repr((r.get("spec") or {}).get("seed")) for r in s.records
+                 if any(is_number(_final(r, m)) for m in metrics)})
+        rows.append([_show(s.values[k], 60) for k in keys] + [str(n), seeds]
+                    + [_cell(_setting_stat(s, m), n) for m in metrics])
     lines += md_table(header, rows).splitlines()
     lines += ["", "## Runs", ""]
     run_rows = [[str(r.get("id")), str(r.get("name")), str((r.get("spec") or {}).get("seed")),

@@ -8,6 +8,7 @@ Runs are separate processes in their own session: quitting the app never stops t
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.widget import AwaitMount
 from textual.reactive import var
 from textual.worker import get_current_worker
 
@@ -65,6 +67,7 @@ class KdtuiApp(App):
         self._flush_pending = False
         self._last_flush = 0.0
         self._closing = False
+        self._editor_mounting: AwaitMount | None = None   # the editor being built out of sight
 
     def get_system_commands(self, screen):
         # Textual's Quit and Keys, replaced by ours (one entry each in the palette): quitting leaves
@@ -327,13 +330,27 @@ class KdtuiApp(App):
     def build_editor(self) -> None:
         from kdtui.tui.screens.editor import EditorScreen
 
-        if self._closing or self.is_screen_installed("editor"):
-            return
+        if self._closing or not self.is_running or self.is_screen_installed("editor"):
+            return  # (not running: shutting down; a screen registered now would never start)
         self.install_screen(EditorScreen(), name="editor")
         # Pushed and popped in one go (no frame in between): it composes and mounts in the
         # background, and `open_editor` finds it installed.
-        self.push_screen("editor")
+        self._editor_mounting = self.push_screen("editor")
         self.pop_screen()
+
+    async def _shutdown(self) -> None:
+        # Textual closes an installed screen that is on no stack node by node, in no set order (it
+        # prunes only the screens on a stack). Quitting while the editor is still being built out of
+        # sight closed its inner widgets under the ones still mounting: ContentTabs then found no tab
+        # ("No Tab with id '--content-tab-tab-form'") and the app crashed on the way out. So the
+        # build (a fraction of a second) finishes first.
+        if self._editor_mounting is not None:
+            try:
+                await asyncio.wait_for(self._editor_mounting(), timeout=10)
+            except Exception:  # noqa: BLE001 - a build that fails or hangs must not stop the quit
+                pass
+            self._editor_mounting = None
+        await super()._shutdown()
 
     def open_editor(self, source_id: str | None = None) -> None:
         from kdtui.tui.screens.editor import EditorScreen
