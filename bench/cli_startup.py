@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
         docs = [record(i, rng) for i in range(args.runs)]
-        RunStore(ws, auto_reconcile=False).add_many(docs)
+        RunStore(ws).add_many(docs)
         size_mb = sum(f.stat().st_size for f in (ws.root / "kdtui.index").glob("*.json")) / 1e6
         middle = docs[args.runs // 2]["id"]
 

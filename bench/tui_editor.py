@@ -40,14 +40,14 @@ def make_workspace(root: Path) -> str:
     from kdtui.core.registry import RunStore
     from kdtui.core.spec import spec_from_dict
     from kdtui.core.workspace import Workspace
-    from kdtui.runs.service import new_record
+    from kdtui.core.lifecycle import new_record
 
     ws = Workspace(root)
     spec = spec_from_dict({"name": "bench-copy", "seed": 7, "data": {"dataset": "digits"}}).resolved()
     run_id = "251101-090000-beef"
     ws.create_run_dir(run_id)
     (ws.run_dir(run_id) / "spec.toml").write_text(spec.to_toml())
-    RunStore(ws).add({**new_record(run_id, spec, status="done"), "created": time.time()})
+    RunStore(ws).add({**new_record(run_id, spec), "status": "done", "created": time.time()})
     return run_id
 
 

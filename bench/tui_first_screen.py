@@ -100,8 +100,8 @@ def main() -> None:
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Workspace(Path(tmp) / "one"), Workspace(Path(tmp) / "many")
-        RunStore(small, auto_reconcile=False).add_many([record(0, rng)])
-        RunStore(large, auto_reconcile=False).add_many([record(i, rng) for i in range(args.runs)])
+        RunStore(small).add_many([record(0, rng)])
+        RunStore(large).add_many([record(i, rng) for i in range(args.runs)])
         samples: dict[str, list[tuple[float, float]]] = {"bare": [], "one": [], "many": []}
         for _ in range(args.repeat):  # alternating, so load on a shared machine hits each alike
             samples["bare"].append(launch(None))

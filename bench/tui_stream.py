@@ -41,7 +41,7 @@ STEPS = 100
 
 
 def write_registry(ws: Workspace, records: list[dict]) -> None:
-    RunStore(ws, auto_reconcile=False).add_many(records)
+    RunStore(ws).add_many(records)
 
 
 def fake_spec(seed: int, epochs: int = 300) -> dict:

@@ -10,7 +10,8 @@ import pytest
 
 from kdtui.core.eventlog import EventWriter
 from kdtui.core.events import DONE, QUEUED, RUNNING, STOPPED, Done, Log
-from kdtui.core.registry import RECORD_NAME, RunStore, reconcile
+from kdtui.core.lifecycle import reconcile
+from kdtui.core.registry import RECORD_NAME, RunStore
 from kdtui.core.spec import spec_from_dict
 from kdtui.core.workspace import Workspace
 from kdtui.runs.executors.slots import RunQueue, plan_slots

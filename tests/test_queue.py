@@ -12,7 +12,8 @@ import signal
 import pytest
 
 from kdtui.core.procs import pid_alive
-from kdtui.core.registry import RunStore, reconcile
+from kdtui.core.lifecycle import reconcile
+from kdtui.core.registry import RunStore
 from kdtui.core.spec import spec_from_dict
 from kdtui.core.workspace import Workspace
 from kdtui.runs.executors.slots import QueueError, RunQueue, Slot, demand, plan_slots, pools_for_device, \

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from kdtui.core.eventlog import EventWriter
+from kdtui.core.lifecycle import reconcile
 from kdtui.core.registry import (
     AmbiguousRunId,
     RunExists,
     RunNotFound,
     RunStore,
-    reconcile,
     shard_of,
     record_with_history,
 )
@@ -64,7 +64,7 @@ WORKER_PRELUDE = """
     from kdtui.core.registry import RunStore
     registry, start, ready = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     worker = int(sys.argv[4])
-    store = RunStore(registry, auto_reconcile=False)
+    store = RunStore(registry)
     ready.touch()
     deadline = time.monotonic() + 30
     while not start.exists():
@@ -103,7 +103,7 @@ def test_concurrent_adds_lose_nothing(tmp_path):
                    "metrics": {"test_agreement": i / 25}})
     """)
     counts = []
-    reader = RunStore(store.path, auto_reconcile=False)
+    reader = RunStore(store.path)
 
     def watch():  # a reader with no lock sees whole files only, and never fewer records
         counts.append(len(reader.all()))
@@ -148,7 +148,7 @@ def test_writer_killed_mid_write_leaves_a_whole_registry(tmp_path):
     script = _script(tmp_path, "writer.py", """
         import random, string, sys
         from kdtui.core.registry import RunStore
-        store = RunStore(sys.argv[1], auto_reconcile=False)
+        store = RunStore(sys.argv[1])
         size, tag = int(sys.argv[2]), sys.argv[3]
         print("ready", flush=True)
         i = 0
@@ -176,7 +176,7 @@ def test_writer_killed_mid_write_leaves_a_whole_registry(tmp_path):
         ids = {d["id"] for d in docs}
         assert set(originals) <= ids
         assert committed <= ids
-        big = next(d for d in docs if d["id"] == "big")
+        big = _folder_record(store.workspace, "big")  # an unknown field: in record.json, not the index
         assert len(big["payload"]) == size and len(set(big["payload"])) == 1
     assert committed, "the writer never committed anything before being killed"
     # A killed writer may leave its temp file behind; the next locked write removes it.
@@ -215,9 +215,9 @@ def test_add_get_update_remove_and_errors(tmp_path):
                      "history": [{"epoch": 1}], "group_hash": "g123"})
     store.add({"id": "251128-101011-beef", "name": "Other", "created": 1.0, "status": "done",
                "group_hash": "g999"})
-    assert doc["schema_version"] == 1 and doc["status"] == "queued" and "history" not in doc
+    assert doc["schema_version"] == 2 and doc["status"] == "queued" and "history" not in doc
     for raw in _raw_docs(store):
-        assert raw["schema_version"] == 1
+        assert raw["schema_version"] == 2
         assert "history" not in raw
     with pytest.raises(RunExists):
         store.add({"id": "251128-101010-abcd"})
@@ -267,7 +267,7 @@ def _exited_pid() -> int:
 
 def test_reconcile_stale_runs(tmp_path):
     ws = Workspace(tmp_path / "ws")
-    store = RunStore(ws, auto_reconcile=False)
+    store = RunStore(ws)
     dead = _exited_pid()
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie
     deadline = time.monotonic() + 10
@@ -301,8 +301,10 @@ def test_reconcile_stale_runs(tmp_path):
         w.write({"type": "stopped", "epoch": 2})
         w.write({"type": "phase_start", "phase": "student", "index": 0, "total": 1})
 
-    # The first read through a fresh store reconciles.
+    # The explicit step settles them (a read does not: tests/test_lifecycle.py).
     fresh = RunStore(ws)
+    assert set(reconcile(fresh)) == {"dead", "zombie", "queued-dead", "reused-pid", "done-event", "failed-event",
+                                     "resumed-after-stop"}
     by_id = {r["id"]: r for r in fresh.all(details=True)}
     assert by_id["dead"]["status"] == "interrupted" and by_id["dead"]["finished"] >= now
     assert by_id["zombie"]["status"] == "interrupted"
@@ -321,19 +323,9 @@ def test_reconcile_stale_runs(tmp_path):
     # ... and wrote it to the file, so other readers see the same.
     raw = {d["id"]: d for d in _raw_docs(store)}
     assert raw["dead"]["status"] == "interrupted" and raw["done-event"]["status"] == "done"
-    # Nothing left to do the second time; the function form works too.
+    # Nothing left to do the second time.
     assert reconcile(store, ws) == []
     zombie.wait()
-
-
-def test_reconcile_via_get_and_resolve(tmp_path):
-    ws = Workspace(tmp_path / "ws")
-    RunStore(ws, auto_reconcile=False).add(
-        {"id": "251128-000000-dead", "host": HOST, "status": "running", "pid": _exited_pid()})
-    assert RunStore(ws).get("251128-000000-dead")["status"] == "interrupted"
-    store = RunStore(ws, auto_reconcile=False)
-    store.update("251128-000000-dead", status="running")
-    assert RunStore(ws).resolve("251128")["status"] == "interrupted"
 
 
 def test_record_with_history(tmp_path):
@@ -451,7 +443,7 @@ def _expected_row(record: dict) -> dict:
 
 def test_record_json_mirrors_every_change(tmp_path):
     ws = Workspace(tmp_path / "ws")
-    store = RunStore(ws, auto_reconcile=False)
+    store = RunStore(ws)
     a, b, c = "251128-101010-000a", "251128-101010-000b", "251128-101010-000c"
 
     def mirrored() -> None:
@@ -471,12 +463,12 @@ def test_record_json_mirrors_every_change(tmp_path):
     assert _folder_record(ws, a)["metrics"] == {"test_agreement": 0.5, "nan": None, "test_kl": 0.25}
     assert _index_by_id(store)[a]["metrics"] == {"test_agreement": 0.5}  # the index keeps what lists show
     assert _folder_record(ws, a)["spec"] == {"seed": 1}  # updates keep the details the index lacks
-    store.update_many([a, c], note="x")
+    store.update_many([a, c], executor="x")
     mirrored()
     store.put({**store.get(c), "status": "failed", "error": "boom"})
     mirrored()
     assert _folder_record(ws, c)["error"] == "boom"
-    assert RunStore(ws).reconcile() == [b]  # the dead pid's run is settled in its folder too
+    assert reconcile(RunStore(ws)) == [b]  # the dead pid's run is settled in its folder too
     mirrored()
     assert _folder_record(ws, b)["status"] == "interrupted"
     store.remove(a)
@@ -496,7 +488,7 @@ def _varied_records() -> list[dict]:
 
 def test_reindex_round_trips_every_field_of_every_record(tmp_path):
     ws = Workspace(tmp_path / "ws")
-    store = RunStore(ws, auto_reconcile=False)
+    store = RunStore(ws)
     store.add_many(_varied_records()[:6])
     for record in _varied_records()[6:]:
         store.add(record)
@@ -530,7 +522,7 @@ def test_a_lost_registry_with_run_folders_needs_a_reindex_and_writes_do_not_clob
     from kdtui.core.registry import RegistryNeedsReindex
 
     ws = Workspace(tmp_path / "ws")
-    store = RunStore(ws, auto_reconcile=False)
+    store = RunStore(ws)
     ids = [f"251128-10101{k}-000{k}" for k in range(3)]
     for run_id in ids:
         store.add({"id": run_id, "status": "done"})
@@ -555,7 +547,7 @@ def test_a_lost_registry_with_run_folders_needs_a_reindex_and_writes_do_not_clob
     for write in (lambda s: s.add({"id": "251128-999999-0001"}), lambda s: s.update(ids[0], status="failed"),
                   lambda s: s.add_many([{"id": "251128-999999-0002"}]), lambda s: s.remove(ids[1])):
         with pytest.raises(RegistryNeedsReindex):
-            write(RunStore(ws, auto_reconcile=False))
+            write(RunStore(ws))
     after = ws.registry_path.read_bytes() if ws.registry_path.exists() else None
     assert after == before  # no fresh, empty registry over the lost one
     assert [_folder_record(ws, run_id)["status"] for run_id in ids] == ["done"] * 3
@@ -598,7 +590,7 @@ def test_put_writes_back_a_record_that_vanished_mid_run(tmp_path):
     from kdtui.core.registry import RegistryNeedsReindex
 
     ws = Workspace(tmp_path / "ws")
-    store = RunStore(ws, auto_reconcile=False)
+    store = RunStore(ws)
     run_id = "251128-101010-0001"
     record = store.add({"id": run_id, "status": "running", "spec": {"seed": 3}})
     ws.registry_path.unlink()  # deleted while the run was going; it is the only run folder
@@ -621,7 +613,7 @@ def test_a_layout1_registry_is_carried_over_by_reindex(tmp_path):
     from kdtui.core.registry import RegistryNeedsReindex
 
     ws = Workspace(tmp_path / "ws")
-    records = [{**r, "schema_version": 1} for r in _varied_records()[:4]]
+    records = [{**r, "schema_version": 2} for r in _varied_records()[:4]]
     for r in records:
         ws.create_run_dir(r["id"])
     ws.registry_path.write_text(json.dumps({"_default": {str(i + 1): r for i, r in enumerate(records)}}))
@@ -630,7 +622,7 @@ def test_a_layout1_registry_is_carried_over_by_reindex(tmp_path):
     assert "older layout" in str(raised.value)
     result = RunStore(ws).reindex()
     assert result.records == 4 and len(result.migrated) == 4 and "old registry" in result.describe()
-    store = RunStore(ws, auto_reconcile=False)
+    store = RunStore(ws)
     assert {r["id"]: r for r in store.all(details=True)} == {r["id"]: r for r in records}
     assert all(_folder_record(ws, r["id"]) == r for r in records)
 
@@ -639,8 +631,8 @@ def test_the_index_lists_rows_and_single_run_reads_join_the_details_from_the_fol
     """Lists parse rows (a record less its spec and teachers, with the listed metrics only); every
     read of one run, and a list asked for details, gives the whole record, as record.json holds it."""
     ws = Workspace(tmp_path / "ws")
-    store = RunStore(ws, auto_reconcile=False)
-    records = [{**r, "schema_version": 1} for r in _varied_records()[:5]]
+    store = RunStore(ws)
+    records = [{**r, "schema_version": 2} for r in _varied_records()[:5]]
     store.add_many(records)
     by_id = {r["id"]: r for r in records}
     for row in store.all():
@@ -658,7 +650,7 @@ def test_the_index_lists_rows_and_single_run_reads_join_the_details_from_the_fol
     (doc_id,) = [k for k, row in tables["runs"].items() if row["id"] == one]
     tables["runs"][doc_id] = {**by_id[one], "spec": {"stale": True}}
     shard.write_text(json.dumps(tables))
-    assert RunStore(ws, auto_reconcile=False).get(one)["spec"] == by_id[one]["spec"]
+    assert RunStore(ws).get(one)["spec"] == by_id[one]["spec"]
     # A folder whose record.json is gone: the row, with empty details.
     (ws.run_dir(one) / "record.json").unlink()
-    assert RunStore(ws, auto_reconcile=False).get(one)["spec"] == {}
+    assert RunStore(ws).get(one)["spec"] == {}

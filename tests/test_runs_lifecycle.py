@@ -15,6 +15,7 @@ import pytest
 
 from cli_helpers import (events, json_out, kdtui, record, start_kdtui, student_epochs_seen, tiny_spec,
                          wait_for, write)
+from kdtui.core.lifecycle import reconcile
 from kdtui.core.registry import RunStore
 
 FINAL = ("done", "failed", "stopped", "interrupted")
@@ -34,8 +35,11 @@ def long_spec(tmp_path_factory):
 
 
 def settled(ws, run_id: str) -> dict | None:
-    """The record once it reached a final status (a fresh store reconciles a dead worker's run)."""
-    current = RunStore(ws).get(run_id)
+    """The record once it reached a final status (after settling a dead worker's run, as `kdtui runs
+    list` does)."""
+    store = RunStore(ws)
+    reconcile(store)
+    current = store.get(run_id)
     return current if current and current["status"] in FINAL else None
 
 
@@ -127,7 +131,7 @@ def test_resume_refuses_a_finished_run(ws, uninterrupted):
 # -- Ctrl-C ------------------------------------------------------------------------------------------
 
 def new_run_id(ws, known: set[str]) -> str | None:
-    ids = [r["id"] for r in RunStore(ws, auto_reconcile=False).all() if r["id"] not in known]
+    ids = [r["id"] for r in RunStore(ws).all() if r["id"] not in known]
     return ids[0] if ids else None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kdtui.core.eventlog import EventWriter
 from kdtui.core.registry import RunStore
-from kdtui.runs.service import new_record
+from kdtui.core.lifecycle import new_record
 from kdtui.core.spec import spec_from_dict
 from kdtui.core.workspace import Workspace
 from tests.cli_helpers import KDTUI, wait_for
@@ -47,7 +47,7 @@ def _make_workspace(root: Path) -> None:
                 events.write({"t": T0 + row["epoch"], "type": "epoch", "phase": "student", "index": 0,
                               "epoch": row["epoch"], "metrics": {k: v for k, v in row.items() if k != "epoch"}})
             events.write({"t": T0 + 5, "type": "done", "metrics": history[-1]})
-        store.add({**new_record(run_id, spec, status="done"), "created": created, "started": T0,
+        store.add({**new_record(run_id, spec), "status": "done", "created": created, "started": T0,
                    "finished": T0 + 5, "metrics": {**history[-1], "teacher_test_acc": 0.9944}, "device": "cpu"})
 
 

@@ -142,7 +142,7 @@ def ws(template_ws, tmp_path, monkeypatch) -> Path:
     for key, value in _worker_env().items():
         monkeypatch.setenv(key, value)  # launch_detached hands the environment on to the runs
     yield copy
-    store = RunStore(Workspace(copy), auto_reconcile=False)
+    store = RunStore(Workspace(copy))
     for record in store.all():
         pid = record.get("pid")
         if record.get("status") in ("running", "queued") and isinstance(pid, int) and pid != os.getpid() \
@@ -171,7 +171,7 @@ async def test_a_long_runs_list_holds_the_rows_near_the_view_and_end_reaches_the
 
     n = 2 * ROWS_AHEAD + 50
     ids = [f"260101-00{k // 60:02d}{k % 60:02d}-{k:04x}" for k in range(n)]
-    RunStore(Workspace(tmp_path / "ws"), auto_reconcile=False).add_many(
+    RunStore(Workspace(tmp_path / "ws")).add_many(
         [{"id": run_id, "name": f"point-{k}", "status": "done", "created": 1.7e9 + k,
           "metrics": {"test_agreement": k / n, "epoch": 3}} for k, run_id in enumerate(ids)])
     app = make_app(tmp_path / "ws")
@@ -196,7 +196,7 @@ async def test_a_long_runs_list_holds_the_rows_near_the_view_and_end_reaches_the
         screen._update_rows = lambda run_ids: (redrawn.append(list(run_ids)), update_rows(run_ids))
         screen._refresh_ages()
         assert ids[-1] in redrawn[-1] and len(redrawn[-1]) <= table.size.height + ROWS_AHEAD  # near the view
-        RunStore(Workspace(tmp_path / "ws"), auto_reconcile=False).update(ids[0], status="failed")
+        RunStore(Workspace(tmp_path / "ws")).update(ids[0], status="failed")
         app.refresh_registry()
         await wait_for(pilot, lambda: "failed" in rows_by_id(table)[ids[0]]["status"], what="the oldest run's new status")
         assert [ids[0]] in redrawn  # the registry changed one record: one row redrawn
@@ -881,7 +881,7 @@ async def test_launch_follow_to_done_and_runs_outlive_the_app(ws, tmp_path):
         await pilot.press("q")  # quitting leaves the runs going
         await wait_for(pilot, lambda: app._exit, what="the app to quit")
     # The app is gone; the second run goes on in its own process and lands in the registry.
-    store = RunStore(Workspace(ws), auto_reconcile=False)
+    store = RunStore(Workspace(ws))
     record = poll_until(lambda: (r := store.get(second)) and r["status"] not in ("queued", "running") and r,
                         timeout=180, interval=0.2, what="the second run to finish after the app exited")
     assert record["status"] == "done" and 0 <= record["metrics"]["test_agreement"] <= 1

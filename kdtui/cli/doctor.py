@@ -107,7 +107,7 @@ def doctor_report(workspace=None, env: dict | None = None) -> list[tuple[str, st
     try:
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, create=False)
         rows.append(("workspace", str(ws.root)))
-        records = RunStore(ws, auto_reconcile=False).all() if Path(ws.registry_path).exists() else []
+        records = RunStore(ws).all() if Path(ws.registry_path).exists() else []
         by_status: dict[str, int] = {}
         for record in records:
             by_status[record.get("status", "?")] = by_status.get(record.get("status", "?"), 0) + 1

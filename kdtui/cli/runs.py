@@ -58,6 +58,7 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
               full_ids: bool, as_json: bool) -> None:
     """List runs, newest last."""
     ws, store = open_store(workspace)
+    settle_stale(store)
     records = store.find(status=status, name=name, group=group)
     _notice_unlisted_folders(ws, store)
     if as_json:
@@ -75,6 +76,20 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
         [[run_id, printable(r.get("name")), str(r.get("status")), *(fmt_number(m.get(k)) for k in listed),
           (r.get("group_hash") or "")[:8], age_text(r.get("created"))] for run_id, r, m in zip(ids, records, metrics)],
         squeeze=1))
+
+
+def settle_stale(store: RunStore) -> None:
+    """Settle the runs whose process is gone (kdtui.core.lifecycle.reconcile) before statuses are
+    shown or acted on: reading the registry never does it. A registry that cannot be written now
+    (read-only, locked too long) is one line on stderr, and the command goes on with what it reads."""
+    from kdtui.core import lifecycle
+    from kdtui.core.registry import RegistryBusy
+
+    try:
+        lifecycle.reconcile(store)
+    except (OSError, RegistryBusy) as exc:
+        err.print(f"could not settle runs whose process is gone: {exc}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def _notice_unlisted_folders(ws: Workspace, store: RunStore) -> None:
@@ -102,6 +117,7 @@ def runs_reindex(workspace: Path | None) -> None:
     """Rebuild the registry from the run folders (each holds its own record.json)."""
     _, store = open_store(workspace)
     out.print(store.reindex().describe(), markup=False, highlight=False, soft_wrap=True)
+    settle_stale(store)
 
 
 HISTORY_COLUMNS = ("train_agreement", "train_agreement_eval", "test_agreement", "test_acc", "test_kl", "train_loss")
@@ -284,6 +300,7 @@ def runs_stop(run_ids: tuple[str, ...], workspace: Path | None, group: str | Non
     if sum((bool(run_ids), group is not None, every)) != 1:
         raise fail("give run ids, --group G or --all (one of them)")
     ws, store = open_store(workspace)
+    settle_stale(store)  # act on statuses as they are: a run whose process died is interrupted
     if run_ids:
         records = resolve_all(store, list(run_ids))
     else:
@@ -319,6 +336,7 @@ def runs_resume(run_id: str, workspace: Path | None, detach: bool, as_json: bool
     from kdtui.runs.service import RunService, ServiceError
 
     ws, store = open_store(workspace)
+    settle_stale(store)  # act on statuses as they are: a run whose process died is interrupted
     record = resolve(store, run_id)
     service = RunService(ws, store)
     try:
@@ -347,6 +365,7 @@ def runs_rm(run_ids: tuple[str, ...], workspace: Path | None, yes: bool) -> None
     if bad:
         raise fail(f"not a run id: {printable(repr(bad[0]))} (run ids look like YYMMDD-HHMMSS-xxxx; a prefix works)")
     ws, store = open_store(workspace)
+    settle_stale(store)  # act on statuses as they are: a run whose process died is interrupted
     records = resolve_all(store, list(run_ids))
     active = [r["id"] for r in records if r["status"] in ACTIVE_STATUSES]
     if active:

@@ -35,28 +35,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import threading
 import time
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, MutableMapping
+from typing import Any, Callable, Iterable, Iterator
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
 from kdtui.core import eventlog
-from kdtui.core.events import (ACTIVE_STATUSES, FINAL_EVENT_TYPES, INTERRUPTED, QUEUED, Done, EpochMetrics, Failed,
-                               PhaseEnd, PhaseStart, Progress, final_status)
 from kdtui.core.files import TEMP_SUFFIX, atomic_write, atomic_write_many, temp_prefix
-from kdtui.core.procs import pid_alive
+from kdtui.core.record import CORE_KEYS, DEFAULTS, FIELDS, SCHEMA_VERSION, default, fields_problem, record_problem
 from kdtui.core.workspace import Workspace, is_run_id
 
-SCHEMA_VERSION = 1      # of a record
 LAYOUT = 3              # of the index (1: every record in kdtui.json itself; 2: shards of rows by run id)
 READABLE_LAYOUTS = (2, LAYOUT)  # layout 2 reads as it is; the first write rewrites it in this one
 SHARDS = 64             # 10,000 runs: ~160 a shard, ~0.4 MB
@@ -65,16 +60,9 @@ RUNS_TABLE = "runs"     # a shard's TinyDB table: one document per run, its row
 META_TABLE = "meta"     # the root's TinyDB table: one document, the layout, shard count and generation
 RECORD_NAME = "record.json"
 REINDEX_HINT = "run `kdtui runs reindex`"
-# The record's keys (PRODUCT.md); `history` is not stored here.
-RECORD_KEYS = (
-    "id", "name", "status", "spec", "spec_hash", "group_hash", "metrics", "teachers", "device",
-    "host", "pid", "created", "started", "finished", "error",
-)
-_DEFAULTS: dict[str, Any] = {
-    "name": "", "status": QUEUED, "spec": {}, "spec_hash": None, "group_hash": None,
-    "metrics": {}, "teachers": [], "device": None, "host": None, "pid": None,
-    "started": None, "finished": None, "error": None,
-}
+# A new record's fields, first in record.json (every field: kdtui.core.record); `history` is not
+# stored here.
+RECORD_KEYS = CORE_KEYS
 NOT_STORED = frozenset({"history"})
 # Kept in the run folder's record.json only, not in the index's rows (see the module docstring).
 # Rows written before details left the index still hold them: harmless, since whole records take
@@ -85,11 +73,6 @@ DETAIL_KEYS = ("spec", "teachers")
 LISTED_METRICS = ("epoch", "train_agreement", "test_agreement", "test_acc", "teacher_test_acc")
 LOCK_TIMEOUT_S = 60.0
 _LOCK_INIT = threading.Lock()
-
-
-def _default(key: str) -> Any:
-    value = _DEFAULTS[key]
-    return value.copy() if isinstance(value, (dict, list)) else value
 
 
 class RegistryError(Exception):
@@ -192,8 +175,9 @@ _PARSED_LOCK = threading.Lock()
 
 
 def index_row(record: dict) -> dict:
-    """What the index keeps of a record: everything but its details, and the listed metrics."""
-    row = {k: v for k, v in record.items() if k not in DETAIL_KEYS}
+    """What the index keeps of a record: its known fields (kdtui.core.record.FIELDS; a field this
+    version does not know stays in record.json) but its details, and the listed metrics."""
+    row = {k: v for k, v in record.items() if k in FIELDS and k not in DETAIL_KEYS}
     if isinstance(row.get("metrics"), dict):
         row["metrics"] = {k: row["metrics"][k] for k in LISTED_METRICS if k in row["metrics"]}
     return row
@@ -395,8 +379,10 @@ class RunStore:
     `RunStore(workspace)` or `RunStore(path)` where path is a workspace folder or the registry file
     itself. Writes hold `<registry>.lock` across re-read, change and atomic write, so concurrent
     processes never lose each other's records; each write updates the runs' `record.json` first.
-    The first read through an instance reconciles stale runs (see `reconcile`); pass
-    `auto_reconcile=False` to skip that.
+    Reads never write: settling runs whose process died is the explicit step
+    `kdtui.core.lifecycle.reconcile`. Every record read is checked against the run model
+    (`kdtui.core.record`); one of the wrong shape is left out (a row) or not used (a record.json),
+    never handed on to break a list or a view.
 
     Reads of one run (`get`, `resolve`, `resolve_all`) return whole records. Reads of many (`all`,
     `find`) return index rows, which lack `DETAIL_KEYS` (spec, teachers) and hold only the
@@ -405,7 +391,7 @@ class RunStore:
     """
 
     def __init__(self, workspace_or_path: Workspace | str | Path | None = None, *,
-                 auto_reconcile: bool = True, lock_timeout: float = LOCK_TIMEOUT_S):
+                 lock_timeout: float = LOCK_TIMEOUT_S):
         if isinstance(workspace_or_path, Workspace):
             self.workspace = workspace_or_path
             self.path = workspace_or_path.registry_path
@@ -423,8 +409,6 @@ class RunStore:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
         self._lock: Any = None  # created on the first write: importing filelock costs ~50 ms
-        self.auto_reconcile = auto_reconcile
-        self._reconciled = not auto_reconcile
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
@@ -551,12 +535,12 @@ class RunStore:
 
     # -- reads --
 
-    def _read_raw(self) -> list[dict]:
-        """All records, no lock, no reconciliation."""
+    def _read(self) -> list[dict]:
+        """Every row of the run model's shape, no lock."""
         root = self._read_root()
         if root is None:
             return []
-        return _Snapshot(self.index_dir, root[0]).all()
+        return [row for row in _Snapshot(self.index_dir, root[0]).all() if record_problem(row) is None]
 
     def _read_ids(self) -> set[str]:
         """Every run id in the index, no lock, no record copied."""
@@ -565,12 +549,6 @@ class RunStore:
             return set()
         index = _Snapshot(self.index_dir, root[0])
         return {run_id for name in index.names for run_id in index.load(name)}
-
-    def _read(self) -> list[dict]:
-        records = self._read_raw()
-        if not self._reconciled:
-            records, _ = self._reconcile_records(records)
-        return records
 
     # -- writes --
 
@@ -583,12 +561,15 @@ class RunStore:
         for key in RECORD_KEYS:  # contract keys first, in the documented order
             if key in record:
                 doc[key] = record[key]
-            elif key in _DEFAULTS:
-                doc[key] = _default(key)
+            elif key in DEFAULTS:
+                doc[key] = default(key)
         if doc.get("created") is None:
             doc["created"] = time.time()
         doc.update((k, v) for k, v in record.items() if k not in doc and k not in NOT_STORED)
         doc["schema_version"] = SCHEMA_VERSION
+        problem = fields_problem(doc)
+        if problem is not None:  # a writer's bug: a record of the wrong shape is never stored
+            raise ValueError(f"run record {run_id}: {problem}")
         return doc
 
     def _mirror(self, docs: list[dict]) -> None:
@@ -651,6 +632,9 @@ class RunStore:
             raise ValueError("a run's id cannot be changed")
         fields = {k: v for k, v in fields.items() if k not in NOT_STORED}
         fields["schema_version"] = SCHEMA_VERSION
+        problem = fields_problem(fields)
+        if problem is not None:  # a writer's bug: a record of the wrong shape is never stored
+            raise ValueError(f"run record update: {problem}")
         if not run_ids:
             return []
         with self._locked_index() as index:
@@ -693,7 +677,9 @@ class RunStore:
                 try:
                     raw = (self.workspace.root / name / RECORD_NAME).read_bytes()
                 except FileNotFoundError:
-                    if name in old:
+                    if name in old and record_problem(old[name]) is not None:
+                        result.unreadable.append((name, f"its record in the old registry {record_problem(old[name])}"))
+                    elif name in old:
                         found[name] = self._prepare(old[name])
                         result.migrated.append(name)
                     else:
@@ -707,7 +693,11 @@ class RunStore:
                 except ValueError:
                     result.unreadable.append((name, "not valid JSON"))
                     continue
-                if not isinstance(doc, dict) or doc.get("id") != name:
+                problem = record_problem(doc)
+                if problem is not None:
+                    result.unreadable.append((name, f"not a run record: it {problem}"))
+                    continue
+                if doc["id"] != name:
                     result.unreadable.append((name, "not this folder's record (its id differs)"))
                     continue
                 found[name] = doc
@@ -745,12 +735,9 @@ class RunStore:
 
     def get(self, run_id: str) -> dict | None:
         """The whole record of one run (its row and, from record.json, its details), or None."""
-        if not self._reconciled:
-            row = next((r for r in self._read() if r.get("id") == run_id), None)
-        else:
-            root = self._read_root()
-            row = _Snapshot(self.index_dir, root[0]).get(run_id) if root else None  # one shard
-        return self._whole(row) if row is not None else None
+        root = self._read_root()
+        row = _Snapshot(self.index_dir, root[0]).get(run_id) if root else None  # one shard
+        return self._whole(row) if row is not None and record_problem(row) is None else None
 
     def with_details(self, rows: Iterable[dict]) -> list[dict]:
         """The whole records of index rows (`all`, `find`): one record.json read per row."""
@@ -760,22 +747,25 @@ class RunStore:
         """The row plus the details and the metrics its run folder's record.json holds. Only these
         are taken from the file: the rest is what the index lists (the file is written first, so it
         is never older). A folder whose record.json is gone gives the details' defaults and the
-        listed metrics."""
+        listed metrics. Fields the run model does not know (a newer kdtui's) come from the file too:
+        the index leaves them out, and a write of the whole record must keep them."""
         doc = self._record_file(row["id"]) or {}
-        details = {k: doc[k] if k in doc else _default(k) for k in DETAIL_KEYS}
+        details = {k: doc[k] if k in doc else default(k) for k in DETAIL_KEYS}
         if "metrics" in doc:
             details["metrics"] = doc["metrics"]
         whole = {k: details[k] if k in details else row[k] for k in RECORD_KEYS if k in row or k in details}
         whole.update((k, v) for k, v in row.items() if k not in whole)
+        whole.update((k, v) for k, v in doc.items() if k not in whole and k not in FIELDS)
         return whole
 
     def _record_file(self, run_id: str) -> dict | None:
-        """The run folder's record.json if it is this run's record, else None."""
+        """The run folder's record.json if it is this run's record, of the run model's shape, else
+        None."""
         try:
             doc = _parse((self.workspace.run_dir(run_id) / RECORD_NAME).read_bytes())
         except (OSError, ValueError):
             return None
-        return doc if isinstance(doc, dict) and doc.get("id") == run_id else None
+        return doc if record_problem(doc) is None and doc["id"] == run_id else None
 
     def resolve(self, prefix: str) -> dict:
         """The one record whose id is `prefix` or starts with it, or whose random suffix starts
@@ -826,45 +816,22 @@ class RunStore:
         return self.with_details(out) if details else out
 
     def __len__(self) -> int:
-        return len(self._read_raw())
+        return len(self._read())
 
-    # -- reconciliation --
-
-    def reconcile(self, workspace: Workspace | None = None) -> list[str]:
-        """Settle stale runs now (see the module function `reconcile`); returns the ids changed."""
-        _, changed = self._reconcile_records(self._read_raw(), workspace, strict=True)
-        return changed
-
-    def _reconcile_records(self, records: list[dict], workspace: Workspace | None = None,
-                           strict: bool = False) -> tuple[list[dict], list[str]]:
-        """Reconcile; return the records as they now stand and the ids changed. With strict=False
-        (the automatic pass on first read) a failure to write (read-only workspace, lock held too
-        long) is a warning, and the caller still gets the records reconciled in memory."""
-        self._reconciled = True
-        workspace = workspace or self.workspace
-        changes = _stale_changes(records, workspace)
-        if not changes:
-            return records, []
-        try:
-            applied = self._apply_changes(changes, workspace)
-        except (OSError, RegistryBusy) as exc:
-            if strict:
-                raise
-            warnings.warn(f"kdtui: could not update stale runs in {self.path}: {exc}", stacklevel=4)
-            applied = changes
-        records = [{**r, **applied[r["id"]]} if r.get("id") in applied else r for r in records]
-        return records, list(applied)
-
-    def _apply_changes(self, changes: dict[str, dict], workspace: Workspace) -> dict[str, dict]:
+    def update_checked(self, run_ids: list[str], decide: Callable[[list[dict]], dict[str, dict]]) -> list[str]:
+        """Set fields that depend on the records as they stand under the lock: `decide` gets the
+        current whole records of `run_ids` (those still indexed) and returns {run id: fields}. One
+        locked write; returns the ids changed. (kdtui.core.lifecycle.reconcile: a run may have ended
+        between the read that found it stale and this write.)"""
         with self._locked_index() as index:
-            # Re-check under the lock: the run may have finished (or been reconciled) meanwhile.
-            current = [doc for doc in map(index.get, changes) if doc is not None]
-            applied = _stale_changes(current, workspace)
-            docs = [{**self._whole(doc), **applied[doc["id"]]} for doc in current if doc["id"] in applied]
+            current = [self._whole(doc) for doc in map(index.get, dict.fromkeys(run_ids)) if doc is not None]
+            changes = decide(current)
+            docs = [{**doc, **changes[doc["id"]], "schema_version": SCHEMA_VERSION}
+                    for doc in current if doc["id"] in changes]
             if docs:
                 self._mirror(docs)
                 index.put(docs)
-        return applied
+        return [doc["id"] for doc in docs]
 
 
 def _layout1_records(root: Any) -> dict[str, dict] | None:
@@ -876,53 +843,6 @@ def _layout1_records(root: Any) -> dict[str, dict] | None:
     if not isinstance(table, dict) or set(root) - {"_default"}:
         return None
     return {doc["id"]: doc for doc in table.values() if isinstance(doc, dict) and isinstance(doc.get("id"), str)}
-
-
-def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, dict]:
-    """For each active record of this host whose process is gone: the fields that settle it."""
-    host = socket.gethostname()
-    changes: dict[str, dict] = {}
-    for record in records:
-        if record.get("status") not in ACTIVE_STATUSES or record.get("host") != host:
-            continue
-        run_id = record.get("id")
-        pid = record.get("pid")
-        if not run_id or not isinstance(pid, int) or pid_alive(pid, record.get("started")):
-            continue
-        try:
-            events_path = workspace.events_path(run_id)
-        except ValueError:
-            continue
-        final = eventlog.final_event(eventlog.read_all(events_path, types=_FINAL_AND_ACTIVITY))
-        now = time.time()
-        if final is None:
-            changes[run_id] = {"status": INTERRUPTED, "finished": now}
-            continue
-        when = final.t if final.t is not None else now
-        fields: dict[str, Any] = {"status": final_status(final), "finished": when}
-        if isinstance(final, Done):
-            fields["metrics"] = final.metrics or record.get("metrics") or {}
-        elif isinstance(final, Failed):
-            fields["error"] = final.error or record.get("error") or "the run failed"
-        changes[run_id] = fields
-    return changes
-
-
-# Final types plus the activity that reopens a run after one (a resume); `log` lines do neither.
-_FINAL_AND_ACTIVITY = (*FINAL_EVENT_TYPES, PhaseStart.type, PhaseEnd.type, EpochMetrics.type, Progress.type)
-
-
-def reconcile(store: RunStore, workspace: Workspace | None = None) -> list[str]:
-    """Settle runs this host left `running`/`queued` whose process is gone (or a zombie):
-
-    - the run's events.jsonl ends with `done` → status `done` with that event's metrics;
-      `failed` → `failed` with its error; `stopped` → `stopped` (the process died after writing
-      its last event but before updating the registry);
-    - no final event → `interrupted`, finished = now.
-
-    Runs of other hosts are left alone (their pids mean nothing here). Returns the ids changed.
-    """
-    return store.reconcile(workspace)
 
 
 def record_with_history(store: RunStore, workspace: Workspace | None, run_id: str) -> dict:

@@ -1,14 +1,12 @@
 """Execute one run: teachers from the store (or trained), then the student, recorded as it goes.
 
 The runner is the only place where the engine's events meet files: each event becomes a line of
-`runs/<id>/events.jsonl`, and the registry document is updated at start and at the end. It is
-used in the foreground by `kdtui run` and in the background by `kdtui.runs.executors.worker`.
+`runs/<id>/events.jsonl`, and the registry document is updated at start and at the end (its
+status through kdtui.core.lifecycle). It is used in the foreground by `kdtui run` and in the background by `kdtui.runs.executors.worker`.
 """
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -16,8 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from kdtui.core.eventlog import EventWriter
-from kdtui.core.events import DONE, FAILED, RUNNING, STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
+from kdtui.core import lifecycle
+from kdtui.core.events import STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
 from kdtui.core.provenance import environment
+from kdtui.core.record import MetricOutOfBounds, check_metrics
 from kdtui.core.registry import RegistryNeedsReindex, RunNotFound, RunStore
 from kdtui.core.spec import Spec
 from kdtui.core.teachers import TeacherStore
@@ -92,7 +92,7 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
         if current.get("status") == STOPPED:
             return {**current, "skipped": True}
         if stop.signalled is not None:  # interrupted while starting up: nothing ran, resumable
-            return store.update(run_id, status=STOPPED, finished=time.time())
+            return lifecycle.stop(store, run_id)
 
         spec = load_spec(run_dir / "spec.toml")
         config = spec.to_run_config()
@@ -124,13 +124,12 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
             if on_event is not None:
                 on_event(payload)
 
-        record.update(status=RUNNING, pid=os.getpid(), host=socket.gethostname(),
-                      started=time.time(), error=None, finished=None, nproc=shards.world)
+        lifecycle.start(record, run_id, nproc=shards.world)
         try:
             dev = engine.resolve_device(config.device)
             _reset_peak_memory(dev)
             # After resolve_device, which sets the numeric settings the block records.
-            record.update(device=str(dev), environment=environment(torch_environment(dev)))
+            record.update(run_id, device=str(dev), environment=environment(torch_environment(dev)))
             emit(Log(f"run {run_id} on {dev}"))
             prepared = engine.prepare(config, dev, shards)
             teacher_store = TeacherStore(workspace.teachers_dir)
@@ -154,33 +153,34 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
                     teachers.append(teacher)
                     teachers_used.append({"key": key, "member": k, "reused": reused, "role": role,
                                           **_rounded(teacher.metrics)})
-                    record.update(teachers=teachers_used)
+                    record.update(run_id, teachers=teachers_used)
                 return teachers
 
             teachers = obtain_teachers(spec, config, "distilled")
             result = engine.distill(config, prepared, teachers,
                                     checkpoint=_loadable(run_dir / "student.pt", _student_advice(run_id)),
                                     on_event=emit, should_stop=stop)
-            record.update(teacher_cache=result["teacher_cache"])
+            record.update(run_id, teacher_cache=result["teacher_cache"])
             if spec.eval.independent:
                 result["metrics"].update(_independent_control(
                     spec, config, prepared, teachers, run_dir, obtain_teachers, emit, stop))
+            check_metrics(result["metrics"])  # a metric out of its bounds fails the run, never stored
             emit(Done(result["metrics"]))
-            record.update(status=DONE, metrics=result["metrics"], finished=time.time())
+            lifecycle.done(record, run_id, result["metrics"])
         except engine.StopRequested as exc:
             emit(Stopped(str(exc)))
-            record.update(status=STOPPED, finished=time.time())
-        except (engine.RunFailed, DataError, DamagedCheckpoint) as exc:
+            lifecycle.stop(record, run_id)
+        except (engine.RunFailed, DataError, DamagedCheckpoint, MetricOutOfBounds) as exc:
             emit(Failed(str(exc), phase=getattr(exc, "phase", ""), epoch=getattr(exc, "epoch", -1),
                         step=getattr(exc, "step", -1)))
-            record.update(status=FAILED, error=str(exc), finished=time.time())
+            lifecycle.fail(record, run_id, str(exc))
         except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
             (run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt")).write_text(traceback.format_exc())
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             emit(Failed(message))
-            record.update(status=FAILED, error=message, finished=time.time())
+            lifecycle.fail(record, run_id, message)
     peak, kind = _peak_memory(dev)
-    record.update(peak_memory_bytes=peak, peak_memory_kind=kind)
+    record.update(run_id, peak_memory_bytes=peak, peak_memory_kind=kind)
     return record.current
 
 
@@ -215,7 +215,8 @@ class _KeptRecord:
         self.store = store
         self.current = dict(current)
 
-    def update(self, **fields) -> dict:
+    def update(self, run_id: str, **fields) -> dict:
+        assert run_id == self.current["id"], "a kept record writes its own run only"
         self.current.update(fields)
         try:
             stored = self.store.update(self.current["id"], **fields)

@@ -1,21 +1,21 @@
-"""The run service: the only code that changes a run's state. The CLI and the app both call it.
+"""The run service: what a person asks of runs. The CLI and the app both call it.
 
 submit (register a sweep's points, one registry write), launch (start them in the background through
 the queue), stop, resume, remove, and the bookkeeping between (requeue, release what this process
 owns). It never imports torch or the code that executes a run (kdtui.runs.execute): running in the
 foreground is the CLI's business (kdtui.runs.executors.local), running in the background is a worker
-process's.
+process's. Each status it sets goes through kdtui.core.lifecycle.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from kdtui.core.events import ACTIVE_STATUSES, QUEUED, RESUMABLE_STATUSES, RUNNING, STOPPED
+from kdtui.core import lifecycle
+from kdtui.core.events import ACTIVE_STATUSES, QUEUED, RESUMABLE_STATUSES, RUNNING
 from kdtui.core.files import atomic_write_many
 from kdtui.core.registry import RunStore
 from kdtui.core.workspace import STOP_FILE, Workspace
@@ -38,16 +38,6 @@ class Outcome:
     changed: bool = True
 
 
-def new_record(run_id: str, spec: Spec, status: str = QUEUED, pid: int | None = None) -> dict:
-    from kdtui.core.spec import spec_hashes  # already loaded: the caller holds a parsed Spec
-
-    exact, group = spec_hashes(spec)
-    return {"id": run_id, "name": spec.name, "status": status, "spec": spec.model_dump(mode="json"),
-            "spec_hash": exact, "group_hash": group, "metrics": {}, "teachers": [],
-            "device": None, "host": socket.gethostname(), "pid": pid, "created": time.time(),
-            "started": None, "finished": None, "error": None}
-
-
 class RunService:
     def __init__(self, workspace: Workspace, store: RunStore | None = None):
         self.workspace = workspace
@@ -55,17 +45,19 @@ class RunService:
 
     # -- submit and launch ----------------------------------------------------------------------
 
-    def submit(self, points: list[Spec], owner_pid: int | None = None) -> list[str]:
+    def submit(self, points: list[Spec], owner_pid: int | None = None, preset: tuple[str, str] | None = None) -> list[str]:
         """Register resolved, validated specs as queued runs; returns their ids in order.
 
         Each point gets its folder and spec first, then the whole sweep enters the registry in one
         write. `owner_pid` owns the queued runs until they start (the foreground CLI), so a queued
-        run whose owner dies is reconciled to `interrupted`.
+        run whose owner dies is reconciled to `interrupted`. `preset`: (id, scale) of the preset the
+        points come from, kept in each record.
         """
-        return self._register(points, owner_pid)
+        return self._register(points, owner_pid, preset)
 
     def submit_detached(self, points: list[Spec], *, retrain_teachers: bool = False, device: str | None = None,
-                        slots_per_gpu: int | None = None) -> tuple[list[str], list[int]]:
+                        slots_per_gpu: int | None = None,
+                        preset: tuple[str, str] | None = None) -> tuple[list[str], list[int]]:
         """Register the points straight into the queue's line and start workers for them; returns
         (run ids, worker pids). ServiceError, before anything is registered, for a bad slot setting
         or a device no slot fits.
@@ -81,7 +73,8 @@ class RunService:
         queue = self._queue(retrain_teachers=retrain_teachers, device=device, slots_per_gpu=slots_per_gpu)
         pools = self._pools(queue, [point.device for point in points])
         with queue.queue.locked():
-            run_ids = self._register(points, None, lambda ids: queue.queue.append(queue.line_entries(ids, pools)))
+            run_ids = self._register(points, None, preset,
+                                     lambda ids: queue.queue.append(queue.line_entries(ids, pools)))
         return run_ids, queue.start_workers()
 
     def launch(self, run_ids: list[str], *, retrain_teachers: bool = False, device: str | None = None,
@@ -91,17 +84,19 @@ class RunService:
         return self._queue(retrain_teachers=retrain_teachers, device=device,
                            slots_per_gpu=slots_per_gpu).start(run_ids).pids
 
-    def _register(self, points: list[Spec], owner_pid: int | None,
+    def _register(self, points: list[Spec], owner_pid: int | None, preset: tuple[str, str] | None,
                   before_index: Callable[[list[str]], None] | None = None) -> list[str]:
         self.store.create_if_missing()  # a registry that needs `kdtui runs reindex` refuses before any folder is made
         records, folders = [], []
+        preset_id, preset_scale = preset or (None, None)
         try:
             specs = []
             for point in points:
                 run_id, folder = self.workspace.claim_run_dir()
                 folders.append(folder)
                 specs.append((folder / "spec.toml", point.to_toml()))
-                records.append(new_record(run_id, point, pid=owner_pid))
+                records.append(lifecycle.new_record(run_id, point, pid=owner_pid, preset=preset_id,
+                                                    preset_scale=preset_scale))
             atomic_write_many(specs)  # 5,000 specs: two file-system syncs, not 5,000 fsyncs
             run_ids = [record["id"] for record in records]
             if before_index is not None:
@@ -132,7 +127,7 @@ class RunService:
         """Ask a run to stop; a queued run leaves the queue at once."""
         run_id, status = record["id"], record["status"]
         if status == QUEUED:
-            self.store.update(run_id, status=STOPPED, finished=time.time())
+            lifecycle.stop(self.store, run_id)
             (self.workspace.run_dir(run_id) / STOP_FILE).touch()  # its waiting worker leaves the line at once
             return Outcome(run_id, f"{run_id} removed from the queue (stopped)")
         if status == RUNNING:
@@ -149,7 +144,7 @@ class RunService:
             current = self.store.get(run_id)
             if current is not None and current["status"] in ACTIVE_STATUSES and \
                     current.get("pid") == os.getpid() and current.get("host") == host:
-                self.store.update(run_id, status=STOPPED, finished=time.time())
+                lifecycle.stop(self.store, run_id)
 
     # -- resume ---------------------------------------------------------------------------------
 
@@ -160,7 +155,7 @@ class RunService:
         if record["status"] not in RESUMABLE_STATUSES:
             raise ServiceError(f"run {run_id} is {record['status']}; only stopped, interrupted or failed runs resume")
         (self.workspace.run_dir(run_id) / STOP_FILE).unlink(missing_ok=True)
-        self.store.update(run_id, status=QUEUED, error=None, pid=os.getpid(), host=socket.gethostname())
+        lifecycle.requeue(self.store, run_id, pid=os.getpid(), host=socket.gethostname())
 
     def resume_detached(self, records: list[dict]) -> list[int]:
         """Requeue every run and start them in the background; returns worker pids. Every run, the
@@ -179,7 +174,7 @@ class RunService:
             for run_id in run_ids:
                 (self.workspace.run_dir(run_id) / STOP_FILE).unlink(missing_ok=True)
             queue.queue.append(queue.line_entries(run_ids, pools))
-            self.store.update_many(run_ids, status=QUEUED, error=None, pid=None, slot=None, gpu=None, worker=None,
+            lifecycle.requeue_many(self.store, run_ids, pid=None, slot=None, gpu=None, worker=None,
                                    host=socket.gethostname())
         return queue.start_workers()
 

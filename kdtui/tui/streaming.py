@@ -1,8 +1,9 @@
 """The app's two readers of the workspace, run in worker threads (never on the UI thread).
 
 - `RegistryWatcher` notices when `kdtui.json` changed (stat, about once a second) and only then
-  rereads it, through `RunStore` like every other client; it also settles runs whose process died
-  while the app was open (a dead process does not touch the registry).
+  rereads it, through `RunStore` like every other client. Before its first read, and whenever a
+  run it shows as active has lost its process, it settles stale runs (kdtui.core.lifecycle.reconcile):
+  a dead process does not touch the registry, and reading never writes.
 - `EventStreamer` tails the `events.jsonl` of each followed run from the byte offset it reached,
   and hands back one compacted batch per poll for all runs together.
 """
@@ -13,6 +14,7 @@ import socket
 import threading
 import time
 
+from kdtui.core import lifecycle
 from kdtui.core.eventlog import EventReader
 from kdtui.core.procs import pid_alive
 from kdtui.core.registry import RunStore
@@ -41,21 +43,21 @@ class RegistryWatcher:
         """The records if the registry changed since the last poll (or it must be read: first
         call, forced), else None. `records` is the last list returned (for the liveness check)."""
         now = time.monotonic()
-        if records is not None and now >= self._next_reconcile:
+        if records is None or now >= self._next_reconcile:
             self._next_reconcile = now + RECONCILE_EVERY_S
-            stale = [r for r in records if r.get("status") in ACTIVE and r.get("host") == self._host
-                     and isinstance(r.get("pid"), int) and not pid_alive(r["pid"], r.get("started"))]
+            stale = records is None or any(
+                r.get("status") in ACTIVE and r.get("host") == self._host and isinstance(r.get("pid"), int)
+                and not pid_alive(r["pid"], r.get("started")) for r in records)
             if stale:
                 try:
-                    RunStore(self.workspace, auto_reconcile=False).reconcile()
-                except Exception:  # a busy or read-only registry: try again on the next round
+                    lifecycle.reconcile(RunStore(self.workspace))
+                except Exception:  # a busy, read-only or damaged registry: try again on the next round
                     pass
         stamp = self._current_stamp()
         forced = self.force.is_set()
         if stamp == self._stamp and records is not None and not forced:
             return None
         self.force.clear()
-        # A fresh store per read: its first read settles stale runs, as in every other client.
         result = RunStore(self.workspace).all()
         self._stamp = stamp if stamp == self._current_stamp() else None  # changed meanwhile: read again
         return result

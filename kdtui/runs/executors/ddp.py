@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from kdtui.core.eventlog import follow
-from kdtui.core.events import ACTIVE_STATUSES, DONE, FAILED, STOPPED
+from kdtui.core import lifecycle
+from kdtui.core.events import ACTIVE_STATUSES, DONE, STOPPED
 from kdtui.core.registry import RunStore
 from kdtui.core.workspace import Workspace
 from kdtui.runs.execute import execute
@@ -57,8 +57,8 @@ def run_data_parallel(ws: Workspace, store: RunStore, run_id: str, *, retrain_te
             continue
     record = store.get(run_id)
     if record["status"] in ACTIVE_STATUSES:  # every process has exited: rank 0 never recorded an end
-        record = store.update(run_id, status=FAILED, finished=time.time(),
-                              error=f"torchrun exited with {process.returncode}; see {ws.run_dir(run_id) / 'torchrun.log'}")
+        record = lifecycle.fail(store, run_id, f"torchrun exited with {process.returncode}; "
+                                               f"see {ws.run_dir(run_id) / 'torchrun.log'}")
     return record
 
 

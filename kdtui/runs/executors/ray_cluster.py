@@ -18,20 +18,20 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 from typing import Callable
 
 from kdtui.core.eventlog import EventWriter
 from kdtui.core.registry import RunStore
-from kdtui.core.events import DONE, FAILED, QUEUED, RUNNING, STOPPED, Log
+from kdtui.core import lifecycle
+from kdtui.core.events import DONE, STOPPED, Log
 from kdtui.core.workspace import STOP_FILE, Workspace
 from kdtui.runs.executors import Started
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'kdtui[ray]'"
 WORKER_WORKSPACE_ENV = "KDTUI_RAY_WORKSPACE"
 POLL_S = 0.2
-# Read back from the task's final record into the local one.
-FINAL_FIELDS = ("status", "metrics", "teachers", "device", "error", "started", "finished")
+# Read back from the task's final record into the local one (with its status, metrics and error).
+FINAL_FIELDS = ("teachers", "device", "started", "finished", "worker_host", "checkpoints")
 
 
 class RayUnavailable(RuntimeError):
@@ -52,7 +52,7 @@ def run_on_worker(run_id: str, spec_toml: str, events, retrain_teachers: bool) -
     import ray
 
     from kdtui.runs.execute import execute
-    from kdtui.runs.service import new_record
+    from kdtui.core.lifecycle import new_record
     from kdtui.core.spec import parse_spec
 
     workspace = Workspace(os.environ.get(WORKER_WORKSPACE_ENV) or "~/.cache/kdtui/ray-workspace")
@@ -64,7 +64,7 @@ def run_on_worker(run_id: str, spec_toml: str, events, retrain_teachers: bool) -
     if store.get(run_id) is None:
         store.add(new_record(run_id, parse_spec(spec_toml, source=f"run {run_id}"), pid=os.getpid()))
     else:  # the same run sent here again
-        store.update(run_id, status=QUEUED, error=None, pid=os.getpid(), host=socket.gethostname())
+        lifecycle.requeue(store, run_id, pid=os.getpid(), host=socket.gethostname())
     events.put((run_id, Log(f"ray task on {socket.gethostname()} "
                             f"(node {ray.get_runtime_context().get_node_id()[:12]})").to_dict()))
     record = execute(workspace, store, run_id, retrain_teachers=retrain_teachers,
@@ -103,7 +103,7 @@ def drive(workspace: Workspace, store: RunStore, run_ids: list[str], *, address:
                 for run_id, event in batch:
                     if run_id not in writers:
                         writers[run_id] = EventWriter(workspace.events_path(run_id))
-                        store.update(run_id, status=RUNNING, started=time.time())
+                        lifecycle.start(store, run_id)
                     writers[run_id].write(event)
 
         try:
@@ -133,14 +133,13 @@ def _final(store: RunStore, run_id: str, ref, was_cancelled: bool) -> dict:
     try:
         remote = ray.get(ref)
     except (ray.exceptions.TaskCancelledError, KeyboardInterrupt):
-        return store.update(run_id, status=STOPPED, finished=time.time())
+        return lifecycle.stop(store, run_id)
     except ray.exceptions.RayError as exc:  # the task raised, or its worker or node died
         if was_cancelled:
-            return store.update(run_id, status=STOPPED, finished=time.time())
-        message = f"ray task failed: {type(exc).__name__}: {exc}".splitlines()[0]
-        return store.update(run_id, status=FAILED, error=message, finished=time.time())
-    fields = {k: remote.get(k) for k in FINAL_FIELDS}
-    return store.update(run_id, **fields, worker_host=remote.get("worker_host"), checkpoints=remote.get("checkpoints"))
+            return lifecycle.stop(store, run_id)
+        return lifecycle.fail(store, run_id, f"ray task failed: {type(exc).__name__}: {exc}".splitlines()[0])
+    return lifecycle.end(store, run_id, remote.get("status"), metrics=remote.get("metrics"), error=remote.get("error"),
+                         **{k: remote.get(k) for k in FINAL_FIELDS})
 
 
 class RayExecutor:

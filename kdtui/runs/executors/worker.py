@@ -23,11 +23,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Sequence
 
+from kdtui.core import lifecycle
 from kdtui.core.events import DONE
 from kdtui.core.registry import RegistryError, RunStore
 from kdtui.core.workspace import Workspace
@@ -79,8 +79,7 @@ def serve(workspace: Workspace | str | Path, run_ids: Sequence[str] = (), *, slo
 def _claim(store: RunStore, run_id: str, slot: Slot) -> None:
     """Give the taken run this worker's pid before it leaves the lock: a worker killed before its
     run starts leaves a run that reads as interrupted, not one that waits for nobody."""
-    _quietly(lambda: store.update(run_id, pid=os.getpid(), worker=os.getpid(), slot=slot.name, gpu=slot.gpu,
-                                  taken=time.time()))
+    _quietly(lambda: lifecycle.take(store, run_id, worker=os.getpid(), slot=slot.name, gpu=slot.gpu))
 
 
 def _fork_run(workspace: Workspace, entry: dict, held: HeldSlot, slots_per_gpu: int | None) -> int:
@@ -96,7 +95,7 @@ def _fork_run(workspace: Workspace, entry: dict, held: HeldSlot, slots_per_gpu: 
             held.release()
             _quietly(lambda: start_workers(workspace, RunStore(workspace), slots_per_gpu=slots_per_gpu))
         os._exit(code)
-    _quietly(lambda: RunStore(workspace, auto_reconcile=False).update(entry["run"], pid=pid))  # watch it from now on
+    _quietly(lambda: RunStore(workspace).update(entry["run"], pid=pid))  # watch it from now on
     return pid
 
 
@@ -146,7 +145,7 @@ def _wait(pid: int) -> None:
 
 def _settle(store: RunStore) -> None:
     """The run's process is gone: if it died without a final record (killed), say so now."""
-    _quietly(store.reconcile)
+    _quietly(lambda: lifecycle.reconcile(store))
 
 
 class _Termination:
