@@ -9,7 +9,7 @@ one-line reading of whether the tiny numbers show the same shape, and writes eac
     python bench/paper_tiny.py                     # a fresh workspace under /tmp (kept; path printed)
     python bench/paper_tiny.py --workspace DIR     # or a given one
     python bench/paper_tiny.py --smoke             # 1 epoch, 1 seed: checks the script works
-    python bench/paper_tiny.py --only e7,e12
+    python bench/paper_tiny.py --only e7,e12a
 """
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ from kdtui.analysis.compare import mean_std  # noqa: E402
 from kdtui.analysis.report import Setting, build_report, group_settings  # noqa: E402
 from kdtui.core.workspace import Workspace  # noqa: E402
 
-EXPERIMENTS = ("e7", "e5", "e10", "e12")
+EXPERIMENTS = ("e7", "e5", "e10", "e12a")
 CLAIMS = {
     "e7": "agreement rises with lambda and jumps somewhere between low and high lambda; "
           "lambda = 1 stays at about 100%",
     "e5": "train agreement falls as the augmentation gets heavier",
     "e10": "agreement grows with the ensemble size (and temperature 4 is best overall)",
-    "e12": "the independent student agrees with the teacher less than the distilled one",
+    "e12a": "the independent student agrees with the teacher less than the distilled one",
 }
 COLUMNS = ("test_agreement", "train_agreement", "train_agreement_eval", "test_acc")
 
@@ -148,7 +148,7 @@ def reading(preset_id: str, settings: list[Setting], keys: list[str]) -> str:
                 + ", ".join(f"m={m}: {v:.4f}" for m, v in m_means.items())
                 + f" ({'grows' if rises == len(values) - 1 else 'does not grow throughout'}); "
                 + f"best temperature (mean over m): {best_t:g}")
-    if preset_id == "e12":
+    if preset_id == "e12a":
         parts, less = [], 0
         for s in settings:
             distilled, independent = _mean(s, "test_agreement"), _mean(s, "independent_test_agreement")
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  no finished runs")
             continue
         settings, keys = group_settings(records)
-        extra = ("independent_test_agreement",) if preset_id == "e12" else ()
+        extra = ("independent_test_agreement",) if preset_id == "e12a" else ()
         print(f"  {len(records)} runs in {elapsed:.1f} s; varied: {', '.join(keys) or '-'}")
         print_table(settings, extra)
         print(f"  paper (full scale): {preset.paper_claim}")

@@ -74,12 +74,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
 
 def test_run_preset_detached_registers_its_whole_grid(tmp_path):
     ws = tmp_path / "ws"
-    result = kdtui("run", "--preset", "e11", "--scale", "tiny", "--detach", "--json", "--workspace", ws)
+    result = kdtui("run", "--preset", "e11a", "--scale", "tiny", "--detach", "--json", "--workspace", ws)
     assert result.returncode == 0, result.stderr
     records = json_out(result)
     try:
-        assert len(records) == _grid_size(PRESETS_DIR / "e11-capacity.tiny.toml")
-        assert all(r["name"].startswith("e11-capacity-tiny[") for r in records)
+        assert len(records) == _grid_size(PRESETS_DIR / "e11a-capacity-resnet20.tiny.toml")
+        assert all(r["name"].startswith("e11a-capacity-resnet20-tiny[") for r in records)
         assert {r["spec"]["student"]["model"] for r in records} == {"lenet5", "resnet20"}
     finally:
         for r in records:

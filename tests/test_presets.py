@@ -6,6 +6,7 @@ preset, all in ONE workspace so that equal teachers come from the teacher store.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,8 @@ from kdtui.core.presets import (PRESETS_DIR, SCALES, Preset, PresetError, get_pr
                            preset_for_run_name, preset_path, preset_text)
 from kdtui.core.spec import SpecError, expand_sweep, parse_spec
 
-IDS = ["e1", "e2", "e3", "e3-data", "e4", "e5", "e6", "e7", "e8", "e10", "e11", "e12"]
+IDS = ["e1", "e2", "e3", "e3-data", "e4a", "e4b", "e5", "e6a", "e6b", "e7", "e8", "e10", "e11a", "e11b", "e11c",
+       "e12a", "e12b"]
 PAIRS = [(preset_id, scale) for preset_id in IDS for scale in SCALES]
 ONE_EPOCH_TIMEOUT_S = 240
 
@@ -30,7 +32,7 @@ def test_catalog_lists_the_experiments_in_order():
     for p in presets:
         assert set(p.scales) == {"paper", "tiny"}
         assert all(path.is_file() and path.parent == PRESETS_DIR for path in p.scales.values())
-        assert p.title and p.varies and p.paper_claim, p.id
+        assert p.title and p.varies and p.paper_claim and p.figure, p.id
         assert p.title.upper().startswith(p.id.split("-")[0].upper() + " "), p.title
     # every TOML file in the folder belongs to the catalog
     files = {path.name for path in PRESETS_DIR.glob("*.toml")}
@@ -56,9 +58,10 @@ def test_preset_parses_expands_and_counts(preset_id, scale):
     text = preset_text(preset_id, scale)
     assert text == preset_path(preset_id, scale).read_text()
     assert parse_spec(text) == spec
-    # the header: same title and claim at both scales, its own "varies"
+    # the header: same title, figure and claim at both scales, its own "varies"
     header = preset.header(scale)
     assert header["title"] == preset.title and header["paper"] == preset.paper_claim
+    assert header["figure"] == preset.figure
     assert header.get("varies")
 
 
@@ -88,58 +91,134 @@ def test_tiny_sweeps_keep_the_teacher_where_the_paper_does():
     # Teachers come from the store when their settings agree: a sweep over student-side settings must
     # not change the teacher (one teacher set per seed).
     from kdtui.core.spec import teacher_key
-    for preset_id in ("e3", "e3-data", "e5", "e6", "e7", "e8", "e11", "e1", "e4"):
+    for preset_id in ("e3", "e3-data", "e5", "e6a", "e6b", "e7", "e8", "e11a", "e11b", "e11c", "e1", "e4a", "e4b",
+                      "e12b"):
         points = expand_sweep(load_preset(preset_id, "tiny"))
         keys = {(p.seed, teacher_key(p, 0)) for p in points}
         assert len(keys) == len({p.seed for p in points}), preset_id
 
 
-def test_paper_scale_settings():
-    e1 = load_preset("e1", "paper").resolved()
-    assert (e1.data.dataset, e1.teacher.model, e1.data.teacher_subset, e1.teacher.epochs) == ("mnist", "lenet5", 200, 100)
-    assert all(item.startswith("emnist:") for extra in e1.sweep["data.extra"] for item in extra)
+# ---------------------------------------------------------------------------------------------
+# The paper-scale presets against the paper's settings, written out here from the paper
+# (Figs. 1-6, 11-13, Tables 1, App. A-C), not read from the preset files
+# ---------------------------------------------------------------------------------------------
 
-    e2 = load_preset("e2", "paper")
-    assert e2.sweep["teacher.members"] == [1, 3] and e2.teacher.model == e2.student.model == "resnet56"
-    tensors = [item for extra in e2.sweep["data.extra"] for item in extra]
-    assert tensors and all(item.startswith("tensors:~/.cache/kdtui/data/") for item in tensors)
+BASELINE = ("crop", "hflip")
+FIG3_POLICIES = {BASELINE, BASELINE + ("rotate",), BASELINE + ("vflip",), BASELINE + ("colorjitter",),
+                 BASELINE + ("rotate", "vflip", "colorjitter"), BASELINE + ("mixup",)}
+FIG5_POLICIES = FIG3_POLICIES - {BASELINE + ("mixup",)}
+EMNIST_BYCLASS = 697_932
+GAN = "tensors:~/.cache/kdtui/data/cifar100-gan-{}.pt"
+HALVES = {"split": 0.5, "teacher_split": 0, "student_splits": {(0,), (1,), (0, 1)}}
+D0 = {"split": 0.5, "teacher_split": 0, "student_splits": {(0,)}}
+ADAM_LR = 0.001       # the tiny-scale search's pick, recorded in the e6b header
+
+
+def _arms(teacher: str, members, students) -> set:
+    return {(teacher, m, s) for m in members for s in students}
+
+
+# Per preset: (teacher model, members, student model) arms, data, epochs, seeds and swept values.
+# Keys left out take DEFAULTS (the CIFAR-100 recipe at temperature 4 with the baseline augmentation).
+DEFAULTS = dict(dataset="cifar100", teacher_epochs={200}, student_epochs={300}, seeds=3, temperatures={4.0},
+                augment={BASELINE}, extra={()}, extra_only=False, split=None, norm="batch",
+                optimizer="sgd", init={"random"})
+PAPER = {
+    "e1": dict(dataset="mnist", arms=_arms("lenet5", [1], ["lenet5"]), teacher_epochs={100},
+               augment={("crop",)}, extra_only=True, teacher_subset=(200, True),
+               extra={("mnist:60000",)} | {(f"emnist:{round(EMNIST_BYCLASS * f)}",) for f in (0.25, 0.5, 1.0)}),
+    "e2": dict(arms=_arms("resnet56", [1, 3], ["resnet56"]),
+               extra={()} | {(GAN.format(n),) for n in (12500, 25000, 37500, 50000)}),
+    "e3": dict(arms=_arms("resnet56", [5], ["resnet56"]), temperatures={1.0, 4.0}, augment=FIG3_POLICIES),
+    "e3-data": dict(arms=_arms("resnet56", [5], ["resnet56"]), temperatures={1.0, 4.0},
+                    extra={(), (GAN.format(50000),), ("svhn:10000",), ("noise:0.2",)}),
+    "e4a": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56"]), split=HALVES),
+    "e4b": dict(arms=_arms("resnet56", [3], ["resnet56"]), split=HALVES, temperatures={1.0, 4.0, 8.0, 16.0}),
+    "e5": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56"]), augment=FIG5_POLICIES),
+    "e6a": dict(arms=_arms("resnet20", [1], ["resnet20"]), norm="layer", student_epochs={300, 1000, 5000},
+                weight_decay=0.0),
+    "e6b": dict(arms=_arms("resnet20", [1], ["resnet20"]), norm="layer", student_epochs={300, 1000, 5000},
+                weight_decay=0.0, optimizer="adam", student_lr=ADAM_LR),
+    "e7": dict(arms=_arms("resnet20", [1], ["resnet20"]), norm="layer", init={"interpolate"},
+               init_lambda={0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0}, scale_lr_by_init=True),
+    "e8": dict(arms=_arms("resnet20", [1], ["resnet20"]), seeds=10, init={"random", "teacher-init"}),
+    "e10": dict(arms=_arms("resnet20", [1, 3, 5], ["resnet20"]), split=D0, temperatures={1.0, 4.0, 8.0, 16.0}),
+    "e11a": dict(arms=_arms("resnet20", [1, 3, 5], ["resnet20", "resnet56"])),
+    "e11b": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56", "resnet110"])),
+    "e11c": dict(arms=_arms("vgg16", [5], ["vgg16"]), augment=FIG3_POLICIES, teacher_lr=0.05),
+    "e12a": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56"]), independent=True),
+    "e12b": dict(arms=_arms("resnet56", [5], ["resnet56"]), augment=FIG3_POLICIES, independent=True),
+}
+
+
+def _profile(preset_id: str) -> dict:
+    points = [p.resolved() for p in expand_sweep(load_preset(preset_id, "paper"))]
+    one = lambda values: values.pop() if len(values) == 1 else values  # noqa: E731
+    d = points[0].data
+    return dict(
+        dataset=one({p.data.dataset for p in points}),
+        arms={(p.teacher.model, p.teacher.members, p.student.model) for p in points},
+        teacher_epochs={p.teacher.epochs for p in points}, student_epochs={p.student.epochs for p in points},
+        seeds=len({p.seed for p in points}), temperatures={p.distill.temperature for p in points},
+        augment={tuple(p.distill.augment) for p in points}, extra={tuple(p.data.extra) for p in points},
+        extra_only=one({p.data.extra_only for p in points}),
+        split=None if d.split == 0 else {"split": d.split, "teacher_split": d.teacher_split,
+                                         "student_splits": {tuple(p.data.student_splits) for p in points}},
+        norm=one({p.student.norm for p in points} | {p.teacher.norm for p in points}),
+        optimizer=one({p.student.optimizer for p in points}), init={p.student.init for p in points},
+        init_lambda={p.student.init_lambda for p in points}, scale_lr_by_init=one({p.student.scale_lr_by_init for p in points}),
+        weight_decay=one({p.student.weight_decay for p in points}), student_lr=one({p.student.lr for p in points}),
+        teacher_lr=one({p.teacher.lr for p in points}), independent=one({p.eval.independent for p in points}),
+        teacher_subset=(d.teacher_subset, d.teacher_subset_per_seed),
+        teacher_nesterov=one({p.teacher.nesterov for p in points}),
+        run_count=len(points),
+    )
+
+
+@pytest.mark.parametrize("preset_id", IDS)
+def test_paper_preset_sets_up_the_papers_experiment(preset_id):
+    expected = {**DEFAULTS, **PAPER[preset_id]}
+    got = _profile(preset_id)
+    for key, value in expected.items():
+        assert got[key] == value, (preset_id, key)
+    # every grid has exactly the arms x the swept values x the seeds, no stray point
+    varied = [k for k in ("augment", "extra", "temperatures", "student_epochs", "init", "init_lambda")
+              if len(expected.get(k, ())) > 1]
+    size = len(expected["arms"]) * expected["seeds"] * math.prod(len(expected[k]) for k in varied)
+    if expected["split"]:
+        size *= len(expected["split"]["student_splits"])
+    assert got["run_count"] == size, preset_id
+    cifar = expected["dataset"] == "cifar100"
+    # the appendix's recipes; the released CIFAR teachers use Nesterov momentum
+    if cifar:
+        resolved = load_preset(preset_id, "paper").resolved()
+        assert got["teacher_nesterov"] is True and resolved.teacher.batch_size == 256
+        assert got["teacher_lr"] == expected.get("teacher_lr", 0.1) and resolved.teacher.final_lr == 0
+        assert resolved.student.batch_size == 128 and resolved.student.final_lr == 1e-6
+        if expected["optimizer"] == "sgd":
+            assert resolved.student.nesterov and got["student_lr"] == 0.05
+    for key in ("init_lambda", "scale_lr_by_init", "weight_decay", "student_lr", "independent", "teacher_subset"):
+        if key not in PAPER[preset_id]:
+            assert got[key] == {"init_lambda": {0.0}, "scale_lr_by_init": False, "independent": False,
+                                "teacher_subset": (0, False)}.get(key, got[key]), (preset_id, key)
+
+
+def test_every_paper_preset_is_in_the_table_and_says_its_figure_panel():
+    assert set(PAPER) == set(IDS)
+    for preset in list_presets():
+        text = preset.text("paper")
+        assert preset.figure and f'Scale "paper" ({preset.figure.split(" (")[0]}' in text, preset.id
+    groups = [p.figure_group for p in list_presets()]
+    # the parts of a split figure are listed together
+    assert all(groups.index(g) == i or groups[i - 1] == g for i, g in enumerate(groups))
+
+
+def test_gan_files_are_one_per_size_and_documented():
+    tensors = [item for extra in load_preset("e2", "paper").sweep["data.extra"] for item in extra]
     assert len(set(tensors)) == len(tensors), "one file per size: a tensors item cannot subsample"
     header = preset_text("e2", "paper")
     assert "torch.save" in header and "(N, 3, 32, 32)" in header and "uint8" in header
-
-    e3 = load_preset("e3", "paper")
-    assert e3.teacher.members == 5 and e3.sweep["distill.temperature"] == [1.0, 4.0]
-    policies = e3.sweep["distill.augment"]
-    assert ["crop", "hflip"] in policies and ["crop", "hflip", "mixup"] in policies and len(policies) == 6
-    arms = load_preset("e3-data", "paper").sweep["data.extra"]
-    assert [] in arms and any(a and a[0].startswith("svhn:") for a in arms)
-    assert any(a and a[0].startswith("noise:") for a in arms) and any(a and a[0].startswith("tensors:") for a in arms)
-
-    e4 = load_preset("e4", "paper")
-    assert e4.data.split == 0.5 and e4.data.teacher_split == 0
-    assert e4.sweep["data.student_splits"] == [[0], [1], [0, 1]]
-
-    e6 = load_preset("e6", "paper").resolved()
-    assert e6.teacher.norm == e6.student.norm == "layer" and e6.student.model == "resnet20"
-    assert e6.student.weight_decay == 0 and e6.sweep["student.optimizer"] == ["sgd", "adam"]
-    assert e6.sweep["student.epochs"] == [300, 1000, 5000]
-
-    e7 = load_preset("e7", "paper").resolved()
-    assert e7.student.init == "interpolate" and e7.student.norm == "layer" and e7.student.model == "resnet20"
-    assert e7.sweep["student.init_lambda"] == [0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0]
-
-    e8 = load_preset("e8", "paper")
-    assert e8.sweep["student.init"] == ["random", "teacher-init"] and len(e8.sweep["seed"]) == 10
-
-    e10 = load_preset("e10", "paper")
-    assert e10.sweep["teacher.members"] == [1, 3, 5] and e10.sweep["distill.temperature"] == [1.0, 4.0, 8.0, 16.0]
-    assert e10.data.teacher_subset > 0 and e10.teacher.model == "resnet20"
-
-    e11 = load_preset("e11", "paper")
-    assert {"resnet56", "resnet110", "vgg16"} <= set(e11.sweep["student.model"]) and e11.student.init == "random"
-
-    assert load_preset("e12", "paper").eval.independent and load_preset("e12", "tiny").eval.independent
-
+    assert "12500, 25000, 37500, 50000" in header
 
 def test_paper_datasets_are_the_papers():
     for preset in list_presets():
@@ -238,7 +317,7 @@ def test_report_for_a_preset_from_the_one_epoch_runs(one_epoch_runs):
     index = report_for(ws, preset="e7", scale="tiny")
     assert index == ws / "reports" / "e7-interpolation-tiny" / "index.md"
     assert "E7" in index.read_text() and (index.parent / "results.md").exists()
-    index = report_for(ws, preset="e12")        # the only scale with runs
-    assert index.parent.name == "e12-independent-control-tiny"
+    index = report_for(ws, preset="e12a")       # the only scale with runs
+    assert index.parent.name == "e12a-independent-control-tiny"
     with pytest.raises(ValueError, match="no finished runs of preset e7"):
         report_for(ws, preset="e7", scale="paper")

@@ -20,17 +20,22 @@ def command(ctx: click.Context) -> None:
 @command.command("list")
 @json_option
 def presets_list(as_json: bool) -> None:
-    """Each preset: id, title, what it varies, and its number of runs at each scale."""
+    """Each preset under its figure: id, title, what it varies, its number of runs at each scale."""
     from kdtui.core.presets import SCALES, list_presets
 
-    rows = [{"id": p.id, "title": p.title, "varies": p.header("tiny").get("varies", p.varies),
-             "runs": {scale: p.run_count(scale) for scale in SCALES}} for p in list_presets()]
+    rows = [{"id": p.id, "figure": p.figure, "title": p.title, "varies": p.header("tiny").get("varies", p.varies),
+             "runs": {scale: p.run_count(scale) for scale in SCALES}, "group": p.figure_group}
+            for p in list_presets()]
     if as_json:
-        print_json(rows)
+        print_json([{k: v for k, v in r.items() if k != "group"} for r in rows])
         return
     width = shutil.get_terminal_size((100, 24)).columns
     lines = [f"{'id':<8}{'runs paper/tiny':>16}  title"]
+    group = None
     for r in rows:
+        if r["group"] != group:   # the parts of a split figure (e4a, e4b) under one heading
+            group = r["group"]
+            lines.append(clip(group, width))
         lines.append(clip(f"{r['id']:<8}{r['runs']['paper']:>10} / {r['runs']['tiny']:<3}  {r['title']}", width))
         lines.append(clip(f"{'':<8}varies: {r['varies']}", width))
     lines.append("\nkdtui presets show ID [--scale paper|tiny] prints a preset's spec, with its sweep")

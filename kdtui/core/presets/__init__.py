@@ -4,11 +4,15 @@ The specs are ordinary TOML files next to this module, `<stem>.<scale>.toml`, th
 and edit: `paper` is the paper's setting (CIFAR-100 / MNIST, the appendix's hyper-parameters), `tiny`
 the same structure on the embedded `digits` data set with LeNet-5, runnable on a laptop CPU in
 minutes. Each file opens with a comment block whose first line is the title, followed by
-`# varies: ...` and `# paper: ...` lines (an indented `#   ...` line continues them); this module reads
-title, varies and the paper's claim from there, so the file is the one source of truth.
+`# figure: ...`, `# varies: ...` and `# paper: ...` lines (an indented `#   ...` line continues them);
+this module reads title, figure, varies and the paper's claim from there, so the file is the one
+source of truth.
 
-E3's figure mixes augmentation policies with data arms (GAN samples, SVHN, uniform noise). A sweep
-is a full grid, so the two are separate presets: `e3` (augmentation) and `e3-data` (extra data).
+A sweep is a full grid, so a figure whose panels are not one grid is split into parts listed under
+the figure: E3 into `e3` (augmentation) and `e3-data` (extra data), E4 into `e4a` (ensemble size)
+and `e4b` (temperature), E6 into `e6a` (SGD) and `e6b` (Adam, its own learning rate), E11 into
+`e11a` / `e11b` (ResNet teachers and students) and `e11c` (VGG-16), E12 into `e12a` (ensemble sizes)
+and `e12b` (policies). Fig. 5's left and middle panels are the train agreement of e2's and e4a's runs.
 
 E9 (ImageNet ResNet-50, IMDB BiLSTM) is out of scope: kdtui has neither the data sets nor the models.
 
@@ -33,15 +37,20 @@ _CATALOG: tuple[tuple[str, str], ...] = (
     ("e2", "e2-self-ensemble-data"),
     ("e3", "e3-augmentation"),
     ("e3-data", "e3-data"),
-    ("e4", "e4-data-recycling"),
+    ("e4a", "e4a-data-recycling"),
+    ("e4b", "e4b-data-recycling-temperature"),
     ("e5", "e5-train-agreement"),
-    ("e6", "e6-long-training"),
+    ("e6a", "e6a-long-training-sgd"),
+    ("e6b", "e6b-long-training-adam"),
     ("e7", "e7-interpolation"),
     ("e8", "e8-shared-init"),
     # E9 (ImageNet / IMDB) is out of scope: no such data sets or models in kdtui.
     ("e10", "e10-temperature-ensemble"),
-    ("e11", "e11-capacity"),
-    ("e12", "e12-independent-control"),
+    ("e11a", "e11a-capacity-resnet20"),
+    ("e11b", "e11b-capacity-resnet56"),
+    ("e11c", "e11c-capacity-vgg16"),
+    ("e12a", "e12a-independent-control"),
+    ("e12b", "e12b-independent-control-policies"),
 )
 
 
@@ -58,6 +67,12 @@ class Preset:
     varies: str
     paper_claim: str
     scales: dict[str, Path] = field(default_factory=dict)
+    figure: str = ""          # the figure and panel it reproduces, e.g. "Fig. 4 (top row)"
+
+    @property
+    def figure_group(self) -> str:
+        """The figure without its panel ("Fig. 4"): the heading its parts are listed under."""
+        return self.figure.split(" (")[0]
 
     def path(self, scale: str) -> Path:
         if scale not in self.scales:
@@ -85,7 +100,7 @@ class Preset:
 
 
 def _parse_header(text: str) -> dict[str, str]:
-    """title, varies, paper from the leading comment block (see the module docstring)."""
+    """title, figure, varies, paper from the leading comment block (see the module docstring)."""
     lines = []
     for line in text.splitlines():
         if not line.startswith("#"):
@@ -96,7 +111,7 @@ def _parse_header(text: str) -> dict[str, str]:
     for line in lines[1:]:
         stripped = line.strip()
         head, sep, rest = stripped.partition(":")
-        if sep and head in ("varies", "paper") and line.startswith(" ") and not line.startswith("  "):
+        if sep and head in ("figure", "varies", "paper") and line.startswith(" ") and not line.startswith("  "):
             key = head
             out[key] = rest.strip()
         elif key is not None and line.startswith("   ") and stripped:
@@ -110,7 +125,7 @@ def _build(preset_id: str, stem: str) -> Preset:
     scales = {scale: PRESETS_DIR / f"{stem}.{scale}.toml" for scale in SCALES}
     header = _parse_header(scales["paper"].read_text(encoding="utf-8"))
     return Preset(id=preset_id, stem=stem, title=header.get("title", ""), varies=header.get("varies", ""),
-                  paper_claim=header.get("paper", ""), scales=scales)
+                  paper_claim=header.get("paper", ""), scales=scales, figure=header.get("figure", ""))
 
 
 def list_presets() -> list[Preset]:
@@ -128,7 +143,9 @@ def get_preset(preset_id: str) -> Preset:
     for known, stem in _CATALOG:
         if known == wanted:
             return _build(known, stem)
-    hint = " (E9, ImageNet / IMDB, is not included)" if wanted == "e9" else ""
+    parts = [known for known, _ in _CATALOG if known[:-1] == wanted and known[-1] in "abc"]
+    hint = (" (E9, ImageNet / IMDB, is not included)" if wanted == "e9"
+            else f" ({wanted.upper()} is split into parts: {', '.join(parts)})" if parts else "")
     raise PresetError(f"unknown preset {preset_id!r}{hint}; known: {_known_ids()}")
 
 
