@@ -488,12 +488,23 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in text).strip("-.") or "report"
 
 
+def _from_preset(record: dict, preset_id: str, scale: str, spec_name: str) -> bool:
+    """Whether the run was launched from this preset at this scale."""
+    if "preset" in record:
+        return record["preset"] == preset_id and record.get("preset_scale") == scale
+    name = str(record.get("name") or "")  # an older record: by the preset spec's name
+    return name == spec_name or name.startswith(spec_name + "[")
+
+
 def select_records(store, *, preset: str | None = None, scale: str | None = None, group: str | None = None,
                    run_ids: Sequence[str] | None = None) -> tuple[list[dict], str, str]:
     """(finished records, report folder name, title) for exactly one of preset / group / run_ids.
 
-    preset: runs whose name is the preset spec's name or one of its sweep points (`<name>[...]`), of
-    the given scale, or of the one scale that has runs. group: runs whose group_hash starts with it.
+    preset: runs launched from the preset (their record's `preset` and `preset_scale`), of the given
+    scale, or of the one scale that has runs. A user's own spec that shares a preset's name is not
+    one of them. Records written before kdtui kept the preset (they have no `preset` field at all)
+    are matched by name: the preset spec's name or one of its sweep points (`<name>[...]`).
+    group: runs whose group_hash starts with it.
     run_ids: those runs (id prefixes as `kdtui runs show` takes them). Only `done` runs count.
     Raises ValueError (PresetError for a bad preset or scale, RegistryError for a bad id).
     """
@@ -508,8 +519,7 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
         by_scale = {}
         for sc in ([scale] if scale else list(SCALES)):
             base = p.spec_name(sc)
-            found = [r for r in store.all() if r.get("status") == DONE
-                     and (r.get("name") == base or str(r.get("name") or "").startswith(base + "["))]
+            found = [r for r in store.all() if r.get("status") == DONE and _from_preset(r, p.id, sc, base)]
             if found:
                 by_scale[sc] = (found, base)
         if not by_scale:

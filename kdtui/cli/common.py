@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from kdtui.core.names import printable
 from kdtui.core.workspace import ENV_VAR, Workspace, WorkspaceError
 
 if TYPE_CHECKING:
@@ -24,7 +25,12 @@ MISSING = "—"
 
 class _LazyConsole:
     """A rich Console made on first use: importing rich.console costs ~0.1 s that `runs list`,
-    the JSON commands and `--help` never need."""
+    the JSON commands and `--help` never need.
+
+    Text printed here is never markup (the consoles are made with markup=False, so a name such as
+    `[link=...]x` is shown as typed, in table cells too), and every string given to `print` is
+    passed through `printable`, so no control sequence in a name, path or error reaches the
+    terminal. Tables and Text built elsewhere escape their own cells (`cell`)."""
 
     def __init__(self, **options):
         self._options = options
@@ -37,19 +43,30 @@ class _LazyConsole:
             self._console = Console(**self._options)
         return self._console
 
+    def print(self, *objects, **options) -> None:
+        self.get().print(*(printable(o, lines=True) if isinstance(o, str) else o for o in objects), **options)
+
     def __getattr__(self, name):
         return getattr(self.get(), name)
 
 
-out = _LazyConsole(highlight=False)  # ids and paths are not numbers to colour
-err = _LazyConsole(stderr=True, highlight=False)
+out = _LazyConsole(highlight=False, markup=False)  # ids and paths are not numbers to colour
+err = _LazyConsole(stderr=True, highlight=False, markup=False)
+
+
+def cell(value) -> "Text":
+    """A rich table cell (or title) showing `value` as it is: escaped, never markup."""
+    from rich.text import Text
+
+    return Text(printable(value))
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> click.exceptions.Exit:
-    """Print one line on stderr, `error: ...`, and return the exit to raise."""
-    from rich.markup import escape
+    """Print one line on stderr, `error: ...`, and return the exit to raise. The message is shown
+    as text on one line (it often quotes a user's value: a path, a name, a sweep value)."""
+    from rich.text import Text
 
-    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), " ", printable(message)), highlight=False, soft_wrap=True)
     return click.exceptions.Exit(code)
 
 
@@ -175,33 +192,62 @@ def fmt_number(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else MISSING
 
 
+def _cell_len_function(texts: list[str]):
+    """How many terminal cells a string takes: its length for ASCII (the usual listing, without
+    importing rich's width tables), else rich's cell length (CJK and most emoji take two)."""
+    if all(text.isascii() for text in texts):
+        return len
+    from rich.cells import cell_len
+
+    return cell_len
+
+
+def _fit(text: str, width: int, cell_len, cut) -> str:
+    """`text` cut by `cut(text, characters)` to the most characters that take at most `width`
+    cells (a character takes one or two)."""
+    target, fitted = width, cut(text, width)
+    while cell_len(fitted) > width and target > 0:
+        target -= max(1, (cell_len(fitted) - width) // 2)
+        fitted = cut(text, max(target, 0))
+    return fitted if cell_len(fitted) <= width else ""
+
+
 def plain_table(columns: list[tuple[str, str]], rows: list[list[str]], squeeze: int) -> str:
     """Aligned text columns, like `gh run list`: cheap for thousands of rows (a rich Table spends
-    ~2 ms a row measuring and wrapping). Column `squeeze` (a name) is cut to fit the terminal,
+    ~2 ms a row measuring and wrapping). Every cell is escaped (`printable`) and measured in
+    terminal cells, so CJK and emoji line up. Column `squeeze` (a name) is cut to fit the terminal,
     keeping a sweep point's values (kdtui.analysis.labels.cut_name); the others (ids, statuses,
     numbers) are never cut."""
     from kdtui.analysis.labels import cut_name
 
-    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, (name, _) in enumerate(columns)]
+    rows = [[printable(cell) for cell in row] for row in rows]
+    cell_len = _cell_len_function([cell for row in rows for cell in row])
+    widths = [max([cell_len(name)] + [cell_len(row[i]) for row in rows]) for i, (name, _) in enumerate(columns)]
     width = shutil.get_terminal_size((100, 24)).columns
     gap = 2
     over = sum(widths) + gap * (len(widths) - 1) - width
     if over > 0:
-        widths[squeeze] = max(len(columns[squeeze][0]), widths[squeeze] - over)
+        widths[squeeze] = max(cell_len(columns[squeeze][0]), widths[squeeze] - over)
 
     def line(cells: list[str]) -> str:
         parts = []
-        for cell, w, (_, align) in zip(cells, widths, columns):
-            if len(cell) > w:
-                cell = cut_name(cell, w)
-            parts.append(cell.ljust(w) if align == "<" else cell.rjust(w))
+        for text, w, (_, align) in zip(cells, widths, columns):
+            if cell_len(text) > w:
+                text = _fit(text, w, cell_len, cut_name)
+            pad = " " * (w - cell_len(text))
+            parts.append(text + pad if align == "<" else pad + text)
         return (" " * gap).join(parts).rstrip()
 
     return "\n".join([line([name for name, _ in columns])] + [line(row) for row in rows]) + "\n"
 
 
 def clip(line: str, width: int) -> str:
-    return line if len(line) <= width else line[: width - 1] + "…"
+    """`line` in at most `width` terminal cells, escaped, with `…` where it was cut."""
+    line = printable(line)
+    cell_len = _cell_len_function([line])
+    if cell_len(line) <= width:
+        return line
+    return _fit(line, width - 1, cell_len, lambda text, w: text[:w]) + "…"
 
 
 def pids_text(pids: list[int]) -> str:

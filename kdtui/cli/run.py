@@ -54,9 +54,11 @@ def command(spec_path: Path | None, preset: str | None, scale: str, workspace: P
     if nproc > 1 and (detach or executor != "local"):
         raise fail("--nproc runs one data-parallel run in the foreground: not with --detach or --executor ray")
     try:
+        origin = None  # the preset the runs come from, kept in their records (`kdtui report --preset`)
         if preset is not None:
-            from kdtui.core.presets import load_preset
-            spec, source = load_preset(preset, scale), f"preset {preset} ({scale})"
+            from kdtui.core.presets import get_preset
+            found = get_preset(preset)
+            spec, source, origin = found.spec(scale), f"preset {preset} ({scale})", (found.id, scale)
         else:
             spec, source = load_spec(spec_path), str(spec_path)
         if device is not None:
@@ -74,10 +76,10 @@ def command(spec_path: Path | None, preset: str | None, scale: str, workspace: P
             if detach and executor == "local":
                 # Slots and devices are checked before anything is registered (one line, exit 2).
                 run_ids, pids = service.submit_detached(points, retrain_teachers=retrain_teachers,
-                                                        slots_per_gpu=slots_per_gpu)
+                                                        slots_per_gpu=slots_per_gpu, preset=origin)
             else:
                 # This process owns the queued runs until it (or its Ray driver) starts them.
-                run_ids = service.submit(points, owner_pid=os.getpid())
+                run_ids = service.submit(points, owner_pid=os.getpid(), preset=origin)
         if detach:
             if executor == "ray":
                 pids = _ray(ws, store, address, gpus_per_run, retrain_teachers, detach=True).start(run_ids).pids

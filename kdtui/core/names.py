@@ -1,6 +1,10 @@
 """Run names are free text typed by people; some characters in them act on the terminal instead of
 being shown. This module says which, and shows a name safely.
 
+The same holds for every string that comes from a user or a run (paths, sweep values, error
+messages, event text): `printable` is the one helper that makes such text safe to print, and the
+command line's consoles pass every string through it (kdtui.cli.common).
+
 Control characters (C0, DEL, C1) can move the cursor, recolour or retitle a terminal (ESC starts
 every such sequence), and bidirectional controls reorder what is shown after them, so a name can
 pretend to be another. New names with them are refused by spec validation (`unsafe_characters`);
@@ -35,10 +39,14 @@ def escape_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(text: object) -> str:
+def printable(text: object, *, lines: bool = False) -> str:
     """`text` as a string with every unsafe character escaped (`\\x1b`, `\\u202e`), so that what
-    a terminal shows is what the text holds."""
+    a terminal shows is what the text holds. `lines=True` keeps line breaks (text of several lines
+    that kdtui wrote itself around user values); otherwise a newline is escaped too, so that a value
+    stays on its line."""
     text = "" if text is None else str(text)
     if _UNSAFE.search(text) is None:  # the usual case: no copy (one regex scan; `runs list` shows 10,000)
         return text
+    if lines:
+        return "\n".join(printable(line) for line in text.split("\n"))
     return "".join(escape_char(char) if is_unsafe(char) else char for char in text)

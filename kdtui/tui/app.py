@@ -284,7 +284,10 @@ class KdtuiApp(App):
             from kdtui.tui.sources import read_source
 
             text, name, _ = read_source(self.workspace, source_id)
-            return self._launch(parse_spec(text, source=name), name)
+            kind, _, rest = source_id.partition(":")
+            # A paper preset at a scale ("preset:<id>:<scale>"): its records keep (id, scale).
+            preset = tuple(rest.split(":")) if kind == "preset" and rest.count(":") == 1 else None
+            return self._launch(parse_spec(text, source=name), name, preset)
         self.run_task("launch", launch)
 
     def launch_spec(self, spec, source: str = "spec") -> None:
@@ -292,12 +295,12 @@ class KdtuiApp(App):
         `kdtui run SPEC --detach`."""
         self.run_task("launch", lambda: self._launch(spec, source))
 
-    def _launch(self, spec, source: str) -> TaskDone:
+    def _launch(self, spec, source: str, preset: tuple[str, str] | None = None) -> TaskDone:
         from kdtui.core.spec import expand_sweep
 
         points = [point.resolved() for point in expand_sweep(spec, source=source)]
         try:  # a bad slot setting or a device no slot fits: one line, nothing registered
-            run_ids, _ = self.service().submit_detached(points)
+            run_ids, _ = self.service().submit_detached(points, preset=preset)
         except ServiceError as exc:
             return TaskDone(str(exc), "error")
         what = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
