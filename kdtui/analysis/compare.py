@@ -33,7 +33,7 @@ __all__ = [
     "is_number", "mean_std", "flatten_spec", "flatten_environment", "metric_series", "metric_value", "best_epoch", "higher_is_better",
     "group_label", "group_labels", "group_count", "has_metrics", "seed_count", "records_mean_std", "strip_seed", "compare",
     "format_cell", "to_csv", "to_markdown", "to_json", "from_json", "render_rich",
-    "export_runs", "import_runs_json",
+    "export_runs", "import_runs_json", "run_table",
 ]
 
 # The metric rows a comparison shows, in this order (the names of docs/metrics.md, which exports keep).
@@ -559,9 +559,9 @@ def render_rich(comparison: Comparison, digits: int = 4):
 _RUN_FIELDS = ("id", "label", "name", "status", "group_hash", "spec_hash", "created")
 
 
-def _run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
+def run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
     """Header and one row per run: run fields, flattened spec keys, environment (`env.*`), final
-    metrics."""
+    metrics. The CSV and Markdown exports, and the notebook API's `frame()` (kdtui.api)."""
     flats = [flatten_spec(r.get("spec")) for r in records]
     spec_keys = _keys_in_order(flats)
     envs = [flatten_environment(r) for r in records]
@@ -607,7 +607,7 @@ def export_runs(records: Sequence[dict], fmt: str) -> str:
     records = list(records)
     if fmt == "json":
         return json.dumps(records, indent=2, ensure_ascii=False, default=str) + "\n"
-    header, rows = _run_table(records)
+    header, rows = run_table(records)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

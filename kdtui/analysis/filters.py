@@ -1,0 +1,114 @@
+"""Which runs a selection keeps: `key=value` terms on the resolved spec, `status:X`, and words.
+
+    τ=4 seed=1            distill.temperature is 4 (4.0 too) and seed is 1
+    temperature=4 resnet  a key by its last part; a word is looked for in the name, id and status
+    status:done loss=kl   the status, and distill.loss
+
+A key is a flattened spec key (`distill.temperature`), its short name as labels show it (`τ`,
+kdtui.analysis.labels.SHORT_KEYS) or its last part (`temperature`); a key that names several
+(`lr`: teacher.lr and student.lr) matches when any of them has the value. Values compare as
+numbers when both sides are numbers, else as text without regard to case (a list as
+`augment=crop,hflip`). Every term must hold. Pure standard library: the notebook API uses it, and
+`kdtui runs list --where` and the app's filter can share it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kdtui.analysis.flat import flatten_spec
+from kdtui.analysis.labels import short_key
+
+
+class FilterError(ValueError):
+    """A selection that cannot be read; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A parsed selection: spec terms (key, value), statuses, words."""
+    terms: tuple[tuple[str, str], ...] = ()
+    statuses: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+
+    @property
+    def needs_spec(self) -> bool:
+        """Whether matching reads the spec (index rows do not hold it: whole records do)."""
+        return bool(self.terms)
+
+
+def parse_selection(text: str | None) -> Selection:
+    """`τ=4 status:done resnet` as a Selection; raises FilterError for a term with no key or value."""
+    terms, statuses, words = [], [], []
+    for part in (text or "").split():
+        if "=" in part:
+            key, _, value = part.partition("=")
+            if not key or not value:
+                raise FilterError(f"filter term {part!r} needs a key and a value, as in τ=4")
+            terms.append((key, value))
+        elif part.lower().startswith("status:"):
+            status = part.split(":", 1)[1]
+            if not status:
+                raise FilterError(f"filter term {part!r} needs a status, as in status:done")
+            statuses.append(status.lower())
+        else:
+            words.append(part.lower())
+    return Selection(tuple(terms), tuple(statuses), tuple(words))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def value_matches(actual: Any, wanted: str) -> bool:
+    """Whether a spec value is the text `wanted` (numbers as numbers: `4` is 4.0)."""
+    if isinstance(actual, bool):
+        return wanted.lower() == ("true" if actual else "false")
+    a, w = _number(actual), _number(wanted)
+    if a is not None and w is not None:
+        return a == w
+    return actual is not None and _text(str(actual)) == _text(wanted)
+
+
+def _text(value: str) -> str:
+    # A list's flattened value is `crop, hflip`; a term cannot hold a space, so `crop,hflip` names it.
+    return re.sub(r",\s+", ",", value.lower())
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_of(flat_key: str) -> tuple[str, ...]:
+    return (flat_key, short_key(flat_key), flat_key.rsplit(".", 1)[-1])
+
+
+def keys_named(key: str, flat: dict[str, Any]) -> list[str]:
+    """The flattened spec keys that `key` names: itself, its short name, or its last part."""
+    return [k for k in flat if key in _names_of(k)]
+
+
+def matches(record: dict, selection: Selection | str | None) -> bool:
+    """Whether a record is kept. Spec terms need the whole record (its `spec`)."""
+    if not isinstance(selection, Selection):
+        selection = parse_selection(selection)
+    if selection.statuses and str(record.get("status", "")).lower() not in selection.statuses:
+        return False
+    if selection.words:
+        hay = f"{record.get('name', '')} {record.get('id', '')} {record.get('status', '')}".lower()
+        if not all(word in hay for word in selection.words):
+            return False
+    if selection.terms:
+        flat = flatten_spec(record.get("spec"))
+        for key, wanted in selection.terms:
+            if not any(value_matches(flat[k], wanted) for k in keys_named(key, flat)):
+                return False
+    return True
