@@ -33,7 +33,7 @@ from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, metric_seri
 from kdtui.analysis.labels import differing_keys, short_key
 from kdtui.analysis.markdown import md_table
 from kdtui.core.events import DONE
-from kdtui.core.files import atomic_output, atomic_write
+from kdtui.core.files import atomic_output, atomic_write, check_output, check_replaceable
 from kdtui.core.vocabulary import metric_label
 
 __all__ = ["TABLE_METRICS", "OPTIONAL_METRICS", "FIGURE_SIZE_IN", "FIGURE_DPI", "Setting",
@@ -418,13 +418,15 @@ _GENERATED = ("index.md", "results.md")
 
 
 def _clear_previous(out_dir: Path) -> None:
-    """Remove what an earlier report wrote here (a rerun may make fewer figures)."""
-    for name in _GENERATED:
-        (out_dir / name).unlink(missing_ok=True)
-    for metric in SUMMARY_FIGURES:
-        (out_dir / f"{metric}.png").unlink(missing_ok=True)
-    for metric in CURVE_FIGURES:
-        (out_dir / f"curves_{metric}.png").unlink(missing_ok=True)
+    """Remove what an earlier report wrote here (a rerun may make fewer figures). A link, FIFO,
+    device or folder under one of those names is not a report's: NotARegularFile, before anything
+    is removed."""
+    paths = [out_dir / name for name in _GENERATED] + [out_dir / f"{metric}.png" for metric in SUMMARY_FIGURES] \
+        + [out_dir / f"curves_{metric}.png" for metric in CURVE_FIGURES]
+    for path in paths:
+        check_replaceable(path)
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def build_report(records: list[dict], out_dir: Path, title: str, varied: list[str] | None = None) -> Path:
@@ -437,6 +439,10 @@ def build_report(records: list[dict], out_dir: Path, title: str, varied: list[st
     records = [r for r in records if isinstance(r, dict)]
     if not records:
         raise ValueError("no runs to report on")
+    # A report folder linked into a run folder or the index would overwrite the workspace's own
+    # files (OutputRefused); a link, FIFO or device in place of one file is refused where it is
+    # written (kdtui.core.files).
+    check_output(out_dir / "index.md")
     try:
         import matplotlib
     except ImportError:  # an extra: the light install has no plotting library

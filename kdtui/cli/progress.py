@@ -53,7 +53,7 @@ class RunProgress:
         self.clock = self.state.clock
         self.latest = ""   # the newest epoch's metrics
         self.progress = _RunDisplay(
-            self, TextColumn("{task.description}", style="cyan"), BarColumn(bar_width=BAR_WIDTH),
+            self, TextColumn("{task.description}", style="cyan", markup=False), BarColumn(bar_width=BAR_WIDTH),
             TextColumn("{task.fields[epochs]}"), TextColumn("{task.fields[left]}"),
             console=console, transient=False)
         self.tasks: dict[tuple, int] = {}
@@ -112,7 +112,7 @@ class RunProgress:
             self.progress.update(self.tasks[key], completed=done, epochs=f"epoch {event.epoch}/{self.epochs[key]}",
                                  left=self._phase_left())
         elif isinstance(event, EpochMetrics):
-            self.latest = describe(event)
+            self.latest = printable(describe(event))
         elif isinstance(event, PhaseEnd) and key in self.tasks:
             task = self.tasks[key]
             self.progress.update(task, completed=self.progress.tasks[task].total, left="done")
@@ -126,9 +126,9 @@ def summary_table(record: dict, label: str = "") -> Table:
     # Text, not a markup string: a name is shown as it is, escaped (kdtui.core.names), never styled.
     name = printable(record.get("name"))
     head = f"{label}  {name}" if label and label != name else name
-    title = Text(f"{head}  ({short_id(record['id'])}, {record['status']})")
+    title = Text(printable(f"{head}  ({short_id(record['id'])}, {record['status']})"))
     # At least as wide as its title, so a name is wrapped only where the terminal is narrower.
-    table = Table(title=title, show_header=True, min_width=len(title.plain))
+    table = Table(title=title, show_header=True, min_width=title.cell_len)
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = record.get("metrics") or {}
@@ -137,9 +137,9 @@ def summary_table(record: dict, label: str = "") -> Table:
         if name in NOT_IN_SUMMARY:
             continue
         if isinstance(value, int) and not isinstance(value, bool) and name != "epoch":
-            table.add_row(metric_label(name), str(value))  # a count (test_examples)
+            table.add_row(Text(printable(metric_label(name))), str(value))  # a count (test_examples)
         elif isinstance(value, float):
-            table.add_row(metric_label(name), f"{value:.4f}")
-    if record.get("error"):
-        table.add_row("error", record["error"])
+            table.add_row(Text(printable(metric_label(name))), f"{value:.4f}")
+    if record.get("error"):  # the run's own words (a path, a user's value): text, never markup
+        table.add_row("error", Text(printable(record["error"], lines=True)))
     return table

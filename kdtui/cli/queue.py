@@ -28,7 +28,7 @@ def command(workspace: Path | None, as_json: bool) -> None:
         print_json(payload)
         return
     where = f"GPUs {', '.join(gpus)}" if gpus else "no GPU: CPU slots"
-    lines = [f"{per_gpu} slot(s) per device; {where}", ""]
+    lines = [printable(f"{per_gpu} slot(s) per device; {where}"), ""]
     lines += plain_table([("slot", "<"), ("run", "<"), ("name", "<"), ("since", ">")],
                          [[slot["slot"], slot["run"] or "free", printable(slot["name"]),
                            age_text(slot["started"]) if slot["run"] else ""]

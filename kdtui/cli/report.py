@@ -16,7 +16,11 @@ from kdtui.cli.common import fail, out, workspace_option
 @workspace_option
 def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, group: str | None,
             workspace: Path | None) -> None:
-    """Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/."""
+    """Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/.
+
+    Each file there is replaced whole. A symbolic link, FIFO, device or folder in place of one is
+    refused (not followed), and so is a report folder that leads into a run folder or the index.
+    """
     from kdtui.analysis.report import report_for
     from kdtui.core.registry import RegistryError
 
@@ -24,4 +28,6 @@ def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, gro
         index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=list(run_ids) or None)
     except (ValueError, RegistryError) as exc:
         raise fail(str(exc).splitlines()[0])
+    except OSError as exc:  # a read-only workspace, a full disk, a FIFO where a figure goes: say which file
+        raise fail(f"cannot write the report: {exc.filename or ''}: {exc.strerror or exc}")
     out.print(f"report: {index}", markup=False)

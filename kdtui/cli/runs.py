@@ -257,7 +257,7 @@ def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, diff_only: bo
     except ValueError as exc:
         raise fail(str(exc))
     if as_json:
-        sys.stdout.write(to_json(comparison) + "\n")
+        sys.stdout.write(to_json(comparison, ascii_only=True) + "\n")
     else:
         out.print(render_rich(comparison))
 
@@ -267,21 +267,26 @@ def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, diff_only: bo
 @workspace_option
 @click.option("--format", "-f", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write here instead of stdout.")
+              help="Write a regular file here instead of stdout (replaced whole). A symbolic link is "
+                   "refused, not followed; so are a FIFO, a device, a folder and a workspace's own files.")
 def runs_export(run_ids: tuple[str, ...], workspace: Path | None, fmt: str, output: Path | None) -> None:
     """Export runs, all by default (final metrics and settings; JSON includes the history)."""
     from kdtui.analysis.compare import export_runs
-    from kdtui.core.files import atomic_write
+    from kdtui.core.files import OutputRefused, atomic_write, check_output
 
     ws, store = open_store(workspace)
-    text = export_runs(_records_with_history(ws, store, list(run_ids) or None), fmt)
+    # On stdout JSON escapes what is not ASCII (a terminal may be reading); a file keeps UTF-8.
+    text = export_runs(_records_with_history(ws, store, list(run_ids) or None), fmt, ascii_json=output is None)
     if not text.endswith("\n"):
         text += "\n"
     if output is None:
         sys.stdout.write(text)
         return
     try:
+        check_output(output)
         atomic_write(output, text)
+    except OutputRefused as exc:
+        raise fail(str(exc))
     except OSError as exc:  # no such folder, no permission, a full disk: say which file
         raise fail(f"cannot write {output}: {exc.strerror or exc}")
     err.print(f"wrote {output}", markup=False)
