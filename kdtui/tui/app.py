@@ -27,6 +27,7 @@ from kdtui.tui.commands import KdtuiCommands
 from kdtui.tui.messages import EventsBatch, RunsLoaded, TaskDone
 from kdtui.tui.state import ACTIVE, RunLive
 from kdtui.tui.streaming import EventStreamer, RegistryWatcher
+from kdtui.tui.text import literal
 from kdtui.tui.widgets.gpus import GpuSampler, GpusRead, format_gpus
 from kdtui.core.workspace import Workspace
 
@@ -50,7 +51,7 @@ class KdtuiApp(App):
                  events_poll: float = EVENTS_POLL_S):
         super().__init__()
         self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        self.sub_title = str(self.workspace.root)
+        self.sub_title = literal(self.workspace.root)  # the header shows it as text (not markup)
         self.records: list[dict] = []           # oldest first, as the registry lists them
         self.by_id: dict[str, dict] = {}
         self.live: dict[str, RunLive] = {}
@@ -224,8 +225,8 @@ class KdtuiApp(App):
         if self._closing or not self.screen_stack:
             return
         if message.message:
-            self.notify(message.message, severity=message.severity,
-                        timeout=8 if message.severity == "error" else 5)
+            self.notify(literal(message.message), severity=message.severity,
+                        timeout=8 if message.severity == "error" else 5, markup=False)
         self.refresh_registry()
         handler = getattr(self.screen, "on_task_done_here", None)
         if handler is not None:
@@ -377,7 +378,8 @@ class KdtuiApp(App):
 
         run_ids = list(run_ids if run_ids is not None else self.marked)
         if len(run_ids) < 2:
-            self.notify("mark two or more runs first (space or m on the runs screen)", severity="warning")
+            self.notify("mark two or more runs first (space or m on the runs screen)", severity="warning",
+                        markup=False)
             return
         # The comparison takes the marks: left behind, they would take over the next stop or delete.
         self.marked.clear()

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from kdtui.core.names import printable
+from kdtui.tui.text import highlighted, literal, markup_literal, plain
 
 EXACT = 10.0   # the score of an exact id match: above every fuzzy one (at most 1)
 
@@ -59,7 +59,7 @@ class KdtuiCommands(Provider):
     def _run_commands(self) -> list[Command]:
         out = []
         for record in reversed(self.app.records):
-            title = f"Open run {printable(record.get('name', ''))} ({record.get('id')}, {record.get('status')})"
+            title = literal(f"Open run {record.get('name', '')} ({record.get('id')}, {record.get('status')})")
             out.append(Command(title, "the live view: curves, epochs, log", partial(self.app.open_run, record["id"])))
         return out
 
@@ -69,7 +69,10 @@ class KdtuiCommands(Provider):
 
     async def discover(self) -> Hits:
         for command in self._actions():
-            yield DiscoveryHit(command.title, command.run, help=command.help)
+            # Shown as text: titles and descriptions name runs and presets (the palette reads a
+            # `str` as markup; its help takes only a `str`).
+            yield DiscoveryHit(plain(command.title), command.run, text=command.title,
+                               help=markup_literal(command.help))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -84,5 +87,5 @@ class KdtuiCommands(Provider):
                     # The description counts a little less than the title.
                     score = weight * max(matcher.match(command.title), 0.8 * matcher.match(command.help))
                 if score > 0:
-                    yield Hit(score, matcher.highlight(command.title), command.run,
-                              text=command.title, help=command.help)
+                    yield Hit(score, highlighted(command.title, matcher), command.run,
+                              text=command.title, help=markup_literal(command.help))

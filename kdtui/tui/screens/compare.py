@@ -18,6 +18,7 @@ from kdtui.analysis.compare import (AGGREGATIONS, HIGHER_IS_BETTER, LOWER_IS_BET
 from kdtui.analysis.labels import cut_middle, run_labels
 from kdtui.core.files import atomic_write
 from kdtui.core.vocabulary import metric_label
+from kdtui.tui.text import literal, plain
 from kdtui.tui.widgets.curves import COLORS, MARKERS, Curves
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
@@ -88,7 +89,7 @@ class CompareScreen(Screen):
     def on_records_read(self, message: RecordsRead) -> None:
         self.records = message.records
         if message.error:
-            self.notify(message.error, severity="warning")
+            self.notify(literal(message.error), severity="warning", markup=False)
         self.redraw()
         self._draw_curves()
 
@@ -100,8 +101,8 @@ class CompareScreen(Screen):
             info.update("no runs to compare")
             return
         self.comparison = c = compare(self.records, diff_only=self.diff_only, agg=self.agg, by_group=self.by_group)
-        info.update(f"{len(self.records)} runs · agg {self.agg} (a) · diff only {'on' if self.diff_only else 'off'} (d)"
-                    f" · by group {'on' if self.by_group else 'off'} (g) · export: x csv, k md")
+        info.update(plain(f"{len(self.records)} runs · agg {self.agg} (a) · diff only {'on' if self.diff_only else 'off'}"
+                          f" (d) · by group {'on' if self.by_group else 'off'} (g) · export: x csv, k md"))
         # Labels (τ=1) over the short id or the group's count of distinct seeds: kdtui.analysis.compare.
         heads = c.headers()
         table = self.query_one(DataTable)
@@ -110,12 +111,13 @@ class CompareScreen(Screen):
         # idle tick after the rows land, and a screen captured in between kept it at the header's 3 cells.
         row_labels = ["group" if c.by_group else "run", f"metrics ({c.agg})",
                       *(key for key, _ in c.config_rows), *(metric_label(key) for key, _ in c.metric_rows)]
-        table.add_column(row_labels[0], key="key", width=max(map(len, row_labels)))
+        table.add_column(plain(row_labels[0]), key="key", width=max(map(len, row_labels)))
         for i, (label, under) in enumerate(heads):
-            table.add_column(Text(f"{cut_middle(label, LABEL_WIDTH)}\n{under}", justify="right"), key=f"c{i}")
+            table.add_column(plain(f"{cut_middle(literal(label), LABEL_WIDTH)}\n{under}", justify="right"), key=f"c{i}")
         for key, values in c.config_rows:
-            table.add_row(key, *(Text("—" if v is None else str(v), justify="right") for v in values), key=f"cfg:{key}")
-        table.add_row(Text(f"metrics ({c.agg})", style="bold"), *([""] * len(c.columns)), key="__metrics__")
+            table.add_row(plain(key), *(plain("—" if v is None else v, justify="right") for v in values),
+                          key=f"cfg:{key}")
+        table.add_row(Text(f"metrics ({c.agg})", style="bold"), *([Text()] * len(c.columns)), key="__metrics__")
         for key, values in c.metric_rows:
             # By group, cells are MeanStd counted by seed (kdtui.analysis.compare.mean_std): no ± below
             # two distinct seeds, † where runs share a seed.
@@ -125,11 +127,11 @@ class CompareScreen(Screen):
                 present = [(n, i) for i, n in enumerate(numbers) if isinstance(n, (int, float)) and n == n]
                 if present:
                     best = (max if key in HIGHER_IS_BETTER else min)(present)[1]
-            table.add_row(metric_label(key),
+            table.add_row(plain(metric_label(key)),
                           *(Text(format_cell(v, 4), justify="right",
                                  style="bold green" if i == best else "") for i, v in enumerate(values)), key=key)
         if c.by_group and any("†" in under for _, under in heads):
-            info.update(info.render().plain + " · † runs share a seed: averaged, not counted as independent")
+            info.update(plain(info.render().plain + " · † runs share a seed: averaged, not counted as independent"))
 
     def _draw_curves(self) -> None:
         labels = run_labels(self.records)
@@ -138,7 +140,7 @@ class CompareScreen(Screen):
             series = []
             for record in self.records:
                 points = metric_series(record, metric)
-                series.append((cut_middle(labels[str(record.get("id"))], LABEL_WIDTH),
+                series.append((cut_middle(literal(labels[str(record.get("id"))]), LABEL_WIDTH),
                                [e or 0 for e, _ in points], [v for _, v in points]))
             self.query_one(widget_id, Curves).set_series(series, references=[("1.0", 1.0)], legend=in_plot)
         legend = self.query_one("#compare-legend", Static)
@@ -151,7 +153,7 @@ class CompareScreen(Screen):
             for _ in range(columns):
                 grid.add_column(no_wrap=True)
             cells = [Text.assemble((f"{MARKER_GLYPHS.get(MARKERS[i % len(MARKERS)], MARKERS[i % len(MARKERS)])} ",
-                                    COLORS[i % len(COLORS)]), cut_middle(labels[str(r.get("id"))], LABEL_WIDTH))
+                                    COLORS[i % len(COLORS)]), plain(cut_middle(literal(labels[str(r.get("id"))]), LABEL_WIDTH)))
                      for i, r in enumerate(self.records)]
             for start in range(0, len(cells), columns):
                 grid.add_row(*cells[start:start + columns])

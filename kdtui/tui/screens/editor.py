@@ -33,8 +33,8 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Select, Static, TabbedContent, TabPane, TextArea
 
 from kdtui.core.files import atomic_write
-from kdtui.core.names import printable
 from kdtui.core.spec import FIELD_PATHS, Spec, SpecError, spec_from_dict
+from kdtui.tui.text import literal, plain
 from kernels import catalog
 
 CHOICES = {"model": catalog.MODELS, "norm": catalog.NORMS, "optimizer": catalog.OPTIMIZERS,
@@ -329,7 +329,7 @@ class EditorScreen(Screen):
                         for path in form_fields():
                             yield self._field_widget(path, section_start=path in starts)
             with TabPane("Sweep", id="tab-sweep"):
-                yield Static(SWEEP_HELP.replace("# ", "").strip(), classes="hint")
+                yield Static(plain(SWEEP_HELP.replace("# ", "").strip()), classes="hint")
                 yield TextArea("", id="editor-sweep", compact=True)
                 with VerticalScroll(id="editor-preview-box"):
                     yield Static("", id="editor-preview")
@@ -346,7 +346,7 @@ class EditorScreen(Screen):
         kind = field_kind(path)
         choices = CHOICES[path.rsplit(".", 1)[-1]] if kind == "enum" else ("true", "false") if kind == "bool" else None
         suggester = SuggestFromList(choices, case_sensitive=False) if choices else None
-        tooltip = f"one of: {', '.join(choices)}" if choices else None
+        tooltip = plain(f"one of: {', '.join(choices)}") if choices else None
         classes = "form-field -section-start" if section_start else "form-field"
         return Input(id=widget_id(path), compact=True, classes=classes, suggester=suggester, tooltip=tooltip,
                      validate_on=())
@@ -380,7 +380,7 @@ class EditorScreen(Screen):
 
             presets = all_presets()
             options = [(p.title, p.id) for p in presets + workspace_specs(workspace)]
-            options += [(f"run {r['id']} — {printable(r.get('name', ''))}", f"run:{r['id']}") for r in records]
+            options += [(f"run {r['id']} — {r.get('name', '')}", f"run:{r['id']}") for r in records]
             self.post_message(SourcesListed(options))
         self.run_worker(work, thread=True, group="editor-sources", exit_on_error=False)
 
@@ -391,7 +391,8 @@ class EditorScreen(Screen):
         with self.prevent(Select.Changed):
             if message.options != self._options:
                 self._options = message.options
-                select.set_options(message.options)
+                # As text: a sweep point's name (`…[seed=0,x=1.0]`) broke the markup parser.
+                select.set_options([(plain(title), value) for title, value in message.options])
             if any(value == self._loaded_source for _, value in message.options):
                 select.value = self._loaded_source
             else:
@@ -419,7 +420,7 @@ class EditorScreen(Screen):
 
     def on_source_read(self, message: SourceRead) -> None:
         if message.error:
-            self.notify(message.error, severity="error")
+            self.notify(literal(message.error), severity="error", markup=False)
             return
         self.source = message.source
         self.path = message.path
@@ -646,7 +647,7 @@ class EditorScreen(Screen):
             self.validate()
         if self.spec is None:
             message = self.error.message if self.error else "the spec is not valid"
-            self.notify(f"not launched: {message}", severity="error")
+            self.notify(literal(f"not launched: {message}"), severity="error", markup=False)
             return
         self.app.launch_spec(self.spec, source=self.source)
 

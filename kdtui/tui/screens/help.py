@@ -9,6 +9,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
+from kdtui.tui.text import plain
+
 KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "esc", "space": "space", "enter": "enter",
              "backspace": "backspace", "ctrl+p": "ctrl+p", "delete": "del"}
 
@@ -54,14 +56,14 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("key", no_wrap=True)
         table.add_column("does")
         for keys, what in self.rows:
-            table.add_row(Text(keys, style="bold"), what)
+            table.add_row(plain(keys, style="bold"), plain(what))
         title = getattr(type(self.under), "__name__", "screen").replace("Screen", "").lower() or "app"
         with VerticalScroll(id="help-box"):
             yield Static(Text(f"Keys: {title} screen", style="bold"), id="help-title")
             yield Static(table, id="help-table")
             notes = getattr(self.under, "HELP_NOTES", "")
             if notes:
-                yield Static(notes, id="help-notes")
+                yield Static(plain(notes), id="help-notes")
             yield Static("esc closes", id="help-foot")
 
     def action_close(self) -> None:

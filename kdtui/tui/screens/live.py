@@ -21,6 +21,7 @@ from kdtui.core.names import printable
 from kdtui.core.timing import format_duration
 from kdtui.core.vocabulary import metric_label, teacher_short
 from kdtui.tui.state import ACTIVE, EPOCH_COLUMNS, LOG_LINES
+from kdtui.tui.text import literal, plain
 from kdtui.tui.widgets.curves import Curves
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
@@ -183,7 +184,7 @@ class LiveScreen(Screen):
         message = f"failed: {error or 'no error recorded'} (v: the event log)" if status == FAILED or error else ""
         if message != self._error:
             self._error = message
-            box.update(Text(message, style="bold red"))
+            box.update(plain(message, style="bold red"))
             box.set_class(not message, "hidden")
         if force or live.version != self._version:
             self._version = live.version
@@ -212,7 +213,7 @@ class LiveScreen(Screen):
             table.add_column("phase", key="phase")
             table.add_column("ep", key="epoch")
             for metric in present:
-                table.add_column(metric_label(metric), key=metric)
+                table.add_column(plain(metric_label(metric)), key=metric)
         at_end = table.cursor_row >= table.row_count - 1
         for row in rows:
             key = f"{row['phase']}-{row['index']}-{row['epoch']}"
@@ -220,7 +221,8 @@ class LiveScreen(Screen):
                 continue
             self._row_keys.add(key)
             phase = teacher_short(row["index"]) if row["phase"] == "teacher" else "S"
-            table.add_row(phase, str(row["epoch"]), *(_fmt(row.get(m)) for m in self._columns[2:]), key=key)
+            table.add_row(plain(phase), plain(row["epoch"]), *(plain(_fmt(row.get(m))) for m in self._columns[2:]),
+                          key=key)
         if at_end and table.row_count:
             table.move_cursor(row=table.row_count - 1, animate=False)
 
@@ -231,7 +233,7 @@ class LiveScreen(Screen):
         lines = list(live.log)[-new:] if new < len(live.log) else list(live.log)
         log = self.query_one("#live-log", RichLog)
         for line in lines:
-            log.write(Text(line, style="bold red" if "FAILED" in line else ""))
+            log.write(plain(line, style="bold red" if "FAILED" in line else ""))
         self._log_shown = live.log_total
 
     # -- actions ------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ class LiveScreen(Screen):
         if self.record.get("status") in ACTIVE:
             self.app.stop_runs([self.run_id])
         else:
-            self.notify(f"{self.run_id} is {self.record.get('status')}", severity="warning")
+            self.notify(literal(f"{self.run_id} is {self.record.get('status')}"), severity="warning", markup=False)
 
     def action_resume(self) -> None:
         self.app.resume_runs([self.run_id])
@@ -262,7 +264,8 @@ class LiveScreen(Screen):
         marked = self.app.marked
         if self.run_id in marked:
             marked.remove(self.run_id)
-            self.notify(f"unmarked {self.run_id} ({len(marked)} marked)")
+            self.notify(literal(f"unmarked {self.run_id} ({len(marked)} marked)"), markup=False)
         else:
             marked.append(self.run_id)
-            self.notify(f"marked {self.run_id} ({len(marked)} marked; c on the runs screen compares)")
+            self.notify(literal(f"marked {self.run_id} ({len(marked)} marked; c on the runs screen compares)"),
+                        markup=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -14,6 +13,7 @@ from textual.widgets import Footer, Header, Input, Static
 from kdtui.core.events import BadEvent, parse
 from kdtui.core.names import printable
 from kdtui.core.runstate import describe
+from kdtui.tui.text import literal, plain
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
@@ -60,7 +60,7 @@ class LogScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield GpuStatus()  # hidden without GPUs or nvidia-ml-py
-        yield Static(f"event log of {self.run_id}", id="log-info")
+        yield Static(plain(f"event log of {self.run_id}"), id="log-info")
         yield RowTable(id="log-lines", cursor_type="row", show_header=False, zebra_stripes=False)
         yield Input(placeholder="search (enter finds, n next, esc closes)", id="log-search", classes="hidden")
         yield Footer()
@@ -80,13 +80,13 @@ class LogScreen(Screen):
 
     def on_log_read(self, message: LogRead) -> None:
         if message.error:
-            self.query_one("#log-info", Static).update(Text(message.error, style="bold red"))
+            self.query_one("#log-info", Static).update(plain(message.error, style="bold red"))
             return
         self.lines = message.lines
         table = self.query_one(RowTable)
         for line in self.lines:
-            table.add_row(Text(line, style="bold red" if "FAILED" in line or line.startswith("Traceback") else ""))
-        self.query_one("#log-info", Static).update(f"event log of {self.run_id}: {len(self.lines)} lines · / search")
+            table.add_row(plain(line, style="bold red" if "FAILED" in line or line.startswith("Traceback") else ""))
+        self.query_one("#log-info", Static).update(plain(f"event log of {self.run_id}: {len(self.lines)} lines · / search"))
         if self.lines:
             table.move_cursor(row=len(self.lines) - 1, animate=False)
 
@@ -112,7 +112,7 @@ class LogScreen(Screen):
             if self.needle in self.lines[row].lower():
                 table.move_cursor(row=row, animate=True)
                 return
-        self.notify(f"'{self.needle}' not found", severity="warning")
+        self.notify(literal(f"'{self.needle}' not found"), severity="warning", markup=False)
 
     def on_key(self, event) -> None:
         if event.key == "escape" and self.focused is self.query_one("#log-search", Input):

@@ -14,8 +14,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from kdtui.core.names import printable
 from kdtui.core.ages import age_text
+from kdtui.tui.text import plain
 from kdtui.tui.widgets.gpus import GpuStatus
 
 REFRESH_S = 1.0
@@ -32,13 +32,14 @@ def queue_tables(state: dict) -> Table:
     outer = Table.grid()
     gpus = state.get("gpus") or []
     where = f"GPUs {', '.join(gpus)}" if gpus else "no GPU: CPU slots"
-    outer.add_row(Text(f"{state.get('slots_per_gpu')} slot(s) per device; {where}", style="bold"))
+    outer.add_row(plain(f"{state.get('slots_per_gpu')} slot(s) per device; {where}", style="bold"))
     slots = Table(box=None, padding=(0, 2), header_style="bold")
     for header in ("slot", "run", "name", "since"):
         slots.add_column(header, no_wrap=True)
     for slot in state.get("slots") or []:
-        slots.add_row(slot["slot"], slot.get("run") or "free", printable(slot.get("name") or ""),
-                      age_text(slot.get("started")) if slot.get("run") else "")
+        # Cells as text: rich reads a `str` cell as markup, and a run's name is anything.
+        slots.add_row(plain(slot["slot"]), plain(slot.get("run") or "free"), plain(slot.get("name") or ""),
+                      plain(age_text(slot.get("started")) if slot.get("run") else ""))
     outer.add_row(slots)
     waiting = state.get("waiting") or []
     outer.add_row(Text(f"\nwaiting: {len(waiting)}", style="bold"))
@@ -47,7 +48,8 @@ def queue_tables(state: dict) -> Table:
         for header in ("#", "run", "name", "waiting"):
             line.add_column(header, no_wrap=True)
         for i, entry in enumerate(waiting):
-            line.add_row(str(i + 1), entry["run"], printable(entry.get("name") or ""), age_text(entry.get("enqueued")))
+            line.add_row(plain(i + 1), plain(entry["run"]), plain(entry.get("name") or ""),
+                         plain(age_text(entry.get("enqueued"))))
         outer.add_row(line)
     return outer
 
@@ -86,7 +88,7 @@ class QueueScreen(Screen):
     def on_queue_read(self, message: QueueRead) -> None:
         view = self.query_one("#queue-view", Static)
         if message.error:
-            view.update(Text(f"error: {message.error}", style="bold red"))
+            view.update(plain(f"error: {message.error}", style="bold red"))
             return
         self.state = message.state
         view.update(queue_tables(message.state))

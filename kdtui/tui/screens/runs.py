@@ -17,6 +17,7 @@ from kdtui.core.ages import age_text
 from kdtui.core.events import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED
 from kdtui.core.names import printable
 from kdtui.core.vocabulary import metric_label
+from kdtui.tui.text import literal, plain
 from kdtui.tui.state import ACTIVE, progress_cell, record_metric, run_matches, time_cell
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
@@ -324,7 +325,7 @@ class RunsScreen(Screen):
             parts = ["reading the registry…"]
         elif not records:
             parts.append("press l to launch one")
-        self.query_one("#runs-summary", Static).update(" · ".join(parts), layout=False)
+        self.query_one("#runs-summary", Static).update(plain(" · ".join(parts)), layout=False)
 
     # -- selection ------------------------------------------------------------------------------
 
@@ -400,9 +401,9 @@ class RunsScreen(Screen):
         if not active:
             if which == "marked":
                 self.notify(f"none of the {len(targets)} marked runs is running or queued (u clears the marks)",
-                            severity="warning")
+                            severity="warning", markup=False)
             else:
-                self.notify("this run is not running or queued", severity="warning")
+                self.notify("this run is not running or queued", severity="warning", markup=False)
             return
         self.app.stop_runs(active)
 
@@ -433,7 +434,7 @@ class RunsScreen(Screen):
         self.app.marked.clear()
         self._update_rows(cleared)
         self._update_summary()
-        self.notify(f"cleared {count} mark{'s' if count != 1 else ''}")
+        self.notify(f"cleared {count} mark{'s' if count != 1 else ''}", markup=False)
 
     def action_compare(self) -> None:
         self.app.open_compare()
@@ -446,7 +447,7 @@ class RunsScreen(Screen):
             return
         active = [i for i in targets if self.app.by_id[i].get("status") in ACTIVE]
         if active:
-            self.notify(f"{', '.join(active)} still active; stop first (s)", severity="warning")
+            self.notify(literal(f"{', '.join(active)} still active; stop first (s)"), severity="warning", markup=False)
             return
         names = ", ".join(f"{i} ({printable(self.app.by_id[i].get('name', ''))})" for i in targets[:5])
         more = f" and {len(targets) - 5} more" if len(targets) > 5 else ""

@@ -12,6 +12,8 @@ from rich.text import Text
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
+from kdtui.tui.text import literal
+
 # Distinct markers as well as colours, so curves stay apart in NO_COLOR and on 256-colour terminals.
 MARKERS = ("braille", "dot", "+", "x", "*", "o", "#", "@")
 COLORS = ("cyan", "magenta", "green", "orange", "blue", "red", "yellow", "white")
@@ -43,7 +45,8 @@ def draw(plot: Plot, title: str, series: list[Series], y_range: tuple[float, flo
     plotted = [(label, xs, ys) for label, xs, ys in series if xs]
     for i, (label, xs, ys) in enumerate(series):
         if xs:
-            plot.plot(list(xs), list(ys), label=label if legend else None, marker=MARKERS[i % len(MARKERS)],
+            # The label with its control characters escaped: the figure is read back from ANSI.
+            plot.plot(list(xs), list(ys), label=literal(label) if legend else None, marker=MARKERS[i % len(MARKERS)],
                       color=COLORS[i % len(COLORS)])
     for _, y in references:
         plot.hline(y, "gray")

@@ -17,6 +17,8 @@ from typing import Callable
 from textual.message import Message
 from textual.widgets import Static
 
+from kdtui.tui.text import plain
+
 GPU_REFRESH_S = 2.0
 GIB = 2**30
 
@@ -106,5 +108,5 @@ class GpuStatus(Static):
         self.watch(self.app, "gpu_line", self._show, init=True)
 
     def _show(self, text: str) -> None:
-        self.update(text)
+        self.update(plain(text))
         self.display = bool(text)
