@@ -44,7 +44,7 @@ def app(ctx: click.Context, workspace: Path | None, no_mouse: bool) -> None:
     if ctx.invoked_subcommand is None:
         from kdtui.tui import run_app
 
-        run_app(workspace, mouse=not no_mouse)
+        return run_app(workspace, mouse=not no_mouse)  # the app's exit status (non-zero: it crashed)
 
 
 

@@ -69,6 +69,8 @@ class KdtuiApp(App):
         self._last_flush = 0.0
         self._closing = False
         self._editor_mounting: AwaitMount | None = None   # the editor being built out of sight
+        self.errors: list[BaseException] = []   # unexpected errors that stopped the app
+        self.crash_file: Path | None = None     # where their tracebacks were written
 
     def get_system_commands(self, screen):
         # Textual's Quit and Keys, replaced by ours (one entry each in the palette): quitting leaves
@@ -342,6 +344,22 @@ class KdtuiApp(App):
         self._editor_mounting = self.push_screen("editor")
         self.pop_screen()
 
+    def _handle_exception(self, error: Exception) -> None:
+        # An error nothing caught stops the app (Textual's way, exit status 1). Its traceback goes to
+        # a file in the workspace and `run_app` prints one line naming it; the runs are untouched.
+        from kdtui.tui.crash import write_crash
+
+        self.errors.append(error)
+        try:
+            self.crash_file = write_crash(self.workspace.root, self.errors, self.crash_file)
+        except OSError:
+            pass  # no file: Textual prints the traceback to the terminal instead
+        super()._handle_exception(error)
+
+    def _print_error_renderables(self) -> None:
+        if self.crash_file is None:
+            super()._print_error_renderables()
+
     async def _shutdown(self) -> None:
         # Textual closes an installed screen that is on no stack node by node, in no set order (it
         # prunes only the screens on a stack). Quitting while the editor is still being built out of
@@ -417,6 +435,15 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def run_app(workspace: str | None = None, mouse: bool = True) -> None:
-    """Start the terminal app on `workspace` (--workspace, else $KDTUI_HOME, else ./runs)."""
-    KdtuiApp(workspace).run(mouse=mouse)
+def run_app(workspace: str | None = None, mouse: bool = True) -> int:
+    """Start the terminal app on `workspace` (--workspace, else $KDTUI_HOME, else ./runs); return its
+    exit status: non-zero after a crash, with one line on stderr naming the crash file."""
+    import sys
+
+    from kdtui.tui.crash import crash_line
+
+    app = KdtuiApp(workspace)
+    app.run(mouse=mouse)
+    if app.crash_file is not None:
+        print(crash_line(app.errors[0], app.crash_file), file=sys.stderr)
+    return app.return_code or 0
