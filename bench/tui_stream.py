@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdtui.core.events import EpochMetrics  # noqa: E402
 from kdtui.core.registry import RunStore  # noqa: E402
 from kdtui.tui.app import KdtuiApp  # noqa: E402
 from kdtui.tui.screens.live import LiveScreen  # noqa: E402
@@ -122,9 +123,9 @@ class ProbeApp(KdtuiApp):
         applied, _ = self.by_label.setdefault(self.label, ([], []))
         for events in message.events.values():
             for event in events:
-                if event.get("type") == "epoch":
-                    applied.append(now - event["t"])
-                    self._pending.append(event["t"])
+                if isinstance(event, EpochMetrics):
+                    applied.append(now - event.t)
+                    self._pending.append(event.t)
 
     def _redraw_now(self) -> None:
         super()._redraw_now()

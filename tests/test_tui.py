@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from kdtui.core.events import Done
 from kdtui.core.procs import pid_alive
 from kdtui.core.registry import RunStore
 from kdtui.core.spec import SpecError, spec_from_dict
@@ -454,7 +455,7 @@ async def test_open_finished_run_shows_curves_table_and_log(template_ws):
         test_col = headers.index("test agr")
         assert rows[-1][test_col] == f"{record['metrics']['test_agreement']:.4f}"
         live = app.live[seeds[1]]
-        assert live.final and live.final["type"] == "done"
+        assert isinstance(live.final, Done)
         await wait_for(pilot, lambda: all(c.drawn for c in screen.query(Curves)), what="the plots drawn")
         text = screen_text(app)
         assert "done" in text and "agreement (train agr, test agr)" in text and "test acc" in text

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from textual.message import Message
 
+from kdtui.core.events import Event
+
 
 @dataclass
 class RunsLoaded(Message):
@@ -16,8 +18,8 @@ class RunsLoaded(Message):
 
 @dataclass
 class EventsBatch(Message):
-    """New events of followed runs since the last poll (run id -> compacted events)."""
-    events: dict[str, list[dict]]
+    """New events of followed runs since the last poll (run id -> compacted, typed events)."""
+    events: dict[str, list[Event]]
     read_at: float = 0.0
 
 

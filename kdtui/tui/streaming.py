@@ -16,6 +16,7 @@ import time
 
 from kdtui.core import lifecycle
 from kdtui.core.eventlog import EventReader
+from kdtui.core.events import Event
 from kdtui.core.procs import pid_alive
 from kdtui.core.registry import RunStore
 from kdtui.tui.state import ACTIVE, compact_events
@@ -106,12 +107,12 @@ class EventStreamer:
         with self._lock:
             return set(self._reasons)
 
-    def poll(self) -> dict[str, list[dict]]:
+    def poll(self) -> dict[str, list[Event]]:
         with self._lock:
             wanted = list(self._reasons)
             draining = list(self._draining)
             self._draining.clear()
-        batch: dict[str, list[dict]] = {}
+        batch: dict[str, list[Event]] = {}
         for run_id in wanted + draining:
             reader = self._readers.get(run_id)
             if reader is None:
