@@ -19,7 +19,7 @@ from kdtui.runs.executors import Executor, Started
 if TYPE_CHECKING:
     from kdtui.core.registry import RunStore
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
 
 
 @click.command("run")
@@ -35,24 +35,37 @@ EXECUTORS = ("local", "ray")
               help="With --detach: runs at once per GPU (or on a CPU-only box); default: the workspace's "
                    "settings.toml, else 1.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="local (this box, through its queue) or ray.")
+              help="local (this box, through its queue), ray, or slurm (a job array, through submitit).")
 @click.option("--address", default=None,
               help="With --executor ray: the cluster (default: the one started on this box, else a new one).")
 @click.option("--gpus-per-run", type=click.FloatRange(min=0), default=0.0,
-              help="With --executor ray: GPUs each run asks for.")
+              help="With --executor ray or slurm: GPUs each run asks for.")
+@click.option("--partition", default=None, help="With --executor slurm: the partition (default: settings.toml's [slurm]).")
+@click.option("--time", "time_limit", default=None,
+              help="With --executor slurm: each run's time limit (90, 1:30:00, 2-00:00:00; default 1 hour).")
+@click.option("--mem", default=None, help="With --executor slurm: memory per run (16G, 500M).")
+@click.option("--array-parallelism", type=click.IntRange(min=1), default=None,
+              help="With --executor slurm: at most this many runs at once (default 64).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes per run (torchrun; one per GPU, or gloo on CPU). In the foreground.")
 def command(spec_path: Path | None, preset: str | None, scale: str, workspace: Path | None, device: str | None,
             as_json: bool, detach: bool, retrain_teachers: bool, slots_per_gpu: int | None, executor: str,
-            address: str | None, gpus_per_run: float, nproc: int) -> None:
+            address: str | None, gpus_per_run: float, partition: str | None, time_limit: str | None, mem: str | None,
+            array_parallelism: int | None, nproc: int) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
     from kdtui.core.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
     if (spec_path is None) == (preset is None):
         raise fail("give a spec file or --preset ID (one of them)")
-    _check_ray_options(executor, address, gpus_per_run)
+    slurm_given = dict(partition=partition, time=time_limit, mem=mem, array_parallelism=array_parallelism)
+    if executor != "slurm" and any(value is not None for value in slurm_given.values()):
+        raise fail("--partition, --time, --mem and --array-parallelism go with --executor slurm")
+    if executor == "slurm":
+        _check_slurm_installed(address)
+    else:
+        _check_ray_options(executor, address, gpus_per_run)
     if nproc > 1 and (detach or executor != "local"):
-        raise fail("--nproc runs one data-parallel run in the foreground: not with --detach or --executor ray")
+        raise fail("--nproc runs one data-parallel run in the foreground: not with --detach or --executor ray/slurm")
     try:
         origin = None  # the preset the runs come from, kept in their records (`kdtui report --preset`)
         if preset is not None:
@@ -68,6 +81,7 @@ def command(spec_path: Path | None, preset: str | None, scale: str, workspace: P
     except SpecError as exc:
         raise fail(str(exc))
     ws, store = open_store(workspace, create=True)  # the one command that may make a new workspace
+    slurm = _slurm_options(ws, gpus_per_run, slurm_given) if executor == "slurm" else None  # before registering
     from kdtui.runs.service import RunService, ServiceError
 
     service = RunService(ws, store)
@@ -83,10 +97,14 @@ def command(spec_path: Path | None, preset: str | None, scale: str, workspace: P
         if detach:
             if executor == "ray":
                 pids = _ray(ws, store, address, gpus_per_run, retrain_teachers, detach=True).start(run_ids).pids
+            elif executor == "slurm":
+                pids = _slurm(ws, store, slurm, retrain_teachers, detach=True).start(run_ids).pids  # none: Slurm runs them
             _print_detached(ws, store, run_ids, as_json, pids, executor)
             raise finish(EXIT_OK)
         if executor == "ray":
             code = _run_on_ray(ws, store, run_ids, address, gpus_per_run, as_json, retrain_teachers)
+        elif executor == "slurm":
+            code = _run_on_slurm(ws, store, run_ids, slurm, as_json, retrain_teachers)
         else:
             code = run_foreground(ws, store, run_ids, as_json, retrain_teachers, nproc=nproc)
     except ServiceError as exc:
@@ -113,6 +131,53 @@ def _check_ray_options(executor: str, address: str | None, gpus_per_run: float) 
         raise fail(str(exc))
 
 
+def _check_slurm_installed(address: str | None) -> None:
+    if address is not None:
+        raise fail("--address goes with --executor ray")
+    from kdtui.runs.executors.slurm import SlurmUnavailable, require_submitit
+
+    try:
+        require_submitit()
+    except SlurmUnavailable as exc:
+        raise fail(str(exc))
+
+
+def _slurm_options(ws: Workspace, gpus_per_run: float, given: dict):
+    """The submission's Slurm options (the command line over settings.toml), checked, and Slurm
+    itself found, before any run is registered."""
+    from kdtui.runs.executors.slurm import SlurmUnavailable, require_cluster
+    from kdtui.runs.executors.slurm_jobs import SlurmSettingError, slurm_options
+
+    try:
+        options = slurm_options(ws, gpus_per_run=gpus_per_run or None, **given)
+        require_cluster(options)
+    except (SlurmSettingError, SlurmUnavailable) as exc:
+        raise fail(str(exc))
+    return options
+
+
+def _slurm(ws: Workspace, store: RunStore, options, retrain: bool, *, detach: bool = False,
+           on_record=None) -> "Executor":
+    from kdtui.runs.executors.slurm import SlurmExecutor
+
+    return SlurmExecutor(ws, store, options, retrain_teachers=retrain, detach=detach, on_record=on_record)
+
+
+def _run_on_slurm(ws: Workspace, store: RunStore, run_ids: list[str], options, as_json: bool, retrain: bool) -> int:
+    console = err if as_json else out
+
+    def finished(record: dict) -> None:
+        console.print(f"{record['id']} {record['status']}  test agr "
+                      f"{fmt_number((record.get('metrics') or {}).get('test_agreement'))}"
+                      + (f"  error: {record['error']}" if record.get("error") else ""), markup=False)
+
+    executor = _slurm(ws, store, options, retrain, on_record=finished)
+    console.print(f"submitting {len(run_ids)} run(s) to Slurm; follow with: kdtui runs tail {run_ids[0]}", markup=False)
+    started = executor.start(run_ids)
+    _print_records(ws, store, started.records, as_json, single=len(started.records) == 1, folders=True)
+    return _exit_code(started)
+
+
 def _ray(ws: Workspace, store: RunStore, address: str | None, gpus: float, retrain: bool, *, detach: bool = False,
          on_record=None) -> "Executor":
     from kdtui.runs.executors.ray_cluster import RayExecutor
@@ -132,6 +197,11 @@ def _print_detached(ws: Workspace, store: RunStore, run_ids: list[str], as_json:
             out.print(run_id)
     if executor == "ray":
         err.print(f"sent to Ray by a background driver (pid {pids[0]}); follow with: kdtui runs tail {run_ids[0]}")
+    elif executor == "slurm":
+        from kdtui.runs.executors.slurm import job_ids
+
+        err.print(f"submitted to Slurm as job(s) {', '.join(job_ids(store, run_ids))}; follow with: "
+                  f"kdtui runs tail {run_ids[0]}", markup=False)
     else:
         err.print(f"started in the background ({pids_text(pids)}), each run when a device slot is free "
                   f"(kdtui queue); follow with: kdtui runs tail {run_ids[0]}")

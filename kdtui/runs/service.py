@@ -129,12 +129,23 @@ class RunService:
         if status == QUEUED:
             lifecycle.stop(self.store, run_id)
             (self.workspace.run_dir(run_id) / STOP_FILE).touch()  # its waiting worker leaves the line at once
-            return Outcome(run_id, f"{run_id} removed from the queue (stopped)")
+            return Outcome(run_id, f"{run_id} removed from the queue (stopped)" + self._cancel_job(record))
         if status == RUNNING:
             (self.workspace.run_dir(run_id) / STOP_FILE).touch()
             return Outcome(run_id, f"{run_id}: stop requested; it keeps its last checkpoint "
-                                   f"(kdtui runs resume {run_id})")
+                                   f"(kdtui runs resume {run_id})" + self._cancel_job(record))
         return Outcome(run_id, f"{run_id} is already {status}", changed=False)
+
+    @staticmethod
+    def _cancel_job(record: dict) -> str:
+        """A run on Slurm: its job is cancelled too (Slurm's SIGTERM stops it like the STOP file);
+        what to add to the outcome's line."""
+        if record.get("executor") != "slurm" or not record.get("slurm_job"):
+            return ""
+        from kdtui.runs.executors.slurm_jobs import cancel
+
+        problem = cancel(record)
+        return f"; {problem}" if problem else f"; Slurm job {record['slurm_job']} cancelled"
 
     def release_owned(self, run_ids: list[str]) -> None:
         """Mark the runs this process still owns (queued, or running here) as stopped: resumable.
