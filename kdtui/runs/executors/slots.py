@@ -19,6 +19,8 @@ nvidia-smi, before any run's process initialises CUDA.
 from __future__ import annotations
 
 import contextlib
+# fcntl for the slot locks only: a slot's lock must pass to the run process the worker forks, and
+# be freed by the kernel once both are gone (see HeldSlot). Every other lock is filelock's.
 import fcntl
 import json
 import os
@@ -169,13 +171,11 @@ class RunQueue:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        import filelock  # here: importing it costs commands that never queue ~50 ms
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LINE_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with filelock.FileLock(str(self.folder / LINE_LOCK_NAME)):
             yield
-        finally:
-            os.close(fd)
 
     # -- the line (call inside `locked()`) ----------------------------------------------------------
 
