@@ -214,3 +214,26 @@ def test_cancel_alone_stops_a_running_job(tmp_path):
     wait_for(lambda: record(ws, run_id)["status"] not in ("queued", "running"))
     assert record(ws, run_id)["status"] == "stopped"
     assert not (ws / run_id / "STOP").exists()
+
+
+def test_tail_follows_a_run_on_another_machine_until_its_record_ends(tmp_path):
+    """A Slurm run's process lives on a compute node: its pid means nothing here, its record does."""
+    from kdtui.core import lifecycle
+    from tests.cli_helpers import dead_pid
+
+    ws = tmp_path / "ws"
+    run_id = "261203-000000-aaaa"
+    fake_run(ws, run_id, "running", host="node-017", pid=dead_pid())
+    with open(tmp_path / "tail.out", "w") as out:
+        tail = subprocess.Popen([*KDTUI, "runs", "tail", run_id, "--workspace", str(ws)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, env=cli_env())
+    try:
+        wait_for(lambda: (tmp_path / "tail.out").read_text().count("\n") >= 3, what="the run's epochs shown")
+        assert tail.poll() is None  # still following: a dead pid of another host does not end it
+        with (ws / run_id / "events.jsonl").open("a") as events_file:
+            events_file.write(json.dumps({"t": 0, "type": "done", "metrics": {"test_agreement": 0.9}}) + "\n")
+        lifecycle.done(RunStore(Workspace(ws)), run_id, {"test_agreement": 0.9})
+        assert tail.wait(timeout=60) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()

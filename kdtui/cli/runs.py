@@ -206,6 +206,8 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
     """Follow a run's events until it ends."""
     from kdtui.core import eventlog
     from kdtui.core.events import Progress
+    import socket
+
     from kdtui.core.procs import pid_alive
     from kdtui.core.runstate import describe
 
@@ -216,6 +218,8 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
         current = store.get(record["id"]) or {}
         if current.get("status") == QUEUED and current.get("pid") is None:
             return False  # waiting in the queue's line: no process yet, a worker will start it
+        if current.get("host") not in (None, socket.gethostname()):
+            return current.get("status") not in ACTIVE_STATUSES  # a process elsewhere (a Slurm node): its record tells
         return current.get("status") not in ACTIVE_STATUSES or not pid_alive(current.get("pid"))
 
     try:
