@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from kdtui.cli.common import out, workspace_option
+from kdtui.core.names import printable
 
 
 @click.command("doctor")
@@ -130,5 +131,5 @@ def render_report(rows: list[tuple[str, str]]):
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for label, value in rows:
-        table.add_row(Text(label, style="yellow" if label == "hint" else ""), Text(value))
+        table.add_row(Text(label, style="yellow" if label == "hint" else ""), Text(printable(value)))  # paths: escaped
     return table
