@@ -148,6 +148,7 @@ def test_the_reopen_rule_is_the_same_for_every_reader(case, tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
     assert eventlog.final_event(eventlog.read_all(path)) == expected
+    assert eventlog.read_final(path) == expected  # what reconciliation reads
     stop_asked = []
     followed = list(eventlog.follow(path, poll=0.001, stop=lambda: stop_asked.append(1) or True))
     assert followed == events

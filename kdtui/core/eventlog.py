@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from kdtui.core.events import BadEvent, EpochMetrics, Event, as_dict, parse
+from kdtui.core.events import ACTIVITY_EVENTS, FINAL_EVENTS, BadEvent, EpochMetrics, Event, as_dict, parse
 from kdtui.core.runstate import RunState
 
 
@@ -230,6 +230,15 @@ def final_event(events: Iterable[Event | dict]) -> Event | None:
     state = RunState()
     state.feed(events)
     return state.final
+
+
+def read_final(path: str | Path) -> Event | None:
+    """`final_event` of the run whose log is `path`, reading only the lines that can end or reopen
+    a run (not its log lines)."""
+    return final_event(read_all(path, types=_ENDING_TYPES))
+
+
+_ENDING_TYPES = tuple(cls.type for cls in (*FINAL_EVENTS, *ACTIVITY_EVENTS))
 
 
 def follow(

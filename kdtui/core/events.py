@@ -19,7 +19,7 @@ __all__ = [
     "QUEUED", "RUNNING", "DONE", "FAILED", "STOPPED", "INTERRUPTED", "STATUSES", "ACTIVE_STATUSES",
     "FINAL_STATUSES", "RESUMABLE_STATUSES", "TEACHER", "STUDENT", "Event", "PhaseStart", "PhaseEnd",
     "Progress", "EpochMetrics", "Done", "Failed", "Stopped", "Log", "UnknownEvent", "BadEvent",
-    "EVENT_CLASSES", "EVENT_TYPES", "FINAL_EVENTS", "FINAL_EVENT_TYPES", "ACTIVITY_EVENTS",
+    "EVENT_CLASSES", "EVENT_TYPES", "FINAL_EVENTS", "ACTIVITY_EVENTS",
     "final_status", "parse", "as_dict",
 ]
 
@@ -76,7 +76,6 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_CLASSES}
 
 # A run whose log ends in one of these has ended.
 FINAL_EVENTS = (Done, Failed, Stopped)
-FINAL_EVENT_TYPES = frozenset(cls.type for cls in FINAL_EVENTS)
 # Training activity: after a final event one of these means the run was resumed (see RunState).
 # A `Log` line (e.g. "results are in ...") and an unknown event are neither.
 ACTIVITY_EVENTS = (PhaseStart, PhaseEnd, Progress, EpochMetrics)

@@ -25,8 +25,8 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from kdtui.core import eventlog
-from kdtui.core.events import (ACTIVE_STATUSES, ACTIVITY_EVENTS, DONE, FAILED, FINAL_EVENTS, INTERRUPTED, QUEUED,
-                               RUNNING, STOPPED, Done, Failed, final_status)
+from kdtui.core.events import (ACTIVE_STATUSES, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, Done, Failed,
+                               final_status)
 from kdtui.core.procs import pid_alive
 from kdtui.core.record import metric_problem
 
@@ -152,7 +152,7 @@ def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, d
             events_path = workspace.events_path(run_id)
         except ValueError:
             continue
-        final = eventlog.final_event(eventlog.read_all(events_path, types=_FINAL_AND_ACTIVITY))
+        final = eventlog.read_final(events_path)
         now = time.time()
         if final is None:
             changes[run_id] = {"status": INTERRUPTED, "finished": now}
@@ -167,6 +167,3 @@ def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, d
         changes[run_id] = fields
     return changes
 
-
-# Final types plus the activity that reopens a run after one (a resume); `log` lines do neither.
-_FINAL_AND_ACTIVITY = tuple(cls.type for cls in (*FINAL_EVENTS, *ACTIVITY_EVENTS))
