@@ -237,3 +237,19 @@ def test_tail_follows_a_run_on_another_machine_until_its_record_ends(tmp_path):
     finally:
         if tail.poll() is None:
             tail.kill()
+
+
+def test_stop_settles_a_run_whose_job_died_elsewhere(tmp_path):
+    """Detached, nobody follows the job: a task that died on its node leaves the run `running`; `runs
+    stop` finds its job over and settles the run as interrupted (resumable). (A live job is cancelled
+    instead: test_stop_cancels_the_job_a_dead_job_reads_interrupted_and_resume_finishes.)"""
+    from tests.cli_helpers import dead_pid
+
+    ws = tmp_path / "ws"
+    run_id = "261203-000000-aaaa"
+    fake_run(ws, run_id, "running", host="node-017", pid=4242, executor="slurm", slurm_job=f"local:{dead_pid()}")
+    result = kdtui("runs", "stop", run_id, "--workspace", ws)
+    assert result.returncode == 0, result.stderr
+    assert f"{run_id}: its Slurm job local:" in result.stdout and "interrupted" in result.stdout
+    assert record(ws, run_id)["status"] == "interrupted"
+    assert not (ws / run_id / "STOP").exists()

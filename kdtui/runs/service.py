@@ -130,11 +130,24 @@ class RunService:
             lifecycle.stop(self.store, run_id)
             (self.workspace.run_dir(run_id) / STOP_FILE).touch()  # its waiting worker leaves the line at once
             return Outcome(run_id, f"{run_id} removed from the queue (stopped)" + self._cancel_job(record))
+        if status == RUNNING and self._job_ended(record):
+            lifecycle.interrupt(self.store, run_id)
+            return Outcome(run_id, f"{run_id}: its Slurm job {record['slurm_job']} has ended without recording an end: "
+                                   f"interrupted (kdtui runs resume {run_id})")
         if status == RUNNING:
             (self.workspace.run_dir(run_id) / STOP_FILE).touch()
             return Outcome(run_id, f"{run_id}: stop requested; it keeps its last checkpoint "
                                    f"(kdtui runs resume {run_id})" + self._cancel_job(record))
         return Outcome(run_id, f"{run_id} is already {status}", changed=False)
+
+    @staticmethod
+    def _job_ended(record: dict) -> bool:
+        """A run on Slurm whose job is over: its process died on a node where nobody could settle it."""
+        if record.get("executor") != "slurm":
+            return False
+        from kdtui.runs.executors.slurm_jobs import job_ended
+
+        return job_ended(record)
 
     @staticmethod
     def _cancel_job(record: dict) -> str:

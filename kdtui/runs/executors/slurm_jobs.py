@@ -182,3 +182,31 @@ def _cancel_local(pid_text: str) -> str | None:
     except ProcessLookupError:
         pass
     return None
+
+
+# sacct's states of a job that may still run (every other state is an end: COMPLETED, FAILED,
+# CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE).
+_LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED",
+                "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "STOPPED"}
+
+
+def job_ended(record: dict) -> bool:
+    """Whether the run's job is known to have ended; False while it may run, or when nobody can
+    tell (no sacct, no answer). A detached run whose task died stays `running` in the registry (its
+    process was on another machine) until `kdtui runs stop` asks this."""
+    job_id = record.get("slurm_job")
+    if not isinstance(job_id, str) or not job_id:
+        return False
+    if job_id.startswith(LOCAL_PREFIX):
+        try:
+            command = Path(f"/proc/{int(job_id.removeprefix(LOCAL_PREFIX))}/cmdline").read_bytes()
+        except (ValueError, OSError):
+            return True
+        return b"submitit.local._local" not in command
+    try:
+        result = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True,
+                                text=True, timeout=SCANCEL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    states = result.stdout.split()
+    return result.returncode == 0 and bool(states) and states[0] not in _LIVE_STATES
