@@ -486,10 +486,11 @@ def _decode_cell(value: Any) -> Any:
     return value
 
 
-def to_json(comparison: Comparison, indent: int | None = 2) -> str:
+def to_json(comparison: Comparison, indent: int | None = 2, ascii_only: bool = False) -> str:
     """A JSON object with columns, labels, unders, counts, members, agg, by_group, config and metrics (lists
     of `{"key": ..., "values": [...]}`); MeanStd cells are `{"mean", "std", "n", "runs"}` (std null
-    below two seeds, n the distinct seeds). See `from_json`."""
+    below two seeds, n the distinct seeds). See `from_json`. `ascii_only`: every other character as a
+    JSON escape (for a terminal: no control or bidirectional character reaches it raw)."""
     payload = {
         "columns": list(comparison.columns),
         "labels": list(comparison.labels),
@@ -502,7 +503,7 @@ def to_json(comparison: Comparison, indent: int | None = 2) -> str:
         "metrics": [{"key": k, "values": [_encode_cell(v) for v in vs]}
                     for k, vs in comparison.metric_rows],
     }
-    return json.dumps(payload, indent=indent, ensure_ascii=False)
+    return json.dumps(payload, indent=indent, ensure_ascii=ascii_only)
 
 
 def from_json(text: str) -> Comparison:
@@ -533,9 +534,9 @@ def render_rich(comparison: Comparison, digits: int = 4):
     table = Table(show_header=True, header_style="bold", show_lines=False)
     table.add_column(Text("group" if comparison.by_group else "run"), style="cyan", no_wrap=True)
     for label, under in comparison.headers():
-        table.add_column(Text(printable(label) + (f"\n{under}" if under else "")), justify="right")
+        table.add_column(Text(printable(label) + (f"\n{printable(under)}" if under else "")), justify="right")
     for key, values in comparison.config_rows:
-        table.add_row(Text(key), *(Text(printable(_config_text(v, _MISSING))) for v in values))
+        table.add_row(Text(printable(key)), *(Text(printable(_config_text(v, _MISSING))) for v in values))
     if comparison.metric_rows:
         table.add_section()
         table.add_row(Text(f"metrics ({comparison.agg})", style="bold"),
@@ -548,7 +549,7 @@ def render_rich(comparison: Comparison, digits: int = 4):
             best = _best_index(numbers, key in HIGHER_IS_BETTER)
         cells = [Text(format_cell(v, digits, of=comparison.count(i)), style="bold green" if i == best else "")
                  for i, v in enumerate(values)]
-        table.add_row(Text(metric_label(key)), *cells)
+        table.add_row(Text(printable(metric_label(key))), *cells)
     return table
 
 
@@ -591,13 +592,15 @@ def _plain_text(value: Any) -> str:
     return str(value)
 
 
-def export_runs(records: Sequence[dict], fmt: str) -> str:
+def export_runs(records: Sequence[dict], fmt: str, ascii_json: bool = False) -> str:
     """Runs for `kdtui runs export --format csv|json|md`.
 
     json: the full records (history included) as a JSON list; `import_runs_json` reads it back
     equal. csv: one row per run with id, label (what sets the run apart, `τ=1`), name, status,
     group_hash, spec_hash, created, the flattened spec and the final metrics (empty cell for None).
-    md: the same as a GitHub table.
+    md: the same as a GitHub table. Text is escaped in csv and md (`printable`); `ascii_json`
+    writes JSON's non-ASCII characters as escapes (for a terminal, where a raw control or
+    bidirectional character would act instead of being shown).
     """
     fmt = (fmt or "").lower()
     if fmt == "markdown":
@@ -606,7 +609,7 @@ def export_runs(records: Sequence[dict], fmt: str) -> str:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     records = list(records)
     if fmt == "json":
-        return json.dumps(records, indent=2, ensure_ascii=False, default=str) + "\n"
+        return json.dumps(records, indent=2, ensure_ascii=ascii_json, default=str) + "\n"
     header, rows = run_table(records)
     if fmt == "csv":
         out = io.StringIO()
