@@ -39,6 +39,11 @@ def escape_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def is_printable(text: str) -> bool:
+    """Whether `text` holds no unsafe character (one scan: a caller can test many strings joined)."""
+    return _UNSAFE.search(text) is None
+
+
 def printable(text: object, *, lines: bool = False) -> str:
     """`text` as a string with every unsafe character escaped (`\\x1b`, `\\u202e`), so that what
     a terminal shows is what the text holds. `lines=True` keeps line breaks (text of several lines
