@@ -23,9 +23,17 @@ WRITE_CALLS = {"update", "update_many", "put", "add", "add_many", "take", "start
 
 
 def documented_fields() -> set[str]:
-    """The fields docs/records.md documents: the first cell of each table row."""
-    text = (REPO / "docs" / "records.md").read_text()
-    return set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.M))
+    """The fields docs/records.md documents: the first cell of each row of its tables headed
+    `| field |` (other tables, such as the keys of the environment block, are not fields)."""
+    fields, header = set(), ""
+    for line in (REPO / "docs" / "records.md").read_text().splitlines():
+        if not line.startswith("|"):
+            header = ""
+        elif not header:
+            header = line
+        elif header.startswith("| field |"):
+            fields |= set(re.findall(r"^\| `([a-z_]+)` \|", line))
+    return fields
 
 
 def written_fields() -> set[str]:

@@ -233,7 +233,9 @@ class ReindexResult:
 class _Snapshot:
     """The index as a lock-free reader sees it (a rename swaps whole files): each shard's rows by
     run id, parsed with plain json (TinyDB would wrap every row in a Document first) and kept for as
-    long as the file is unchanged, so the app's next read after an update parses one shard."""
+    long as the file is unchanged, so the app's next read after an update parses one shard. A row
+    of the wrong shape is not handed on (its folder then reads as not in the registry, and
+    `kdtui runs reindex` names its record)."""
 
     def __init__(self, folder: Path, shards: int):
         self.folder = folder
@@ -251,7 +253,8 @@ class _Snapshot:
         if hit is not None and hit[0] == stamp:
             return hit[1]
         stamp, tables = _read_shard(path)
-        rows = {row["id"]: row for row in tables.get(RUNS_TABLE, {}).values() if isinstance(row.get("id"), str)}
+        # Rows of the wrong shape (kdtui.core.record) are left out once, here, not on every read.
+        rows = {row["id"]: row for row in tables.get(RUNS_TABLE, {}).values() if record_problem(row) is None}
         if stamp is not None:
             with _PARSED_LOCK:
                 _PARSED[str(path)] = (stamp, rows)
@@ -421,7 +424,7 @@ class RunStore:
             entries = list(os.scandir(self.workspace.root))
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries if is_run_id(e.name) and e.is_dir())
+        return sorted(e.name for e in entries if is_run_id(e.name) and e.is_dir(follow_symlinks=False))
 
     def check(self) -> None:
         """Raise RegistryNeedsReindex (or RegistryCorrupt) now if reads and writes would; cheap:
@@ -540,7 +543,7 @@ class RunStore:
         root = self._read_root()
         if root is None:
             return []
-        return [row for row in _Snapshot(self.index_dir, root[0]).all() if record_problem(row) is None]
+        return _Snapshot(self.index_dir, root[0]).all()
 
     def _read_ids(self) -> set[str]:
         """Every run id in the index, no lock, no record copied."""
@@ -654,12 +657,12 @@ class RunStore:
         return docs
 
     def remove(self, run_id: str) -> None:
-        """Delete one record and its folder's record.json (not the folder); raises RunNotFound."""
+        """Take one run out of the index; raises RunNotFound. Its folder (record.json included) is
+        left for the caller to delete afterwards: a failed index write then leaves the run listed
+        and whole, and a folder left behind by a kill is found again by `kdtui runs reindex`."""
         with self._locked_index() as index:
             if index.get(run_id) is None:
                 raise RunNotFound(run_id, self.path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.workspace.run_dir(run_id) / RECORD_NAME)
             index.remove(run_id)
 
     def reindex(self) -> ReindexResult:
@@ -673,6 +676,8 @@ class RunStore:
             except (OSError, ValueError):
                 old = {}
             found: dict[str, dict] = {}
+            result.unreadable.extend((name, "a symbolic link, not a run folder (a run folder must be a real folder "
+                                            "inside the workspace)") for name in self.linked_run_folders())
             for name in self._record_folders():
                 try:
                     raw = (self.workspace.root / name / RECORD_NAME).read_bytes()
@@ -711,10 +716,17 @@ class RunStore:
         names = []
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.workspace.root):
-                if entry.is_dir() and (is_run_id(entry.name) or os.path.exists(
+                if entry.is_dir(follow_symlinks=False) and (is_run_id(entry.name) or os.path.exists(
                         os.path.join(entry.path, RECORD_NAME))):
                     names.append(entry.name)
         return sorted(names)
+
+    def linked_run_folders(self) -> list[str]:
+        """Names like a run id that are symbolic links: never a run folder (what they point at may
+        lie outside the workspace), so they are neither indexed nor deleted."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(e.name for e in os.scandir(self.workspace.root) if is_run_id(e.name) and e.is_symlink())
+        return []
 
     def _rewrite_index(self, records: dict[str, dict]) -> None:
         try:
@@ -737,7 +749,7 @@ class RunStore:
         """The whole record of one run (its row and, from record.json, its details), or None."""
         root = self._read_root()
         row = _Snapshot(self.index_dir, root[0]).get(run_id) if root else None  # one shard
-        return self._whole(row) if row is not None and record_problem(row) is None else None
+        return self._whole(row) if row is not None else None
 
     def with_details(self, rows: Iterable[dict]) -> list[dict]:
         """The whole records of index rows (`all`, `find`): one record.json read per row."""
