@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from kernels.catalog import JITTER_DEFAULT, parse_augmentation
+from kernels.catalog import augmentation_parameter, parse_augmentation
 
 # crop and the flips only move pixels: they are folded into one index map per batch and applied as one
 # gather, so the paper's baseline (crop + hflip) costs a single pass over the pixels.
@@ -240,8 +240,9 @@ class Augmenter:
     - mixup: x ← λx + (1 − λ)x[perm], λ ~ Beta(α, α) per batch (α = 1: the paper's λ ~ U[0, 1]).
     - cutmix: a box of area 1 − λ pasted from x[perm]; Mix.lam is the exact kept fraction.
     - noise: additive Gaussian pixel noise, std 0.1 (≈ 25/255: visible but keeps the class), then clamp.
-      This is a view perturbation; the paper's "uniform noise" arm (images replaced by noise) is the
-      `noise:p` extra-data kind instead.
+    - uniform-noise: each image replaced by uniform pixel noise with probability p (default 0.2),
+      drawn anew in every batch: the paper's noise arm (App. A.1). The `noise:p` extra-data kind
+      instead replaces images once, at load.
     """
 
     def __init__(self, names: Sequence[str], *, mixup_alpha: float = 1.0, rotate_degrees: float = 20.0,
@@ -256,8 +257,9 @@ class Augmenter:
         kinds = [kind for kind, _ in parsed]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"each augmentation at most once, got {list(names)!r}")
-        strengths = dict(parsed)
-        self.jitter = JITTER_DEFAULT if strengths.get("colorjitter") is None else strengths["colorjitter"]
+        parameters = {kind: augmentation_parameter(name) for (kind, _), name in zip(parsed, names)}
+        self.jitter = parameters.get("colorjitter")
+        self.noise_p = parameters.get("uniform-noise")
         if mixup_alpha <= 0:
             raise ValueError(f"mixup_alpha must be > 0, got {mixup_alpha}")
         if crop_padding < 0:
@@ -335,6 +337,10 @@ class Augmenter:
             elif name == "noise":
                 noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)
                 out = (out + NOISE_STD * noise).clamp_(0.0, 1.0)
+            elif name == "uniform-noise":
+                replace = torch.rand(b, generator=generator, device=device) < self.noise_p
+                noise = torch.rand(out.shape, generator=generator, device=device, dtype=out.dtype)
+                out = torch.where(replace.view(-1, 1, 1, 1), noise, out)
         if index_map is not None:
             out = index_map.apply(out)
         views = views if self.finite_views else None

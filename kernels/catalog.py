@@ -11,7 +11,7 @@ from typing import NamedTuple
 MODELS = ("lenet5", "resnet20", "resnet56", "resnet110", "vgg16")
 NORMS = ("batch", "layer")
 DATASETS = ("digits", "mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "svhn", "imagefolder")
-AUGMENTATIONS = ("crop", "hflip", "vflip", "rotate", "colorjitter", "mixup", "cutmix", "noise")
+AUGMENTATIONS = ("crop", "hflip", "vflip", "rotate", "colorjitter", "mixup", "cutmix", "noise", "uniform-noise")
 LOSSES = ("kl", "reverse-kl", "symmetric-kl", "brier", "hard")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -21,6 +21,11 @@ TEACHER_CACHE = ("auto", "off")
 # [1 - S, 1 + S] and a hue shift uniform in [-S, S]; plain "colorjitter" is the paper's S = 0.2.
 JITTER_DEFAULT = 0.2
 JITTER_MAX = 0.5   # a hue shift beyond half a turn wraps round
+# "uniform-noise:p" replaces each image of every batch by uniform pixel noise with probability p
+# (redrawn each batch: the paper's noise arm, App. A.1); plain "uniform-noise" is the paper's p = 0.2.
+# kind -> (value when not written, largest value): the augmentations that take a parameter.
+AUGMENT_PARAMETERS = {"colorjitter": (JITTER_DEFAULT, JITTER_MAX), "uniform-noise": (0.2, 1.0)}
+_PARAMETER_FORMS = "'colorjitter:S' or 'uniform-noise:p'"
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 # Extra distillation data: "<dataset>:N" appends N unlabelled images of another data set,
 # "noise:p" replaces each distillation image by uniform noise with probability p,
@@ -68,7 +73,8 @@ def parse_extra(item: str) -> ExtraItem:
 
 
 def parse_augmentation(name: str) -> tuple[str, float | None]:
-    """(kind, strength) of one augmentation name; strength is None unless written ("colorjitter:0.3").
+    """(kind, parameter) of one augmentation name; the parameter is None unless written
+    ("colorjitter:0.3", "uniform-noise:0.5"; see AUGMENT_PARAMETERS).
 
     Raises ValueError with a one-line message (the callers name the field). The spec stores
     `canonical_augmentation(name)`, so "colorjitter:0.2" and "colorjitter" hash alike.
@@ -76,19 +82,28 @@ def parse_augmentation(name: str) -> tuple[str, float | None]:
     kind, sep, arg = str(name).partition(":")
     kind, arg = kind.strip(), arg.strip()
     if kind not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation; allowed: {', '.join(AUGMENTATIONS)} (and 'colorjitter:S')")
+        raise ValueError(f"unknown augmentation; allowed: {', '.join(AUGMENTATIONS)} (and {_PARAMETER_FORMS})")
     if not sep:
         return kind, None
-    if kind != "colorjitter":
-        raise ValueError(f"'{kind}' takes no strength; only 'colorjitter:S' does")
-    if not (re.fullmatch(_DECIMAL, arg) and 0.0 <= float(arg) <= JITTER_MAX):
-        raise ValueError(f"'colorjitter:S' needs a strength S between 0 and {JITTER_MAX}")
+    if kind not in AUGMENT_PARAMETERS:
+        raise ValueError(f"'{kind}' takes no parameter; only {_PARAMETER_FORMS} do")
+    largest = AUGMENT_PARAMETERS[kind][1]
+    if not (re.fullmatch(_DECIMAL, arg) and 0.0 <= float(arg) <= largest):
+        raise ValueError(f"'{kind}:x' needs a value x between 0 and {largest:g}")
     return kind, float(arg)
 
 
+def augmentation_parameter(name: str) -> float | None:
+    """The parameter an augmentation runs with (its default when not written); None if it takes none."""
+    kind, value = parse_augmentation(name)
+    if kind not in AUGMENT_PARAMETERS:
+        return None
+    return AUGMENT_PARAMETERS[kind][0] if value is None else value
+
+
 def canonical_augmentation(name: str) -> str:
-    """The name as the spec stores it: the paper's jitter strength is written as plain 'colorjitter'."""
-    kind, strength = parse_augmentation(name)
-    if strength is None or strength == JITTER_DEFAULT:
+    """The name as the spec stores it: a parameter at its default is not written ('colorjitter')."""
+    kind, value = parse_augmentation(name)
+    if value is None or value == AUGMENT_PARAMETERS[kind][0]:
         return kind
-    return f"{kind}:{strength:g}"
+    return f"{kind}:{value:g}"

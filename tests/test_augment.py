@@ -276,9 +276,9 @@ def test_colorjitter_hue_shift_range_on_a_constant_colour():
 
 
 def test_colorjitter_strength_is_checked():
-    with pytest.raises(ValueError, match="strength"):
+    with pytest.raises(ValueError, match="between 0 and 0.5"):
         Augmenter(["colorjitter:0.9"])
-    with pytest.raises(ValueError, match="no strength"):
+    with pytest.raises(ValueError, match="no parameter"):
         Augmenter(["crop:0.2"])
     with pytest.raises(ValueError, match="at most once"):
         Augmenter(["colorjitter", "colorjitter:0.3"])
@@ -393,3 +393,24 @@ def test_rejects_bad_arguments():
         Augmenter(["crop"], crop_padding=-1)
     with pytest.raises(TypeError):
         Augmenter(["crop"])(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), _gen())
+
+
+def test_uniform_noise_replaces_about_p_of_each_batch_anew():
+    # The paper's noise arm: each image of every batch is uniform noise with probability p.
+    x = torch.full((4000, 3, 4, 4), 0.5)
+    g = _gen(11)
+    first, _ = Augmenter(["uniform-noise"])(x, g)
+    second, _ = Augmenter(["uniform-noise"])(x, g)
+    kept = [(out == 0.5).flatten(1).all(dim=1) for out in (first, second)]
+    for out, k in zip((first, second), kept):
+        assert abs(1 - float(k.float().mean()) - 0.2) < 0.02          # default p = 0.2
+        noise = out[~k]
+        assert abs(float(noise.mean()) - 0.5) < 0.01 and abs(float(noise.std()) - 12 ** -0.5) < 0.01
+        assert noise.min() >= 0 and noise.max() <= 1
+    assert not torch.equal(kept[0], kept[1])                           # redrawn each batch
+    strong, _ = Augmenter(["uniform-noise:0.5"])(x, _gen(3))
+    assert abs(1 - float((strong == 0.5).flatten(1).all(dim=1).float().mean()) - 0.5) < 0.03
+    none, _ = Augmenter(["uniform-noise:0"])(x, _gen(3))
+    assert torch.equal(none, x)
+    # not a finite set of views: a teacher-output cache cannot hold it, the teacher runs online
+    assert not Augmenter(["crop", "uniform-noise"]).finite_views

@@ -18,7 +18,7 @@ def test_colorjitter_strength_is_stored_canonically_and_checked():
     assert spec_hash(plain) == spec_hash(paper)
     strong = _spec(distill={"augment": ["colorjitter:0.4"]})
     assert strong.distill.augment == ["colorjitter:0.4"] and spec_hash(strong) != spec_hash(plain)
-    for bad, words in ((["colorjitter:0.6"], "between 0 and 0.5"), (["crop:1"], "no strength"),
+    for bad, words in ((["colorjitter:0.6"], "between 0 and 0.5"), (["crop:1"], "no parameter"),
                        (["colorjitter", "colorjitter:0.3"], "twice"), (["solarize"], "unknown augmentation")):
         with pytest.raises(SpecError, match=words) as info:
             _spec(distill={"augment": bad})

@@ -200,7 +200,8 @@ def _one_per_kind(names: list) -> list:
 
 
 Augmentation = Annotated[Str, Rule(_check_augmentation, rule="one of " + ", ".join(
-    f"`{c}`" for c in catalog.AUGMENTATIONS) + f", or `colorjitter:S` (0 <= S <= {catalog.JITTER_MAX})")]
+    f"`{c}`" for c in catalog.AUGMENTATIONS) + ", or with a value: " + ", ".join(
+    f"`{kind}:x` (0 <= x <= {top:g})" for kind, (_, top) in catalog.AUGMENT_PARAMETERS.items()))]
 AugmentList = Annotated[list[Augmentation], AfterValidator(_unique), AfterValidator(_one_per_kind)]
 Momentum = Annotated[Float, _check(lambda v: 0 <= v < 1, "must be >= 0 and < 1")]
 
