@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from kdtui.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, WORKSPACE_HELP, LazyGroup, err
+from kdtui.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, WORKSPACE_HELP, LazyGroup, err, os_error_text
 from kdtui.core.workspace import ENV_VAR
 
 
@@ -67,8 +67,13 @@ def main() -> None:
         # A registry that any command may meet broken (missing, emptied or damaged while run folders
         # exist: RegistryNeedsReindex, naming `kdtui runs reindex`), or a workspace the app cannot
         # create, gets one line wherever it is met.
+        # A disk that refuses a write or a read (read-only, full, no permission) is one line naming
+        # the file, wherever it is met.
         from kdtui.core.registry import RegistryError
         from kdtui.core.workspace import WorkspaceError
+        if isinstance(exc, OSError) and exc.errno is not None:
+            err.print(f"error: {os_error_text(exc)}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(EXIT_BAD_INPUT)
         if not isinstance(exc, (RegistryError, WorkspaceError)):
             raise
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)

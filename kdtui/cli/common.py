@@ -70,6 +70,17 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> click.exceptions.Exit:
     return click.exceptions.Exit(code)
 
 
+def os_error_text(exc: OSError) -> str:
+    """An OSError as one line naming its file: `cannot use /w/kdtui.json: Read-only file system`."""
+    from kdtui.core.files import TEMP_SUFFIX
+
+    why = exc.strerror or str(exc)
+    name = str(exc.filename) if exc.filename else ""
+    if name.endswith(TEMP_SUFFIX):  # an atomic write's temporary file: the folder is what the user knows
+        return f"cannot write in {Path(name).parent}: {why}"
+    return f"cannot use {name}: {why}" if name else why
+
+
 def finish(code: int) -> click.exceptions.Exit:
     """The exit to raise with a code other than 0 (or to end early with 0)."""
     return click.exceptions.Exit(code)

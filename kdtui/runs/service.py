@@ -209,9 +209,35 @@ class RunService:
         active = [r["id"] for r in records if r["status"] in ACTIVE_STATUSES]
         if active:
             raise ServiceError(f"{', '.join(active)} still active; stop first (kdtui runs stop ID)")
+        for record in records:
+            problem = self._folder_problem(record["id"])
+            if problem is not None:
+                raise ServiceError(f"{problem}; refusing to delete it (nothing was deleted)")
         outcomes = []
         for record in records:
+            # The index first, the folder last: a failed index write leaves the run listed and
+            # whole; a kill in between leaves a folder that `kdtui runs reindex` lists again.
             self.store.remove(record["id"])
-            shutil.rmtree(self.workspace.run_dir(record["id"]), ignore_errors=True)
+            folder = self.workspace.run_dir(record["id"])
+            try:
+                shutil.rmtree(folder)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                outcomes.append(Outcome(record["id"], f"deleted {record['id']} from the registry, but not its folder "
+                                                      f"{folder}: {exc.strerror or exc}"))
+                continue
             outcomes.append(Outcome(record["id"], f"deleted {record['id']}"))
         return outcomes
+
+    def _folder_problem(self, run_id: str) -> str | None:
+        """Why a run's folder may not be deleted: a run folder is a real folder inside the
+        workspace, never a link to one elsewhere (whatever it points at is not kdtui's to delete)."""
+        folder = self.workspace.run_dir(run_id)
+        if folder.is_symlink():
+            return f"run folder {folder} is a symbolic link, not a folder of this workspace"
+        if folder.exists() and not folder.is_dir():
+            return f"run folder {folder} is not a folder"
+        if folder.exists() and os.path.realpath(folder) != os.path.join(os.path.realpath(self.workspace.root), run_id):
+            return f"run folder {folder} lies outside the workspace {self.workspace.root}"
+        return None

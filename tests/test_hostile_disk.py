@@ -1,0 +1,102 @@
+"""A hostile disk (issue 17): deletes that strand nothing, symlinked run folders, a missing or
+misshapen index, read-only and full disks, huge event logs, and what validation knows before a run.
+
+Read-only and full disks are simulated by patching the write sites to raise OSError(EROFS/ENOSPC)
+(the tests run as root, where chmod does not refuse anything). The CLI runs in this process
+(`kdtui.cli.main`) so the patches apply; each case checks the exit code and that stderr is one line.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdtui.cli import main
+from kdtui.core import registry as registry_module
+from kdtui.core.registry import INDEX_DIR, RunStore, shard_of
+from tests.cli_helpers import fake_run
+
+RUN_A = "261201-120000-aaaa"
+RUN_B = "261201-120001-bbbb"
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`kdtui ARGS` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["kdtui", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {text!r}"
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def refuse_writes(monkeypatch, code: int = errno.EROFS) -> None:
+    """Every atomic write of the registry and of the run folders raises `code`."""
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(args[0] if args else "?"))
+
+    for module in ("kdtui.core.registry", "kdtui.runs.service", "kdtui.core.files"):
+        for name in ("atomic_write", "atomic_write_many"):
+            if hasattr(sys.modules.get(module), name):
+                monkeypatch.setattr(f"{module}.{name}", refuse)
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    fake_run(workspace, RUN_A)
+    fake_run(workspace, RUN_B)
+    return workspace
+
+
+# -- build 2: deletes are ordered; symlinked run folders ---------------------------------------------
+
+def test_rm_with_a_failing_index_write_leaves_the_run_listed_and_whole(ws, monkeypatch, capsys):
+    before = sorted(p.name for p in (ws / RUN_A).iterdir())
+    refuse_writes(monkeypatch)
+    code, _, err = cli(monkeypatch, capsys, "runs", "rm", RUN_A, "-y", "-w", ws)
+    assert code == 2
+    assert "Read-only file system" in one_line(err)
+    monkeypatch.undo()
+    assert RunStore(ws).get(RUN_A) is not None
+    assert sorted(p.name for p in (ws / RUN_A).iterdir()) == before  # record.json included
+
+
+def test_rm_removes_index_entry_and_folder(ws, monkeypatch, capsys):
+    code, out, _ = cli(monkeypatch, capsys, "runs", "rm", RUN_A, "-y", "-w", ws)
+    assert code == 0 and f"deleted {RUN_A}" in out
+    assert RunStore(ws).get(RUN_A) is None and not (ws / RUN_A).exists()
+    assert RunStore(ws).get(RUN_B) is not None
+
+
+def test_rm_refuses_a_symlinked_run_folder_and_deletes_nothing_outside(ws, tmp_path, monkeypatch, capsys):
+    outside = tmp_path / "outside"
+    (ws / RUN_A).rename(outside)
+    (ws / RUN_A).symlink_to(outside, target_is_directory=True)
+    code, _, err = cli(monkeypatch, capsys, "runs", "rm", RUN_A, "-y", "-w", ws)
+    assert code == 2
+    assert "symbolic link" in one_line(err) and RUN_A in err
+    assert (outside / "record.json").is_file() and (outside / "events.jsonl").is_file()
+    assert (ws / RUN_A).is_symlink() and RunStore(ws).get(RUN_A) is not None
+
+
+def test_reindex_refuses_a_symlinked_run_folder(ws, tmp_path, monkeypatch, capsys):
+    outside = tmp_path / "outside"
+    (ws / RUN_A).rename(outside)
+    (ws / RUN_A).symlink_to(outside, target_is_directory=True)
+    code, out, _ = cli(monkeypatch, capsys, "runs", "reindex", "-w", ws)
+    assert code == 0
+    assert f"{RUN_A}: a symbolic link" in out
+    ids = {r["id"] for r in RunStore(ws).all()}
+    assert ids == {RUN_B}
