@@ -259,7 +259,7 @@ class FormLabels(Widget):
 
     COMPONENT_CLASSES = {"form-labels--heading"}
     DEFAULT_CSS = """
-    FormLabels { width: 26; height: auto; }
+    FormLabels { width: 26; height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     FormLabels > .form-labels--heading { text-style: bold; color: $accent; }
     """
 
