@@ -100,3 +100,50 @@ def test_reindex_refuses_a_symlinked_run_folder(ws, tmp_path, monkeypatch, capsy
     assert f"{RUN_A}: a symbolic link" in out
     ids = {r["id"] for r in RunStore(ws).all()}
     assert ids == {RUN_B}
+
+
+# -- build 4: the index is rebuilt or named, never silently empty -------------------------------------
+
+def _damage_index(ws: Path, how: str) -> None:
+    shard = ws / INDEX_DIR / f"{shard_of(RUN_A)}.json"
+    if how == "no index folder":
+        import shutil
+
+        shutil.rmtree(ws / INDEX_DIR)
+    elif how == "no shard":
+        shard.unlink()
+    elif how == "shard of the wrong shape":
+        shard.write_text(json.dumps({"x": 5}))
+    elif how == "old root, no index folder":  # a root written before it listed its shards
+        import shutil
+
+        root = json.loads((ws / "kdtui.json").read_text())
+        for doc in root["meta"].values():
+            doc.pop("written", None)
+        (ws / "kdtui.json").write_text(json.dumps(root))
+        shutil.rmtree(ws / INDEX_DIR)
+
+
+@pytest.mark.parametrize("how", ["no index folder", "no shard", "shard of the wrong shape", "old root, no index folder"])
+@pytest.mark.parametrize("command", [("runs", "list"), ("runs", "export"), ("runs", "show", RUN_A),
+                                     ("runs", "stop", "--all", "-y"), ("queue",)])
+def test_a_lost_or_misshapen_index_names_reindex(ws, monkeypatch, capsys, how, command):
+    _damage_index(ws, how)
+    code, out, err = cli(monkeypatch, capsys, *command, "-w", ws)
+    assert code == 2, (out, err)
+    assert "kdtui runs reindex" in one_line(err)
+    assert out == ""
+
+
+def test_reindex_after_a_lost_index_lists_every_run_again(ws, monkeypatch, capsys):
+    _damage_index(ws, "no index folder")
+    assert cli(monkeypatch, capsys, "runs", "reindex", "-w", ws)[0] == 0
+    code, out, _ = cli(monkeypatch, capsys, "runs", "list", "--full-ids", "-w", ws)
+    assert code == 0 and RUN_A in out and RUN_B in out
+
+
+def test_a_write_never_recreates_a_lost_shard_with_its_new_rows_only(ws):
+    _damage_index(ws, "no shard")
+    with pytest.raises(registry_module.RegistryNeedsReindex):
+        RunStore(ws).update(RUN_B if shard_of(RUN_B) == shard_of(RUN_A) else RUN_A, name="x")
+    assert not (ws / INDEX_DIR / f"{shard_of(RUN_A)}.json").exists()

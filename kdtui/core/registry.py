@@ -126,10 +126,15 @@ def _stamp(st: os.stat_result) -> tuple:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _root_tables(shards: int, generation: int) -> dict:
-    """The root file's content: TinyDB table `meta`, one document."""
+def _root_tables(shards: int, generation: int, written: Iterable[str]) -> dict:
+    """The root file's content: TinyDB table `meta`, one document. `written`: the shards that exist
+    (a shard is written before the root, so one listed here and missing was lost)."""
     return {META_TABLE: {"1": {"kdtui_registry": LAYOUT, "shards": shards, "generation": generation,
-                               "index": INDEX_DIR}}}
+                               "index": INDEX_DIR, "written": sorted(written)}}}
+
+
+def _lost_shard(path: Path) -> RegistryNeedsReindex:
+    return RegistryNeedsReindex(f"registry shard {path} is missing but run folders exist: {REINDEX_HINT}")
 
 
 def _root_meta(root: Any) -> dict | None:
@@ -147,7 +152,9 @@ def _shard_tables(data: Any, path: Path) -> dict:
     order: told apart by its shape, so a reader that meets a shard mid-migration reads it right."""
     if isinstance(data, dict) and any(isinstance(row, dict) and row.get("id") == key for key, row in data.items()):
         data = {RUNS_TABLE: {str(n): row for n, row in enumerate(data.values(), 1)}}
-    runs = data.get(RUNS_TABLE, {}) if isinstance(data, dict) else None
+    # A stock TinyDB file with no table yet is `{}`; any other dict without the table (`{"x": 5}`)
+    # is not a shard.
+    runs = data.get(RUNS_TABLE, {} if data == {} else None) if isinstance(data, dict) else None
     if not isinstance(runs, dict) or not all(isinstance(row, dict) for row in runs.values()):
         raise RegistryNeedsReindex(f"registry shard {path} is damaged: {REINDEX_HINT}")
     return data
@@ -237,16 +244,21 @@ class _Snapshot:
     of the wrong shape is not handed on (its folder then reads as not in the registry, and
     `kdtui runs reindex` names its record)."""
 
-    def __init__(self, folder: Path, shards: int):
+    def __init__(self, folder: Path, shards: int, written: frozenset = frozenset(),
+                 folders_exist: Callable[[], bool] = lambda: False):
         self.folder = folder
         self.shards = shards
         self.names = [f"{k:02x}" for k in range(shards)]
+        self.written = written              # shards the root says exist: one missing was lost
+        self.folders_exist = folders_exist
 
     def load(self, name: str) -> dict[str, dict]:
         path = self.folder / f"{name}.json"
         try:
             stamp = _stamp(os.stat(path))
         except FileNotFoundError:
+            if name in self.written and self.folders_exist():
+                raise _lost_shard(path) from None
             return {}
         with _PARSED_LOCK:
             hit = _PARSED.get(str(path))
@@ -289,10 +301,13 @@ class _Index:
     changed through stock TinyDB's public API, then `commit` writes the shards that changed, in
     parallel, each atomically."""
 
-    def __init__(self, folder: Path, shards: int):
+    def __init__(self, folder: Path, shards: int, written: frozenset = frozenset(),
+                 folders_exist: Callable[[], bool] = lambda: False):
         self.folder = folder
         self.shards = shards
         self.names = [f"{k:02x}" for k in range(shards)]
+        self.written = written  # as in _Snapshot: a write must not recreate a lost shard with its new rows only
+        self.folders_exist = folders_exist
         self._dbs: dict[str, TinyDB] = {}
         self._doc_ids: dict[str, dict[str, int]] = {}  # shard -> run id -> its document's id
 
@@ -301,6 +316,8 @@ class _Index:
 
     def _db(self, name: str, empty: bool = False) -> TinyDB:
         if name not in self._dbs:
+            if not empty and name in self.written and not self._path(name).exists() and self.folders_exist():
+                raise _lost_shard(self._path(name))
             tables = {RUNS_TABLE: {}} if empty else _read_shard(self._path(name))[1]
             self._dbs[name] = TinyDB(storage=_MemoryStorage, tables=tables)
         return self._dbs[name]
@@ -362,7 +379,8 @@ class _Index:
     def changed(self) -> bool:
         return any(db.storage.changed for db in self._dbs.values())
 
-    def commit(self) -> None:
+    def commit(self) -> list[str]:
+        """Write the shards that changed; returns their names."""
         staged = sorted(name for name, db in self._dbs.items() if db.storage.changed)
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -374,6 +392,7 @@ class _Index:
                     _PARSED.pop(str(self._path(name)), None)
         for name in staged:
             self._dbs[name].storage.changed = False
+        return staged
 
 
 class RunStore:
@@ -437,7 +456,7 @@ class RunStore:
         the other's first folder beside a missing registry, which reads as a lost registry."""
         with self._lock_held():
             if self._read_root() is None:
-                self._write_root(SHARDS, 0)
+                self._write_root(SHARDS, 0, ())
 
     def unregistered_run_folders(self, records: list[dict] | None = None) -> list[str]:
         """Run folders whose run is not in the index (pass the records already read to save a
@@ -445,9 +464,10 @@ class RunStore:
         known = {r.get("id") for r in records} if records is not None else self._read_ids()
         return [name for name in self.run_folders() if name not in known]
 
-    def _read_root(self, creating: Iterable[str] = ()) -> tuple[int, int, int] | None:
-        """(shard count, generation, layout), or None for a workspace with no registry and no runs.
-        `creating`: the runs an add is for, whose folders already exist (claimed first)."""
+    def _read_root(self, creating: Iterable[str] = ()) -> tuple[int, int, int, frozenset] | None:
+        """(shard count, generation, layout, the shards written so far), or None for a workspace
+        with no registry and no runs. `creating`: the runs an add is for, whose folders already
+        exist (claimed first)."""
         try:
             raw = self.path.read_bytes()
             problem = "is empty" if not raw.strip() else None
@@ -465,7 +485,7 @@ class RunStore:
             if meta is not None and meta.get("kdtui_registry") in READABLE_LAYOUTS:
                 shards, generation = meta.get("shards"), meta.get("generation", 0)
                 if isinstance(shards, int) and 0 < shards <= 4096 and isinstance(generation, int):
-                    return shards, generation, meta["kdtui_registry"]
+                    return shards, generation, meta["kdtui_registry"], self._written(meta, shards, generation)
             old_layout = _layout1_records(root) is not None
             if old_layout and not _layout1_records(root):
                 problem = "is empty"  # an old registry with no runs: nothing to carry over
@@ -482,8 +502,23 @@ class RunStore:
             raise RegistryNeedsReindex(f"registry {self.path} {problem}: {REINDEX_HINT}")
         raise RegistryCorrupt(f"registry {self.path} {problem}")
 
-    def _write_root(self, shards: int, generation: int) -> None:
-        atomic_write(self.path, json.dumps(_root_tables(shards, generation)) + "\n")
+    def _written(self, meta: dict, shards: int, generation: int) -> frozenset:
+        """The shards the root says were written. A root from before it said so: none, unless the
+        whole index folder is gone after a write (a write makes the folder), then every shard."""
+        written = meta.get("written")
+        if isinstance(written, list):
+            return frozenset(name for name in written if isinstance(name, str))
+        if generation > 0 and not self.index_dir.is_dir():
+            return frozenset(f"{k:02x}" for k in range(shards))
+        return frozenset()
+
+    def _folders_exist(self, creating: Iterable[str] = ()) -> Callable[[], bool]:
+        """Whether run folders (other than those being created) exist: asked only when a shard
+        the root lists is missing, so a lost shard with runs beside it is named, never read as empty."""
+        return lambda: bool(set(self.run_folders()) - set(creating))
+
+    def _write_root(self, shards: int, generation: int, written: Iterable[str]) -> None:
+        atomic_write(self.path, json.dumps(_root_tables(shards, generation, written)) + "\n")
 
     # -- locking --
 
@@ -517,14 +552,14 @@ class RunStore:
 
     @contextlib.contextmanager
     def _index_under_lock(self, creating: Iterable[str] = ()) -> Iterator[_Index]:
-        shards, generation, layout = self._read_root(creating) or (SHARDS, 0, LAYOUT)
-        index = _Index(self.index_dir, shards)
+        shards, generation, layout, written = self._read_root(creating) or (SHARDS, 0, LAYOUT, frozenset())
+        index = _Index(self.index_dir, shards, written, self._folders_exist(creating))
         yield index
         if index.changed:
             if layout != LAYOUT:  # the first write after an upgrade: every shard in this layout
                 index.rewrite_all()
-            index.commit()
-            self._write_root(shards, generation + 1)
+            staged = index.commit()
+            self._write_root(shards, generation + 1, written | set(staged))
 
     def _remove_stale_temp_files(self) -> None:
         # Every writer holds the lock while its temp files exist, so under the lock any temp file
@@ -543,14 +578,14 @@ class RunStore:
         root = self._read_root()
         if root is None:
             return []
-        return _Snapshot(self.index_dir, root[0]).all()
+        return _Snapshot(self.index_dir, root[0], root[3], self._folders_exist()).all()
 
     def _read_ids(self) -> set[str]:
         """Every run id in the index, no lock, no record copied."""
         root = self._read_root()
         if root is None:
             return set()
-        index = _Snapshot(self.index_dir, root[0])
+        index = _Snapshot(self.index_dir, root[0], root[3], self._folders_exist())
         return {run_id for name in index.names for run_id in index.load(name)}
 
     # -- writes --
@@ -730,7 +765,7 @@ class RunStore:
 
     def _rewrite_index(self, records: dict[str, dict]) -> None:
         try:
-            generation = (self._read_root() or (0, 0, LAYOUT))[1]
+            generation = (self._read_root() or (0, 0, LAYOUT, frozenset()))[1]
         except RegistryError:
             generation = 0
         index = _Index(self.index_dir, SHARDS)
@@ -741,14 +776,14 @@ class RunStore:
             for entry in os.scandir(self.index_dir):
                 if entry.name.endswith(".json") and entry.name[:-5] not in index.names:
                     os.unlink(entry.path)
-        self._write_root(SHARDS, generation + 1)
+        self._write_root(SHARDS, generation + 1, index.names)
 
     # -- reads --
 
     def get(self, run_id: str) -> dict | None:
         """The whole record of one run (its row and, from record.json, its details), or None."""
         root = self._read_root()
-        row = _Snapshot(self.index_dir, root[0]).get(run_id) if root else None  # one shard
+        row = _Snapshot(self.index_dir, root[0], root[3], self._folders_exist()).get(run_id) if root else None
         return self._whole(row) if row is not None else None
 
     def with_details(self, rows: Iterable[dict]) -> list[dict]:
