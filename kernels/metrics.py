@@ -28,8 +28,10 @@ def agreement_count(student_logits: torch.Tensor, teacher_logits: torch.Tensor) 
 def kl_sum(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
     """Σ_i KL(p_t(·|x_i) ‖ p_s(·|x_i)) at temperature 1."""
     log_pt, log_ps = _log_probs(teacher_logits), _log_probs(student_logits)
-    # xlogy-style: terms with p_t = 0 contribute 0 even if log p_t = -inf.
-    return (log_pt.exp() * (log_pt - log_ps)).nan_to_num(nan=0.0).sum()
+    p_t = log_pt.exp()
+    # xlogy-style: a term with p_t = 0 is 0 even where log p_t = -inf; any other NaN or inf (a NaN or
+    # infinite logit) stays in the sum, so broken outputs give a NaN metric, never a perfect score.
+    return torch.where(p_t == 0, torch.zeros_like(p_t), p_t * (log_pt - log_ps)).sum()
 
 
 def nll_sum(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

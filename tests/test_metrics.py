@@ -188,3 +188,38 @@ def test_mixed_label_loss_weights_both_sources():
     rows = [0, 1]  # rows 2 and 3 involve an unlabelled source
     expected = np.mean([-(lam * lp[i, y[i]] + (1 - lam) * lp[i, y[perm[i]]]) for i in rows])
     assert label_loss(torch.tensor(s), torch.tensor(y), mix).item() == pytest.approx(expected)
+
+
+def ref_kl_terms(t, s):
+    """Per-row KL(p_t ‖ p_s) by the definition: a class with p_t = 0 adds nothing; everything else,
+    NaN included, is summed as it is."""
+    lt, ls = np_log_softmax(t), np_log_softmax(s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pt = np.exp(lt)
+        terms = np.where(pt == 0, 0.0, pt * (lt - ls))
+    return terms.sum(axis=1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_student_logits_give_a_nan_kl_never_zero(bad):
+    rng = np.random.default_rng(3)
+    t, s = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    s[2, 1] = bad
+    with np.errstate(invalid="ignore"):
+        expected = ref_kl_terms(t, s)
+    assert np.isnan(expected[2]) or np.isinf(expected[2])
+    got = metrics.kl_sum(torch.tensor(t), torch.tensor(s)).item()
+    assert not np.isfinite(got)
+    assert not np.isfinite(metrics.predictive_kl(torch.tensor(t), torch.tensor(s)))
+    acc = metrics.FidelityAccumulator("cpu")
+    acc.add(torch.tensor(s), torch.tensor(t), torch.arange(6) % 5)
+    assert np.isnan(acc.result()["kl"]) or np.isinf(acc.result()["kl"])
+
+
+def test_a_zero_teacher_probability_still_adds_nothing():
+    """The one case the old nan_to_num was there for: p_t = 0 exactly (log p_t = -inf)."""
+    t = np.array([[0.0, -np.inf, 1.0], [2.0, 0.5, -np.inf]])
+    s = np.array([[0.3, 0.1, -0.2], [1.0, -1.0, 0.0]])
+    expected = ref_kl_terms(t, s).sum()
+    assert np.isfinite(expected) and expected > 0
+    assert metrics.kl_sum(torch.tensor(t), torch.tensor(s)).item() == pytest.approx(expected, rel=1e-9)
