@@ -51,17 +51,30 @@ def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
     scaler.update()
 
 
+def _tf32_switches() -> list[tuple[object, str, object, object]]:
+    """(owner, attribute, value for TF32 on, value for off) of each switch. torch >= 2.9 has the
+    `fp32_precision` settings and deprecates the `allow_tf32` flags; setting both raises, so only one
+    API is ever used: the new one where it exists."""
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision"):
+        return [(backends.cuda.matmul, "fp32_precision", "tf32", "ieee"),
+                (backends.cudnn.conv, "fp32_precision", "tf32", "ieee")]
+    return [(backends.cuda.matmul, "allow_tf32", True, False), (backends.cudnn, "allow_tf32", True, False)]
+
+
 @contextmanager
 def fp32_exact():
     """No autocast and no TF32 inside: matmuls and convolutions in full fp32, restored afterwards."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    switches = _tf32_switches()
+    saved = [getattr(owner, name) for owner, name, _, _ in switches]
+    for owner, name, _, off in switches:
+        setattr(owner, name, off)
     try:
         with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        for (owner, name, _, _), value in zip(switches, saved):
+            setattr(owner, name, value)
 
 
 def cast_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:

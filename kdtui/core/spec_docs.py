@@ -107,7 +107,9 @@ MEANINGS: dict[str, str] = {
     "eval.independent": "The paper's E12 control: also distil a student from an independent "
                         "teacher (same settings, other seeds) and report its agreement with this "
                         "run's teacher as `independent_*` metrics.",
-    "engine.compile": "Compile the models with `torch.compile` (CUDA).",
+    "engine.compile": "Compile the training step's model with `torch.compile`. `reduce-overhead` (CUDA graphs) "
+                      "drops each epoch's last, smaller batch, so every step has one shape and each phase "
+                      "captures one graph; train metrics count the rows trained, evaluation every example.",
     "engine.sync_batch_norm": "With `kdtui run --nproc N` on CUDA: batch-norm statistics over every "
                               "process's rows (SyncBatchNorm) instead of each process's own.",
 }
