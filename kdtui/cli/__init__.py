@@ -22,7 +22,7 @@ from kdtui.core.workspace import ENV_VAR
 # entry points of the processes kdtui starts itself (a queue worker, a torchrun rank, the Ray driver).
 COMMANDS = {
     "run": "kdtui.cli.run:command", "runs": "kdtui.cli.runs:command", "queue": "kdtui.cli.queue:command",
-    "presets": "kdtui.cli.presets:command", "report": "kdtui.cli.report:command",
+    "presets": "kdtui.cli.presets:command", "teachers": "kdtui.cli.teachers:command", "report": "kdtui.cli.report:command",
     "doctor": "kdtui.cli.doctor:command", "serve": "kdtui.cli.serve:command",
     "worker": "kdtui.cli.internal:worker", "ddp-rank": "kdtui.cli.internal:ddp_rank",
     "ray-driver": "kdtui.cli.internal:ray_driver",
