@@ -128,7 +128,7 @@ def _online(reason: str) -> CachePlan:
 def choose_fill(epochs: int, views: int) -> str:
     """A full pass when the run alone is expected to draw each (example, view) at least once: it then
     computes little that goes unused, in large batches, and the steps never wait for a fill. Otherwise
-    only the batches that miss (bench/engine.py `--fill` prints the two side by side)."""
+    only the batches that miss."""
     return "full" if epochs >= views else "lazy"
 
 
