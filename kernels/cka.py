@@ -15,7 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kernels import models
+
 STAGES = ("stage1", "stage2", "stage3")
+CKA_EXAMPLES = 2000   # test images a run's CKA uses: two 2000 x 2000 float64 Gram matrices a stage
 
 
 def _centred_gram(features: torch.Tensor) -> torch.Tensor:
@@ -65,3 +68,17 @@ def stage_cka(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> d
     """{"cka_stage1": ..., "cka_stage2": ..., "cka_stage3": ...} between two ResNets on `images`."""
     pairs = zip(stage_outputs(teacher, images), stage_outputs(student, images))
     return {f"cka_{name}": linear_cka(t, s) for name, (t, s) in zip(STAGES, pairs)}
+
+
+def teacher_student_cka(cfg, prepared, student: nn.Module, teacher_state: dict) -> dict[str, float]:
+    """Table 1's CKA columns for a run: the trained teacher (one member, rebuilt from its weights)
+    against the trained student, stage by stage, on the first CKA_EXAMPLES test images, clean and
+    normalised as for evaluation. `cfg` is the run's RunConfig, `prepared` its loaded data."""
+    ds = prepared.dataset
+    teacher = models.create(cfg.teacher.model, ds.num_classes, ds.in_channels, ds.image_size, norm=cfg.teacher.norm)
+    teacher.load_state_dict(teacher_state)
+    teacher.to(prepared.device)
+    with torch.no_grad():
+        inputs = torch.cat([prepared.to_input(chunk)[0]
+                            for chunk in prepared.test_set.images[:CKA_EXAMPLES].split(500)])
+    return stage_cka(teacher, getattr(student, "_orig_mod", student), inputs)   # _orig_mod: torch.compile

@@ -57,3 +57,20 @@ def test_stage_cka_of_a_resnet_with_itself_is_one_and_differs_from_another():
     assert all(v < 0.999 for v in other.values())
     with pytest.raises(ValueError, match="ResNet"):
         stage_outputs(models.create("lenet5", 10, 1, 28), torch.zeros(2, 1, 28, 28))
+
+
+def test_a_run_with_eval_cka_records_each_stage(tmp_path):
+    # Through the real CLI: a ResNet-20 teacher and student on 12x12 digits, one epoch each.
+    import json
+
+    from cli_helpers import kdtui
+    spec = tmp_path / "cka.toml"
+    spec.write_text('name = "cka"\ndevice = "cpu"\n[data]\ndataset = "digits"\nimage_size = 12\n'
+                    '[teacher]\nmodel = "resnet20"\nepochs = 1\naugment = []\n[student]\nepochs = 1\n'
+                    '[distill]\naugment = []\n[eval]\ncka = true\n')
+    result = kdtui("run", spec, "--workspace", tmp_path / "ws", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads(result.stdout)["metrics"]
+    values = [metrics[f"cka_stage{k}"] for k in (1, 2, 3)]
+    assert all(0.0 < v <= 1.0 for v in values), values
+    assert len(set(values)) == 3     # three stages, three different alignments

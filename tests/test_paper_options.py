@@ -47,3 +47,14 @@ def test_extra_only_is_a_student_setting_and_per_seed_subset_a_teacher_one():
     assert teacher_key(a, 0) != teacher_key(c, 0)
     assert c.to_run_config().data.subset_seed == 0
     assert spec_from_dict({"seed": 3, "data": {**extra, "teacher_subset_per_seed": True}}).to_run_config().data.subset_seed == 3
+
+
+def test_cka_needs_one_resnet_teacher_and_a_resnet_student():
+    ok = spec_from_dict({"data": {"dataset": "cifar100"}, "teacher": {"model": "resnet20"}, "eval": {"cka": True}})
+    assert ok.eval.cka
+    for teacher in ({"model": "resnet20", "members": 3}, {"model": "lenet5"}):
+        with pytest.raises(SpecError, match="eval.cka"):
+            spec_from_dict({"data": {"dataset": "digits"}, "teacher": teacher, "eval": {"cka": True}})
+    with pytest.raises(SpecError, match="eval.cka"):
+        spec_from_dict({"data": {"dataset": "cifar100"}, "teacher": {"model": "resnet20"},
+                        "student": {"model": "vgg16"}, "eval": {"cka": True}})

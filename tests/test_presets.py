@@ -143,7 +143,7 @@ PAPER = {
                 weight_decay=0.0, optimizer="adam", student_lr=ADAM_LR),
     "e7": dict(arms=_arms("resnet20", [1], ["resnet20"]), norm="layer", init={"interpolate"},
                init_lambda={0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0}, scale_lr_by_init=True),
-    "e8": dict(arms=_arms("resnet20", [1], ["resnet20"]), seeds=10, init={"random", "teacher-init"}),
+    "e8": dict(arms=_arms("resnet20", [1], ["resnet20"]), seeds=10, init={"random", "teacher-init"}, cka=True),
     "e10": dict(arms=_arms("resnet20", [1, 3, 5], ["resnet20"]), split=D0, temperatures={1.0, 4.0, 8.0, 16.0}),
     "e11a": dict(arms=_arms("resnet20", [1, 3, 5], ["resnet20", "resnet56"])),
     "e11b": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56", "resnet110"])),
@@ -171,6 +171,7 @@ def _profile(preset_id: str) -> dict:
         init_lambda={p.student.init_lambda for p in points}, scale_lr_by_init=one({p.student.scale_lr_by_init for p in points}),
         weight_decay=one({p.student.weight_decay for p in points}), student_lr=one({p.student.lr for p in points}),
         teacher_lr=one({p.teacher.lr for p in points}), independent=one({p.eval.independent for p in points}),
+        cka=one({p.eval.cka for p in points}),
         teacher_subset=(d.teacher_subset, d.teacher_subset_per_seed),
         teacher_nesterov=one({p.teacher.nesterov for p in points}),
         run_count=len(points),
@@ -199,10 +200,11 @@ def test_paper_preset_sets_up_the_papers_experiment(preset_id):
         assert resolved.student.batch_size == 128 and resolved.student.final_lr == 1e-6
         if expected["optimizer"] == "sgd":
             assert resolved.student.nesterov and got["student_lr"] == 0.05
-    for key in ("init_lambda", "scale_lr_by_init", "weight_decay", "student_lr", "independent", "teacher_subset"):
+    for key in ("init_lambda", "scale_lr_by_init", "weight_decay", "student_lr", "independent", "teacher_subset",
+                "cka"):
         if key not in PAPER[preset_id]:
             assert got[key] == {"init_lambda": {0.0}, "scale_lr_by_init": False, "independent": False,
-                                "teacher_subset": (0, False)}.get(key, got[key]), (preset_id, key)
+                                "teacher_subset": (0, False), "cka": False}.get(key, got[key]), (preset_id, key)
 
 
 def test_every_paper_preset_is_in_the_table_and_says_its_figure_panel():

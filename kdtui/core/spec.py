@@ -282,6 +282,8 @@ class EvalSpec(_Section):
     # extension, the paper's E12 control: also distil a student from an independent teacher set
     # (same settings, other seeds) and report its agreement with this run's teacher.
     independent: Bool = False
+    # the paper's Table 1: linear CKA between teacher and student at each ResNet stage (E8)
+    cka: Bool = False
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:[0-9]+")
@@ -521,6 +523,9 @@ def _consistency(spec: Spec) -> _Problem | None:
             if getattr(s, field) != getattr(t, field):
                 return _Problem(f"student.init = {_show(s.init)} needs student.{field} == teacher.{field} "
                                 f"(got {getattr(s, field)} vs {getattr(t, field)})", None)
+    if spec.eval.cka and (t.members != 1 or not (t.model.startswith("resnet") and s.model.startswith("resnet"))):
+        return _Problem("needs one ResNet teacher (teacher.members = 1) and a ResNet student: CKA compares "
+                        "their stage outputs", "eval.cka", spec.eval.cka)
     if s.scale_lr_by_init and s.init != "interpolate":
         return _Problem("needs student.init = \"interpolate\" (the scale is 1 - init_lambda)",
                         "student.scale_lr_by_init", s.scale_lr_by_init)

@@ -107,6 +107,8 @@ MEANINGS: dict[str, str] = {
     "eval.independent": "The paper's E12 control: also distil a student from an independent "
                         "teacher (same settings, other seeds) and report its agreement with this "
                         "run's teacher as `independent_*` metrics.",
+    "eval.cka": "The paper's Table 1: also record linear CKA between the teacher and the student at "
+                "each ResNet stage (`cka_stage1` … `cka_stage3`, on the first 2,000 test images).",
     "engine.compile": "Compile the training step's model with `torch.compile`. `reduce-overhead` (CUDA graphs) "
                       "drops each epoch's last, smaller batch, so every step has one shape and each phase "
                       "captures one graph; train metrics count the rows trained, evaluation every example.",

@@ -164,6 +164,10 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
             if spec.eval.independent:
                 result["metrics"].update(_independent_control(
                     spec, config, prepared, teachers, run_dir, obtain_teachers, emit, stop))
+            if spec.eval.cka:   # Table 1 (E8): stage-by-stage CKA of teacher and student
+                from kernels.cka import teacher_student_cka
+                result["metrics"].update(teacher_student_cka(config, prepared, result["student"],
+                                                             teachers[0].final_state))
             check_metrics(result["metrics"])  # a metric out of its bounds fails the run, never stored
             emit(Done(result["metrics"]))
             lifecycle.done(record, run_id, result["metrics"])
