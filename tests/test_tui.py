@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kdtui.core.events import Done
+from kdtui.core.events import Done, Stopped
 from kdtui.core.procs import pid_alive
 from kdtui.core.registry import RunStore
 from kdtui.core.spec import SpecError, spec_from_dict
@@ -871,14 +871,14 @@ async def test_launch_follow_to_done_and_runs_outlive_the_app(ws, tmp_path):
             return status_of(app, first) == "done"
         await wait_for(pilot, lambda: status_of(app, first) == "running" and seen.add("running") is None,
                        timeout=120, what="the first run running")
-        await wait_for(pilot, lambda: app.live[first].phase and app.live[first].phase["phase"] == "student",
+        await wait_for(pilot, lambda: app.live[first].phase and app.live[first].phase.phase == "student",
                        timeout=120, what="the student phase streamed")
         await wait_for(pilot, first_status, timeout=120, what="the first run done")
         assert "running" in seen
         row = await wait_for(pilot, lambda: (lambda r: r if r["status"] == "done" else None)(rows_by_id(table)[first]),
                              what="the row done")
         assert row["progress"] == "S 2/2" and row["test"].startswith(("0.", "1.0"))
-        assert app.live[first].final["type"] == "done"
+        assert isinstance(app.live[first].final, Done)
         assert status_of(app, second) in ("queued", "running")
         await pilot.press("q")  # quitting leaves the runs going
         await wait_for(pilot, lambda: app._exit, what="the app to quit")
@@ -910,7 +910,7 @@ async def _launch_long_run(pilot, tmp_path: Path) -> str:
         await pilot.press("up")
     assert app.screen.current_id() == run_id
     await wait_for(pilot, lambda: status_of(app, run_id) == "running", timeout=120, what="running")
-    await wait_for(pilot, lambda: app.live[run_id].phase["phase"] == "student" and app.live[run_id].epoch >= 1,
+    await wait_for(pilot, lambda: app.live[run_id].phase.phase == "student" and app.live[run_id].epoch >= 1,
                    timeout=120, what="student epochs streaming")
     row = await wait_for(pilot, lambda: (lambda r: r if r["progress"].startswith("S ") else None)(rows_by_id(table)[run_id]),
                          what="the progress cell")
@@ -925,7 +925,7 @@ async def test_stop_a_running_run(ws, tmp_path):
         run_id = await _launch_long_run(pilot, tmp_path)
         await pilot.press("s")
         await wait_for(pilot, lambda: status_of(app, run_id) == "stopped", timeout=60, what="stopped")
-        await wait_for(pilot, lambda: (app.live[run_id].final or {}).get("type") == "stopped",
+        await wait_for(pilot, lambda: isinstance(app.live[run_id].final, Stopped),
                        what="the stopped event streamed")
 
 
