@@ -131,7 +131,7 @@ def reconcile(store: RunStore, workspace: Workspace | None = None) -> list[str]:
     ids changed. Raises what a registry write raises (OSError, RegistryBusy).
     """
     workspace = workspace or store.workspace
-    stale = list(_stale_changes(store.all(), workspace))
+    stale = list(_stale_changes(store.find(status=ACTIVE_STATUSES), workspace))
     if not stale:
         return []
     return store.update_checked(stale, lambda current: _stale_changes(current, workspace))
