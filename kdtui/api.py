@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from kdtui.analysis.compare import run_table
-from kdtui.analysis.filters import matches, parse_selection
+from kdtui.analysis.filters import parse_selection, select
 from kdtui.analysis.labels import run_labels
 from kdtui.core.registry import RunStore, record_with_history
 from kdtui.core.workspace import Workspace, resolve_workspace
@@ -65,13 +65,8 @@ class WorkspaceReader:
         several), `name` (a substring), `group` (a group hash prefix), and `where`, the filter's
         terms (`"τ=4 seed=1"`, kdtui.analysis.filters). Index rows (no spec, teachers or full
         metrics) unless `details`, which reads each run's record.json for its whole record."""
-        selection = parse_selection(where)
         rows = self._store.find(status=status, name=name, group=group)
-        if not (details or selection.needs_spec):
-            return [row for row in rows if matches(row, selection)]
-        whole = self._store.with_details(rows)
-        kept = [i for i, record in enumerate(whole) if matches(record, selection)]
-        return [(whole if details else rows)[i] for i in kept]
+        return select(self._store, parse_selection(where), rows, details)
 
     def get(self, run_id: str) -> dict:
         """One run's whole record, by id or a unique prefix of it or of its short id."""

@@ -1,11 +1,13 @@
-"""Which runs a selection keeps: `key=value` terms on the resolved spec, `status:X`, and words.
+"""Which runs a selection keeps: `key=value` terms on the resolved spec, `status:X`, `tag:X`, and words.
 
     τ=4 seed=1            distill.temperature is 4 (4.0 too) and seed is 1
-    temperature=4 resnet  a key by its last part; a word is looked for in the name, id and status
+    temperature=4 resnet  a key by its last part; a word is looked for in the name, id, status,
+                          note and tags
     status:done loss=kl   the status, and distill.loss
+    tag:baseline          runs tagged `baseline` (kdtui runs tag ID +baseline)
 
 A key is a flattened spec key (`distill.temperature`), its short name as labels show it (`τ`,
-kdtui.analysis.labels.SHORT_KEYS) or its last part (`temperature`); a key that names several
+kdtui.analysis.labels.SHORT_KEYS) or its last part(s) (`temperature`); a key that names several
 (`lr`: teacher.lr and student.lr) matches when any of them has the value. Values compare as
 numbers when both sides are numbers, else as text without regard to case (a list as
 `augment=crop,hflip`). Every term must hold. Pure standard library: the notebook API uses it, and
@@ -17,10 +19,13 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdtui.analysis.flat import flatten_spec
 from kdtui.analysis.labels import short_key
+
+if TYPE_CHECKING:
+    from kdtui.core.registry import RunStore
 
 
 class FilterError(ValueError):
@@ -33,6 +38,7 @@ class Selection:
     terms: tuple[tuple[str, str], ...] = ()
     statuses: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
     @property
     def needs_spec(self) -> bool:
@@ -42,7 +48,7 @@ class Selection:
 
 def parse_selection(text: str | None) -> Selection:
     """`τ=4 status:done resnet` as a Selection; raises FilterError for a term with no key or value."""
-    terms, statuses, words = [], [], []
+    terms, statuses, words, tags = [], [], [], []
     for part in (text or "").split():
         if "=" in part:
             key, _, value = part.partition("=")
@@ -54,9 +60,14 @@ def parse_selection(text: str | None) -> Selection:
             if not status:
                 raise FilterError(f"filter term {part!r} needs a status, as in status:done")
             statuses.append(status.lower())
+        elif part.lower().startswith("tag:"):
+            tag = part.split(":", 1)[1]
+            if not tag:
+                raise FilterError(f"filter term {part!r} needs a tag, as in tag:baseline")
+            tags.append(tag.lower())
         else:
             words.append(part.lower())
-    return Selection(tuple(terms), tuple(statuses), tuple(words))
+    return Selection(tuple(terms), tuple(statuses), tuple(words), tuple(tags))
 
 
 def _number(value: Any) -> float | None:
@@ -92,8 +103,9 @@ def _names_of(flat_key: str) -> tuple[str, ...]:
 
 
 def keys_named(key: str, flat: dict[str, Any]) -> list[str]:
-    """The flattened spec keys that `key` names: itself, its short name, or its last part."""
-    return [k for k in flat if key in _names_of(k)]
+    """The flattened spec keys that `key` names: itself, its short name, its last part, or its
+    last parts (`teacher.lr` of a deeper `x.teacher.lr`)."""
+    return [k for k in flat if key in _names_of(k) or k.endswith("." + key)]
 
 
 def matches(record: dict, selection: Selection | str | None) -> bool:
@@ -102,8 +114,11 @@ def matches(record: dict, selection: Selection | str | None) -> bool:
         selection = parse_selection(selection)
     if selection.statuses and str(record.get("status", "")).lower() not in selection.statuses:
         return False
+    tags = [str(t).lower() for t in record.get("tags") or ()]
+    if selection.tags and not all(tag in tags for tag in selection.tags):
+        return False
     if selection.words:
-        hay = f"{record.get('name', '')} {record.get('id', '')} {record.get('status', '')}".lower()
+        hay = " ".join([str(record.get(k) or "") for k in ("name", "id", "status", "note")] + tags).lower()
         if not all(word in hay for word in selection.words):
             return False
     if selection.terms:
@@ -112,3 +127,13 @@ def matches(record: dict, selection: Selection | str | None) -> bool:
             if not any(value_matches(flat[k], wanted) for k in keys_named(key, flat)):
                 return False
     return True
+
+
+def select(store: RunStore, selection: Selection, rows: list[dict], details: bool = False) -> list[dict]:
+    """The index `rows` (`store.find`) that `selection` keeps, in order; whole records with
+    `details`. Index rows hold no spec: record.json is read only when a spec term needs it (or
+    `details` asks), so a list by status, tag or word reads the index alone."""
+    if not (details or selection.needs_spec):
+        return [row for row in rows if matches(row, selection)]
+    whole = store.with_details(rows)
+    return [(whole if details else rows)[i] for i, record in enumerate(whole) if matches(record, selection)]

@@ -52,21 +52,30 @@ def command(ctx: click.Context) -> None:
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only runs with this status.")
 @click.option("--name", default=None, help="Only runs whose name contains this.")
 @click.option("--group", default=None, help="Only runs in this seed group (hash prefix).")
+@click.option("--where", default=None, metavar="TERMS",
+              help='Only runs these terms select: spec values (τ=4 seed=1 loss=reverse-kl), status:running, '
+                   'tag:baseline, and words found in the name, id, note or tags (all must hold).')
 @click.option("--full-ids", is_flag=True, help="Show whole run ids (default: the short id, which every command takes).")
 @json_option
 def runs_list(workspace: Path | None, status: str | None, name: str | None, group: str | None,
-              full_ids: bool, as_json: bool) -> None:
+              where: str | None, full_ids: bool, as_json: bool) -> None:
     """List runs, newest last."""
+    from kdtui.analysis.filters import FilterError, parse_selection, select
+
+    try:
+        selection = parse_selection(where)
+    except FilterError as exc:
+        raise fail(f"--where: {exc}")
     ws, store = open_store(workspace)
     settle_stale(store)
-    records = store.find(status=status, name=name, group=group)
+    records = select(store, selection, store.find(status=status, name=name, group=group))
     _notice_unlisted_folders(ws, store)
     if as_json:
         print_json(store.with_details(records))  # the whole records, as every --json prints them
         return
     ids = [r["id"] for r in records]
     if not full_ids:
-        everyone = records if status is None and name is None and group is None else store.all()
+        everyone = records if status is None and name is None and group is None and not where else store.all()
         ids = display_ids(ids, [r["id"] for r in everyone])
     metrics = [(r.get("metrics") or {}) for r in records]
     listed = ("train_agreement", "test_agreement", "test_acc")
@@ -167,6 +176,10 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
     out.print(f"id: {record['id']}", markup=False)
     for key in ("status", "device", "host", "pid", "spec_hash", "group_hash"):
         out.print(f"{key}: {printable(record.get(key))}", markup=False)
+    if record.get("tags"):
+        out.print(f"tags: {printable(' '.join(record['tags']))}", markup=False, highlight=False)
+    if record.get("note"):
+        out.print(f"note: {printable(record['note'])}", markup=False, highlight=False, soft_wrap=True)
     if record.get("peak_memory_bytes"):
         out.print(f"peak memory: {record['peak_memory_bytes'] / 2**20:.0f} MiB ({record.get('peak_memory_kind')})",
                   markup=False)
@@ -196,6 +209,46 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
             table.add_row(str(row["epoch"]), *(fmt_number(row.get(n)) for n in shown))
         out.print(table)
     out.print(f"folder: {ws.run_dir(record['id'])}", markup=False)
+
+
+def _annotate(workspace: Path | None, run_id: str, **change) -> None:
+    """Store a note, tags or a name on one run (RunService.annotate) and say what it holds now."""
+    from kdtui.runs.service import RunService, ServiceError
+
+    ws, store = open_store(workspace)
+    record = resolve(store, run_id)
+    try:
+        outcome = RunService(ws, store).annotate(record, **change)
+    except ServiceError as exc:
+        raise fail(str(exc))
+    out.print(printable(outcome.message), markup=False, highlight=False, soft_wrap=True)
+
+
+@command.command("note")
+@click.argument("run_id")
+@click.argument("text")
+@workspace_option
+def runs_note(run_id: str, text: str, workspace: Path | None) -> None:
+    """Set a run's note ("" clears it); `runs show`, compare and exports show it, the filter searches it."""
+    _annotate(workspace, run_id, note=text)
+
+
+@command.command("tag", context_settings={"ignore_unknown_options": True})
+@click.argument("run_id")
+@click.argument("changes", nargs=-1, required=True)
+@workspace_option
+def runs_tag(run_id: str, changes: tuple[str, ...], workspace: Path | None) -> None:
+    """Add (+baseline, or baseline) and remove (-old) a run's tags; `tag:baseline` filters by one."""
+    _annotate(workspace, run_id, tags=list(changes))
+
+
+@command.command("rename")
+@click.argument("run_id")
+@click.argument("name")
+@workspace_option
+def runs_rename(run_id: str, name: str, workspace: Path | None) -> None:
+    """Rename a run; its id, spec, hashes and group stay as they are."""
+    _annotate(workspace, run_id, name=name)
 
 
 @command.command("tail")

@@ -32,6 +32,9 @@ class RunRecord(TypedDict, total=False):
     group_hash: str | None
     preset: str | None
     preset_scale: str | None
+    # the user's own words about it (kdtui runs note / tag / rename)
+    note: str | None
+    tags: list
     # state (kdtui.core.lifecycle changes `status`)
     status: str
     error: str | None
@@ -75,6 +78,8 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "group_hash": (str, _NONE),
     "preset": (str, _NONE),
     "preset_scale": (str, _NONE),
+    "note": (str, _NONE),
+    "tags": (list,),
     "status": (str,),
     "error": (str, _NONE),
     "created": _TIME,

@@ -170,6 +170,40 @@ class RunService:
                     current.get("pid") == os.getpid() and current.get("host") == host:
                 lifecycle.stop(self.store, run_id)
 
+    # -- notes, tags, names ---------------------------------------------------------------------
+
+    def annotate(self, record: dict, *, note: str | None = None, tags: list[str] | None = None,
+                 name: str | None = None) -> Outcome:
+        """Set a run's note (empty clears it), change its tags (`+a -b`) or rename it: the record's
+        `note`, `tags`, `name`, in record.json and the index by one locked write, whatever the run's
+        status. The id, the spec, its hashes and so the group never change. Raises ServiceError."""
+        from kdtui.core.annotations import AnnotationError, changed_tags, checked_name, checked_note
+
+        run_id = record["id"]
+        try:
+            fields: dict = {}
+            if note is not None:
+                fields["note"] = checked_note(note)
+            if name is not None:
+                fields["name"] = checked_name(name)
+            if tags is not None:
+                changed_tags([], tags)  # checked before the lock: a bad tag is one line, nothing written
+        except AnnotationError as exc:
+            raise ServiceError(str(exc)) from None
+
+        def decide(current: list[dict]) -> dict[str, dict]:
+            # Tags change from what the record holds under the lock: two tag commands at once both count.
+            return {doc["id"]: {**fields, **({"tags": changed_tags(doc.get("tags") or [], tags)}
+                                             if tags is not None else {})} for doc in current}
+
+        if not self.store.update_checked([run_id], decide):
+            raise ServiceError(f"run {run_id} is no longer in the registry")
+        now = self.store.get(run_id) or {}
+        said = [f"note: {now['note']}" if note is not None and now.get("note") else "note cleared" if note is not None
+                else "", f"tags: {' '.join(now.get('tags') or []) or '(none)'}" if tags is not None else "",
+                f"name: {now.get('name')}" if name is not None else ""]
+        return Outcome(run_id, f"{run_id} " + "; ".join(s for s in said if s))
+
     # -- resume ---------------------------------------------------------------------------------
 
     def requeue(self, record: dict) -> None:
