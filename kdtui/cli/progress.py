@@ -21,9 +21,8 @@ from kdtui.core.events import Progress as ProgressEvent
 from kdtui.core.names import printable
 from kdtui.core.runstate import RunState, describe, phase_label
 from kdtui.core.timing import format_duration
-from kdtui.core.vocabulary import metric_label
+from kdtui.core.vocabulary import metric_label, metric_order
 
-HEADLINE = ("train_agreement", "test_agreement", "test_acc", "teacher_test_acc", "test_kl")
 # Metrics the summary leaves out: the learning rate at the end of a schedule (0 after cosine) is noise.
 NOT_IN_SUMMARY = ("lr",)
 BAR_WIDTH = 24
@@ -132,7 +131,7 @@ def summary_table(record: dict, label: str = "") -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = record.get("metrics") or {}
-    for name in HEADLINE + tuple(k for k in sorted(metrics) if k not in HEADLINE):
+    for name in metric_order(metrics):  # as every table lists them (kdtui.core.vocabulary)
         value = metrics.get(name)
         if name in NOT_IN_SUMMARY:
             continue

@@ -32,7 +32,7 @@ from kdtui.cli.common import (
 from kdtui.core.ages import age_text
 from kdtui.core.events import ACTIVE_STATUSES, DONE, QUEUED, STATUSES
 from kdtui.core.names import printable
-from kdtui.core.vocabulary import metric_label, teacher_label
+from kdtui.core.vocabulary import metric_label, metric_order, teacher_label
 from kdtui.core.workspace import Workspace, is_run_id_prefix
 
 if TYPE_CHECKING:
@@ -199,9 +199,12 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
     if history:
         from rich.table import Table
 
-        # The headline curves only (every metric is in --json and export): fits 80 columns.
-        shown = [n for n in HISTORY_COLUMNS if any(n in row for row in history)]
-        table = Table(title="history")
+        from rich import box
+
+        # The headline curves only (every metric is in --json and export), in the vocabulary's
+        # order, without column rules: fits 80 columns with a loss of any size.
+        shown = [n for n in metric_order(HISTORY_COLUMNS) if any(n in row for row in history)]
+        table = Table(title="history", box=box.SIMPLE_HEAD)
         table.add_column("epoch", justify="right", no_wrap=True)
         for name in shown:
             table.add_column(metric_label(name), justify="right", no_wrap=True)

@@ -16,6 +16,7 @@ METRIC_LABELS: dict[str, str] = {
     "test_ece": "test ECE",
     "teacher_test_acc": "teacher acc",
     "teacher_train_acc": "teacher train acc",
+    "test_examples": "test examples",
     "train_loss": "loss",
     "lr": "lr",
     "epoch": "epoch",
@@ -25,6 +26,13 @@ METRIC_LABELS: dict[str, str] = {
 def metric_label(name: str) -> str:
     """The short label of a contract metric name; an unknown name is shown as it is."""
     return METRIC_LABELS.get(name, name)
+
+
+def metric_order(names) -> list[str]:
+    """`names` in the order of METRIC_LABELS (every table lists metrics so), unknown names last,
+    alphabetically."""
+    rank = {name: i for i, name in enumerate(METRIC_LABELS)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def teacher_label(index: int, total: int | None = None) -> str:
