@@ -147,3 +147,49 @@ def test_a_write_never_recreates_a_lost_shard_with_its_new_rows_only(ws):
     with pytest.raises(registry_module.RegistryNeedsReindex):
         RunStore(ws).update(RUN_B if shard_of(RUN_B) == shard_of(RUN_A) else RUN_A, name="x")
     assert not (ws / INDEX_DIR / f"{shard_of(RUN_A)}.json").exists()
+
+
+# -- build 9: stopping many runs is one write; a worker never starts a stopped run ---------------------
+
+def _generation(ws: Path) -> int:
+    (meta,) = json.loads((ws / "kdtui.json").read_text())["meta"].values()
+    return meta["generation"]
+
+
+def _queued(ws: Path, n: int) -> list[str]:
+    ids = [f"261202-1200{k // 60:02d}-{k:04x}" for k in range(n)]
+    RunStore(ws).add_many([{"id": run_id, "name": f"q{k}", "status": "queued", "pid": os.getpid(),
+                            "host": os.uname().nodename, "group_hash": "ab" * 32} for k, run_id in enumerate(ids)])
+    for run_id in ids:
+        (ws / run_id).mkdir(exist_ok=True)
+    return ids
+
+
+@pytest.mark.parametrize("selector", [("--all",), ("--group", "abab")])
+def test_stop_of_many_queued_runs_is_one_registry_write(tmp_path, monkeypatch, capsys, selector):
+    ws = tmp_path / "ws"
+    ids = _queued(ws, 40)
+    before = _generation(ws)
+    code, out, _ = cli(monkeypatch, capsys, "runs", "stop", *selector, "-y", "-w", ws)
+    assert code == 0 and "40 of 40 run(s) stopped" in out
+    assert _generation(ws) == before + 1
+    records = {r["id"]: r for r in RunStore(ws).all()}
+    assert all(records[run_id]["status"] == "stopped" for run_id in ids)
+    assert all((ws / run_id / "STOP").exists() for run_id in ids)
+    assert all(json.loads((ws / run_id / "record.json").read_text())["status"] == "stopped" for run_id in ids)
+
+
+def test_a_worker_does_not_claim_a_run_stopped_after_the_line_was_read(tmp_path):
+    from kdtui.core import lifecycle
+    from kdtui.runs.executors import worker
+    from kdtui.runs.executors.slots import Slot
+
+    ws = tmp_path / "ws"
+    stopped, waiting = _queued(ws, 2)
+    store = RunStore(ws)
+    lifecycle.stop_queued(store, [stopped])
+    before = store.get(stopped)
+    assert worker._claim(store, stopped, Slot("cpu.0", None)) is False
+    assert store.get(stopped) == before  # nothing written: no worker pid, no slot
+    assert worker._claim(store, waiting, Slot("cpu.0", None)) is True
+    assert store.get(waiting)["slot"] == "cpu.0" and store.get(waiting)["worker"] == os.getpid()

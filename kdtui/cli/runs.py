@@ -376,9 +376,9 @@ def runs_stop(run_ids: tuple[str, ...], workspace: Path | None, group: str | Non
     if every and not yes:
         _confirm(f"Stop {len(records)} queued or running run(s)?", f"refusing to stop {len(records)} run(s)")
     service = RunService(ws, store)
-    outcomes = [service.stop(record) for record in records]
-    for outcome in outcomes:
-        out.print(outcome.message, markup=False)
+    outcomes = service.stop_many(records)
+    # Plain lines, escaped: a rich print costs ~1 ms a line, seconds for a 5,000-point sweep.
+    sys.stdout.write("".join(printable(outcome.message) + "\n" for outcome in outcomes))
     out.print(f"{sum(o.changed for o in outcomes)} of {len(outcomes)} run(s) stopped or asked to stop", markup=False)
 
 

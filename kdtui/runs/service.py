@@ -140,6 +140,23 @@ class RunService:
                                    f"(kdtui runs resume {run_id})" + self._cancel_job(record))
         return Outcome(run_id, f"{run_id} is already {status}", changed=False)
 
+    def stop_many(self, records: list[dict]) -> list[Outcome]:
+        """`stop` for many runs: the queued ones (a 5,000-point sweep) leave the queue in one
+        registry write; the others are asked one by one."""
+        queued = [r["id"] for r in records if r["status"] == QUEUED]
+        stopped = set(lifecycle.stop_queued(self.store, queued)) if queued else set()
+        outcomes = []
+        for record in records:
+            if record["id"] in stopped:
+                (self.workspace.run_dir(record["id"]) / STOP_FILE).touch()  # its waiting worker leaves the line at once
+                outcomes.append(Outcome(record["id"], f"{record['id']} removed from the queue (stopped)"
+                                        + self._cancel_job(record)))
+            elif record["status"] == QUEUED:  # started since it was read: stopped as it is now
+                outcomes.append(self.stop(self.store.get(record["id"]) or record))
+            else:
+                outcomes.append(self.stop(record))
+        return outcomes
+
     @staticmethod
     def _job_ended(record: dict) -> bool:
         """A run on Slurm whose job is over: its process died on a node where nobody could settle it."""

@@ -66,7 +66,8 @@ def serve(workspace: Workspace | str | Path, run_ids: Sequence[str] = (), *, slo
                     # and starts a worker for it (kdtui.runs.executors.launcher).
                     held.release()
                     return 0
-                _claim(store, entry["run"], held.slot)
+                if not _claim(store, entry["run"], held.slot):
+                    continue  # stopped since it was put in line: no process is started for it
             termination.child = _fork_run(workspace, entry, held, slots_per_gpu)
             _wait(termination.child)
             termination.child = None
@@ -76,10 +77,17 @@ def serve(workspace: Workspace | str | Path, run_ids: Sequence[str] = (), *, slo
         held.release()
 
 
-def _claim(store: RunStore, run_id: str, slot: Slot) -> None:
+def _claim(store: RunStore, run_id: str, slot: Slot) -> bool:
     """Give the taken run this worker's pid before it leaves the lock: a worker killed before its
-    run starts leaves a run that reads as interrupted, not one that waits for nobody."""
-    _quietly(lambda: lifecycle.take(store, run_id, worker=os.getpid(), slot=slot.name, gpu=slot.gpu))
+    run starts leaves a run that reads as interrupted, not one that waits for nobody. False if the
+    run is no longer queued (checked under the registry's lock: a `runs stop` may have come after
+    the line was read). A registry that cannot be written now leaves the run to its own process,
+    which reports it."""
+    try:
+        return lifecycle.take(store, run_id, worker=os.getpid(), slot=slot.name, gpu=slot.gpu) is not None
+    except (RegistryError, OSError, ValueError):
+        traceback.print_exc()
+        return True
 
 
 def _fork_run(workspace: Workspace, entry: dict, held: HeldSlot, slots_per_gpu: int | None) -> int:
