@@ -42,8 +42,12 @@ def one_line(text: str) -> str:
 
 def refuse_writes(monkeypatch, code: int = errno.EROFS) -> None:
     """Every atomic write of the registry and of the run folders raises `code`."""
-    def refuse(*args, **kwargs):
-        raise OSError(code, os.strerror(code), str(args[0] if args else "?"))
+    def refuse(target, *args, **kwargs):
+        if isinstance(target, (str, Path)):
+            raise OSError(code, os.strerror(code), str(target))
+        items = list(target)
+        if items:  # atomic_write_many: the first file; writing nothing fails nowhere
+            raise OSError(code, os.strerror(code), str(items[0][0]))
 
     for module in ("kdtui.core.registry", "kdtui.runs.service", "kdtui.core.files"):
         for name in ("atomic_write", "atomic_write_many"):
@@ -193,3 +197,98 @@ def test_a_worker_does_not_claim_a_run_stopped_after_the_line_was_read(tmp_path)
     assert store.get(stopped) == before  # nothing written: no worker pid, no slot
     assert worker._claim(store, waiting, Slot("cpu.0", None)) is True
     assert store.get(waiting)["slot"] == "cpu.0" and store.get(waiting)["worker"] == os.getpid()
+
+
+# -- build 7: one line, no traceback ------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [("runs", "rm", RUN_A, "-y"), ("runs", "reindex"), ("runs", "stop", RUN_A),
+                                     ("runs", "resume", RUN_A, "--detach")])
+def test_a_read_only_workspace_is_one_line_on_every_write(ws, monkeypatch, capsys, command):
+    from kdtui.core import lifecycle
+
+    lifecycle.stop(RunStore(ws), RUN_A) if command[1] == "resume" else None  # a resumable run
+    if command[1] == "stop":
+        RunStore(ws).update(RUN_A, status="queued", pid=None)  # a queued run: stopping it writes the registry
+    refuse_writes(monkeypatch)
+    code, _, err = cli(monkeypatch, capsys, *command, "-w", ws)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("error: ") and "Read-only file system" in line and str(ws) in line
+
+
+def test_a_read_only_workspace_is_one_line_for_report(ws, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(ws / "reports"))
+
+    monkeypatch.setattr("pathlib.Path.mkdir", refuse)
+    code, _, err = cli(monkeypatch, capsys, "report", RUN_A, RUN_B, "-w", ws)
+    assert code == 2 and "Read-only file system" in one_line(err)
+
+
+def test_a_python_warning_is_one_line_not_its_source(ws, monkeypatch, capsys):
+    import warnings
+
+    from kdtui.core import lifecycle
+
+    def warn(*args, **kwargs):
+        warnings.warn("the disk said no\nsecond line", UserWarning)
+        return []
+
+    monkeypatch.setattr(lifecycle, "reconcile", warn)
+    code, _, err = cli(monkeypatch, capsys, "runs", "list", "-w", ws)
+    assert code == 0
+    assert one_line(err) == "warning: the disk said no"
+
+
+@pytest.mark.parametrize("command", [("runs", "show", RUN_A), ("runs", "export"), ("runs", "compare", RUN_A, RUN_B)])
+def test_an_event_log_over_the_limit_is_not_read(ws, monkeypatch, capsys, command):
+    from kdtui.core import eventlog
+
+    monkeypatch.setattr(eventlog, "MAX_LOG_BYTES", 200)  # fake_run's log is ~600 bytes
+    code, out, err = cli(monkeypatch, capsys, *command, "-w", ws)
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert str(ws / RUN_A / "events.jsonl") in line and "over the 0 MiB" in line and "not read" in line
+
+
+def test_an_event_log_that_is_a_device_is_not_read(ws, monkeypatch, capsys):
+    (ws / RUN_A / "events.jsonl").unlink()
+    (ws / RUN_A / "events.jsonl").symlink_to("/dev/null")  # a character device that reads as empty
+    code, out, err = cli(monkeypatch, capsys, "runs", "show", RUN_A, "-w", ws)
+    assert code == 2 and "not a regular file" in one_line(err)
+
+
+def test_a_large_sparse_event_log_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from kdtui.core import eventlog
+
+    log = tmp_path / "events.jsonl"
+    with open(log, "wb") as f:
+        f.truncate(eventlog.MAX_LOG_BYTES + 1)  # sparse: no disk, no memory
+    with pytest.raises(eventlog.EventLogUnreadable, match="MiB an event log is read up to"):
+        eventlog.read_all(log)
+
+
+@pytest.mark.parametrize("nesting", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000])
+def test_toml_nested_5000_deep_is_one_line_exit_2(tmp_path, monkeypatch, capsys, nesting):
+    spec = tmp_path / "deep.toml"
+    spec.write_text(nesting + "\n")
+    code, _, err = cli(monkeypatch, capsys, "run", spec, "-w", tmp_path / "ws")
+    assert code == 2 and "nested too deeply" in one_line(err)
+
+
+def test_a_byte_order_mark_at_the_start_of_a_spec_is_accepted(tmp_path):
+    from kdtui.core.spec import load_spec
+    from tests.cli_helpers import tiny_spec
+
+    spec = tmp_path / "bom.toml"
+    spec.write_bytes(b"\xef\xbb\xbf" + tiny_spec("with-bom").encode())
+    assert load_spec(spec).name == "with-bom"
+
+
+def test_reindex_where_no_lock_can_be_made_says_why_at_once(monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, "runs", "reindex", "-w", "/proc/self")
+    assert code == 2
+    line = one_line(err)
+    assert "kdtui.json.lock" in line and "lock cannot be made there" in line and "another process" not in line

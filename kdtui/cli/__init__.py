@@ -49,7 +49,16 @@ def app(ctx: click.Context, workspace: Path | None, no_mouse: bool) -> None:
 
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a library's, on a full disk or an odd file) as one line, not its source."""
+    text = str(message).strip().splitlines()
+    err.print(f"warning: {text[0] if text else category.__name__}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _warning_line
     try:
         code = app.main(prog_name="kdtui", standalone_mode=False)
     except click.UsageError as exc:

@@ -7,10 +7,12 @@ and counted. Whether the run has ended is the fold's to say (kdtui.core.runstate
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -185,7 +187,7 @@ class EventReader:
                 if size == self.offset:
                     return []
                 f.seek(self.offset)
-                data = f.read(size - self.offset)
+                data = f.read(min(size - self.offset, MAX_LOG_BYTES))  # a huge log: a bounded chunk a call
         except FileNotFoundError:
             return []
         end = data.rfind(b"\n")
@@ -198,10 +200,34 @@ class EventReader:
         return events
 
 
+# The most a whole-log read takes in: a long run's log is tens of MiB; more is a damaged or planted
+# file (a link to /dev/zero), which must not take the machine's memory with it.
+MAX_LOG_BYTES = 256 * 2**20
+
+
+class EventLogUnreadable(OSError):
+    """A log that is not read whole: not a regular file, or over MAX_LOG_BYTES. The message is one
+    line naming the file."""
+
+
+def _read_bounded(path: str | Path) -> bytes:
+    """The bytes of a regular file of at most MAX_LOG_BYTES; opened without blocking (a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EventLogUnreadable(errno.EINVAL, "not a regular file: not read as a run's event log", str(path))
+        if st.st_size > MAX_LOG_BYTES:
+            raise EventLogUnreadable(errno.EFBIG, f"{st.st_size / 2**20:.0f} MiB, over the {MAX_LOG_BYTES / 2**20:.0f} "
+                                                  "MiB an event log is read up to: not read", str(path))
+        return f.read(MAX_LOG_BYTES + 1)[:MAX_LOG_BYTES]
+
+
 def read_all(path: str | Path, types: Iterable[str] | None = None) -> list[Event]:
-    """Every event on a complete line of `path` ([] if missing); `types` keeps only those types."""
+    """Every event on a complete line of `path` ([] if missing); `types` keeps only those types.
+    EventLogUnreadable (an OSError) for a log that is not a regular file or over MAX_LOG_BYTES."""
     try:
-        data = Path(path).read_bytes()
+        data = _read_bounded(path)
     except FileNotFoundError:
         return []
     end = data.rfind(b"\n")

@@ -533,6 +533,7 @@ class RunStore:
                 # as a "deadlock": two stores (or threads) in one process then take turns.
                 self._lock = filelock.FileLock(str(self.lock_path), timeout=self.lock_timeout)
             lock = self._lock
+        self._check_lockable()
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -543,6 +544,15 @@ class RunStore:
             yield
         finally:
             lock.release()
+
+    def _check_lockable(self) -> None:
+        """OSError now, naming the lock file, if it cannot be made or opened (a read-only or special
+        folder such as /proc): filelock would wait out its timeout, then blame another process."""
+        try:
+            os.close(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666))
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror or exc} (the registry's lock cannot be made there)",
+                          str(self.lock_path)) from None
 
     @contextlib.contextmanager
     def _locked_index(self, creating: Iterable[str] = ()) -> Iterator[_Index]:

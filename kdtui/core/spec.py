@@ -394,7 +394,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
     except OSError as exc:
         raise SpecError(f"{source}: cannot read: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark at the start (some editors write one) is not TOML
     except UnicodeDecodeError as exc:
         raise SpecError(f"{source}: not UTF-8 text (bad byte at offset {exc.start})") from None
     return parse_spec(text, source)
@@ -406,7 +406,9 @@ _TOML_WHERE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$", re.S)
 def parse_spec(text: str, source: str = "spec") -> Spec:
     """Validate spec TOML text; `source` names it in messages (usually the file name)."""
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise SpecError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         where = _TOML_WHERE.match(message)
@@ -416,7 +418,10 @@ def parse_spec(text: str, source: str = "spec") -> Spec:
         if message != str(exc):
             raise SpecError(f"{source}: end of file: invalid TOML: {message}") from None
         raise SpecError(f"{source}: invalid TOML: {message}") from None
-    return spec_from_dict(data, source)
+    try:
+        return spec_from_dict(data, source)
+    except RecursionError:  # nested just shallow enough for the parser, too deep to check
+        raise SpecError(f"{source}: values nested too deeply") from None
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
