@@ -39,7 +39,6 @@ on, computing in memory and not saving.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import os
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from kernels.ensemble import ensemble_prediction
@@ -202,14 +202,12 @@ class CacheFile:
 
     @contextmanager
     def locked(self):
-        """An inter-process lock beside the file (flock: released by the kernel if the holder dies)."""
+        """An inter-process lock beside the file: filelock's, as every lock of the project's but the
+        queue's slots (flock underneath, so the kernel releases it if the holder dies; a link or a
+        folder at the lock's path is an OSError, which callers turn into a note)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open_regular(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with FileLock(str(self.path.with_name(self.path.name + ".lock"))):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def merge_and_save(self, table: MemberTable) -> None:
         """Add what is on disk to `table` (theirs where ours is empty), then write the union atomically.
