@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err, fail, finish, fmt_number, json_option,
-                              open_store, out, pids_text, print_json, workspace_option)
+                              open_store, out, pids_text, print_json, resolve, workspace_option)
 from kdtui.core.events import ACTIVE_STATUSES, DONE, STOPPED
 from kdtui.core.procs import DeferredInterrupt
 from kdtui.core.workspace import Workspace
@@ -26,6 +26,11 @@ EXECUTORS = ("local", "ray", "slurm")
 @click.argument("spec_path", metavar="SPEC.toml", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--preset", default=None, help="Run a preset instead of a file (kdtui presets list).")
 @click.option("--scale", default="tiny", show_default=True, help="The preset's scale: paper or tiny.")
+@click.option("--from", "from_run", default=None, metavar="ID",
+              help="Run again the resolved spec of this run (an id or a unique prefix), changed by --set.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="With --from: change one spec key (distill.temperature=8; the value read as TOML, else as "
+                   "text); repeatable.")
 @workspace_option
 @click.option("--device", default=None, help="Override the spec's device (auto, cpu, cuda, cuda:N).")
 @json_option
@@ -48,15 +53,18 @@ EXECUTORS = ("local", "ray", "slurm")
               help="With --executor slurm: at most this many runs at once (default 64).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes per run (torchrun; one per GPU, or gloo on CPU). In the foreground.")
-def command(spec_path: Path | None, preset: str | None, scale: str, workspace: Path | None, device: str | None,
+def command(spec_path: Path | None, preset: str | None, from_run: str | None, sets: tuple[str, ...], scale: str,
+            workspace: Path | None, device: str | None,
             as_json: bool, detach: bool, retrain_teachers: bool, slots_per_gpu: int | None, executor: str,
             address: str | None, gpus_per_run: float, partition: str | None, time_limit: str | None, mem: str | None,
             array_parallelism: int | None, nproc: int) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
     from kdtui.core.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
-    if (spec_path is None) == (preset is None):
-        raise fail("give a spec file or --preset ID (one of them)")
+    if sum(given is not None for given in (spec_path, preset, from_run)) != 1:
+        raise fail("give a spec file, --preset ID or --from RUN_ID (one of them)")
+    if sets and from_run is None:
+        raise fail("--set goes with --from RUN_ID")
     slurm_given = dict(partition=partition, time=time_limit, mem=mem, array_parallelism=array_parallelism)
     if executor != "slurm" and any(value is not None for value in slurm_given.values()):
         raise fail("--partition, --time, --mem and --array-parallelism go with --executor slurm")
@@ -72,6 +80,12 @@ def command(spec_path: Path | None, preset: str | None, scale: str, workspace: P
             from kdtui.core.presets import get_preset
             found = get_preset(preset)
             spec, source, origin = found.spec(scale), f"preset {preset} ({scale})", (found.id, scale)
+        elif from_run is not None:
+            from kdtui.core.redo import redo_spec
+
+            record = resolve(open_store(workspace)[1], from_run)
+            source = f"run {record['id']}"
+            spec = redo_spec(record.get("spec") or {}, list(sets), source="--set" if sets else source)
         else:
             spec, source = load_spec(spec_path), str(spec_path)
         if device is not None:
