@@ -119,13 +119,13 @@ def test_frame_matches_runs_export(sweep, monkeypatch):
     root, records = sweep
     exported = json.loads(run_kdtui("runs", "export", "--format", "json", "--workspace", root).stdout)
     labels = {row["id"]: row["label"] for row in csv.DictReader(io.StringIO(
-        run_kdtui("runs", "export", "--format", "csv", "--workspace", root).stdout))}
+        run_kdtui("runs", "export", "--format", "csv", "--all-keys", "--workspace", root).stdout))}
     frame = kdtui.open_workspace(root).frame()
     assert list(frame["id"]) == [r["id"] for r in exported]
     spec_keys = list(_flat(exported[0]["spec"]))
     metric_names = {m for r in exported for m in r["metrics"]}
-    assert set(frame.columns) == {"id", "label", "name", "status", "group_hash", "spec_hash", "created",
-                                  *spec_keys, *metric_names}
+    assert set(frame.columns) == {"id", "label", "name", "status", "group_hash", "spec_hash", "created", "tags",
+                                  "note", *spec_keys, *metric_names}
     assert [c for c in frame.columns if c in spec_keys] == spec_keys  # spec order
     for row, record in zip(frame.to_dict("records"), exported):
         assert row["label"] == labels[record["id"]]

@@ -356,6 +356,22 @@ def _all_equal(values: list[Any]) -> bool:
     return all(v == first and type(v) is type(first) for v in values)
 
 
+def _annotation_rows(records: list[dict], groups: list[list[dict]] | None) -> list[tuple[str, list[Any]]]:
+    """The user's `tags` and `note` rows (kdtui runs tag / note), first, when any run has one; a
+    group's column holds its runs' distinct values."""
+    def value(record: dict, key: str) -> Any:
+        held = record.get(key)
+        return (" ".join(map(str, held or ())) if key == "tags" else held) or None
+
+    rows = []
+    for key in ("tags", "note"):
+        if any(value(r, key) is not None for r in records):
+            cells = [value(r, key) for r in records] if groups is None else \
+                [_common([value(r, key) for r in g]) for g in groups]
+            rows.append((key, cells))
+    return rows
+
+
 def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "last",
             by_group: bool = False) -> Comparison:
     """Runs as columns (in the given order), config rows (flattened spec) then `METRICS` rows.
@@ -405,6 +421,7 @@ def compare(records: Sequence[dict], *, diff_only: bool = False, agg: str = "las
     if diff_only:
         config_rows = [(key, values) for key, values in config_rows if not _all_equal(values)]
     config_rows += [(key, values) for key, values in env_rows if not _all_equal(values)]
+    config_rows = _annotation_rows(records, groups if by_group else None) + config_rows
     return Comparison(columns=columns, config_rows=config_rows, metric_rows=metric_rows, agg=agg,
                       by_group=by_group, members=members, labels=labels, unders=unders, counts=counts)
 
@@ -557,29 +574,61 @@ def render_rich(comparison: Comparison, digits: int = 4):
 # Export of whole records (`kdtui runs export`)
 # ---------------------------------------------------------------------------------------------
 
-_RUN_FIELDS = ("id", "label", "name", "status", "group_hash", "spec_hash", "created")
+_RUN_FIELDS = ("id", "label", "name", "status", "group_hash", "spec_hash", "created", "tags", "note")
+# What a person reads (`kdtui runs export` without --all-keys): short ids, the group's short hash,
+# ISO times, and only the settings that differ between the runs.
+_READABLE_FIELDS = ("id", "label", "name", "status", "tags", "note", "group", "created")
 
 
-def run_table(records: Sequence[dict]) -> tuple[list[str], list[list[Any]]]:
+def iso_time(value: Any) -> Any:
+    """Seconds since the epoch as local ISO time with its offset (`2026-12-03T14:02:07+00:00`);
+    anything else (an ISO text of the first records, None) as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        from datetime import datetime
+
+        return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds")
+    return value
+
+
+def _short_ids(records: Sequence[dict]) -> list[str]:
+    """Each run's short id, or its whole id where two of these runs share the short one."""
+    ids = [str(r.get("id")) for r in records]
+    shorts = [short_id(i) for i in ids]
+    return [s if shorts.count(s) == 1 else i for s, i in zip(shorts, ids)]
+
+
+def run_table(records: Sequence[dict], all_keys: bool = True) -> tuple[list[str], list[list[Any]]]:
     """Header and one row per run: run fields, flattened spec keys, environment (`env.*`), final
-    metrics. The CSV and Markdown exports, and the notebook API's `frame()` (kdtui.api)."""
+    metrics. The CSV and Markdown exports, and the notebook API's `frame()` (kdtui.api).
+
+    `all_keys=False` is the table a person reads: short ids, `group` (the group hash's first 8
+    characters), `created` as ISO time, and only the spec and environment keys whose values differ
+    between the runs."""
     flats = [flatten_spec(r.get("spec")) for r in records]
     spec_keys = _keys_in_order(flats)
     envs = [flatten_environment(r) for r in records]
     env_keys = _keys_in_order(envs)
+    if not all_keys:
+        spec_keys = [k for k in spec_keys if not _all_equal([flat.get(k) for flat in flats])]
+        env_keys = [k for k in env_keys if not _all_equal([env.get(k) for env in envs])]
+    run_fields = _RUN_FIELDS if all_keys else _READABLE_FIELDS
     metric_names: set[str] = set()
     for record in records:
         metric_names.update((record.get("metrics") or {}).keys())
     ordered = [m for m in METRICS if m in metric_names] + sorted(metric_names - set(METRICS))
-    taken = set(_RUN_FIELDS) | set(spec_keys) | set(env_keys)
+    taken = set(run_fields) | set(spec_keys) | set(env_keys)
     metric_columns = [f"metrics.{m}" if m in taken else m for m in ordered]
-    header = [*_RUN_FIELDS, *spec_keys, *env_keys, *metric_columns]
+    header = [*run_fields, *spec_keys, *env_keys, *metric_columns]
     labels = run_labels(records)  # what sets each run apart (`τ=1`), as the compare headers say it
     rows = []
-    for record, flat, env in zip(records, flats, envs):
+    for record, flat, env, short in zip(records, flats, envs, _short_ids(records)):
         metrics = record.get("metrics") or {}
-        fields = {**record, "label": labels.get(str(record.get("id")))}
-        rows.append([*(fields.get(f) for f in _RUN_FIELDS), *(flat.get(k) for k in spec_keys),
+        fields = {**record, "label": labels.get(str(record.get("id"))),
+                  "tags": " ".join(map(str, record.get("tags") or ())) or None}
+        if not all_keys:
+            fields.update(id=short, group=(record.get("group_hash") or "")[:8] or None,
+                          created=iso_time(record.get("created")))
+        rows.append([*(fields.get(f) for f in run_fields), *(flat.get(k) for k in spec_keys),
                      *(env.get(k) for k in env_keys), *(metrics.get(m) for m in ordered)])
     return header, rows
 
@@ -592,13 +641,14 @@ def _plain_text(value: Any) -> str:
     return str(value)
 
 
-def export_runs(records: Sequence[dict], fmt: str, ascii_json: bool = False) -> str:
+def export_runs(records: Sequence[dict], fmt: str, ascii_json: bool = False, all_keys: bool = True) -> str:
     """Runs for `kdtui runs export --format csv|json|md`.
 
     json: the full records (history included) as a JSON list; `import_runs_json` reads it back
     equal. csv: one row per run with id, label (what sets the run apart, `τ=1`), name, status,
-    group_hash, spec_hash, created, the flattened spec and the final metrics (empty cell for None).
-    md: the same as a GitHub table. Text is escaped in csv and md (`printable`); `ascii_json`
+    group_hash, spec_hash, created, tags, note, the flattened spec and the final metrics (empty
+    cell for None); `all_keys=False`, the readable table of `run_table`. md: the same as a
+    GitHub table. Text is escaped in csv and md (`printable`); `ascii_json`
     writes JSON's non-ASCII characters as escapes (for a terminal, where a raw control or
     bidirectional character would act instead of being shown).
     """
@@ -610,7 +660,7 @@ def export_runs(records: Sequence[dict], fmt: str, ascii_json: bool = False) -> 
     records = list(records)
     if fmt == "json":
         return json.dumps(records, indent=2, ensure_ascii=ascii_json, default=str) + "\n"
-    header, rows = run_table(records)
+    header, rows = run_table(records, all_keys)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

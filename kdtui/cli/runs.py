@@ -301,19 +301,23 @@ def _records_with_history(ws: Workspace, store: RunStore, ids: list[str] | None)
 @command.command("compare")
 @click.argument("run_ids", nargs=-1, required=True)
 @workspace_option
-@click.option("--diff-only", is_flag=True, help="Hide settings equal in every run.")
+@click.option("--all-keys", is_flag=True, help="Show every setting, also those equal in every run.")
+@click.option("--diff-only", is_flag=True, hidden=True)  # the default now; still accepted by older scripts
 @click.option("--agg", type=click.Choice(AGGREGATIONS), default="last", show_default=True, help="Per metric.")
 @click.option("--by-group", is_flag=True, help="Mean ± std across seeds per group.")
 @json_option
-def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, diff_only: bool, agg: str, by_group: bool,
-                 as_json: bool) -> None:
-    """Compare runs side by side (two or more ids; unique prefixes work): settings, then metrics."""
+def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, all_keys: bool, diff_only: bool, agg: str,
+                 by_group: bool, as_json: bool) -> None:
+    """Compare runs side by side (two or more ids; unique prefixes work): the settings that differ
+    (--all-keys: every one), then metrics."""
     from kdtui.analysis.compare import compare, render_rich, to_json
 
+    if all_keys and diff_only:
+        raise fail("--all-keys and --diff-only contradict each other (diff-only is the default)")
     ws, store = open_store(workspace)
     records = _records_with_history(ws, store, list(run_ids))
     try:
-        comparison = compare(records, diff_only=diff_only, agg=agg, by_group=by_group)
+        comparison = compare(records, diff_only=not all_keys, agg=agg, by_group=by_group)
     except ValueError as exc:
         raise fail(str(exc))
     if as_json:
@@ -329,14 +333,19 @@ def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, diff_only: bo
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a regular file here instead of stdout (replaced whole). A symbolic link is "
                    "refused, not followed; so are a FIFO, a device, a folder and a workspace's own files.")
-def runs_export(run_ids: tuple[str, ...], workspace: Path | None, fmt: str, output: Path | None) -> None:
+@click.option("--all-keys", is_flag=True,
+              help="csv and md: every setting and whole ids, hashes and epoch times (default: short ids, ISO "
+                   "times and only the settings that differ between the runs).")
+def runs_export(run_ids: tuple[str, ...], workspace: Path | None, fmt: str, output: Path | None,
+                all_keys: bool) -> None:
     """Export runs, all by default (final metrics and settings; JSON includes the history)."""
     from kdtui.analysis.compare import export_runs
     from kdtui.core.files import OutputRefused, atomic_write, check_output
 
     ws, store = open_store(workspace)
     # On stdout JSON escapes what is not ASCII (a terminal may be reading); a file keeps UTF-8.
-    text = export_runs(_records_with_history(ws, store, list(run_ids) or None), fmt, ascii_json=output is None)
+    text = export_runs(_records_with_history(ws, store, list(run_ids) or None), fmt, ascii_json=output is None,
+                       all_keys=all_keys)
     if not text.endswith("\n"):
         text += "\n"
     if output is None:
