@@ -292,3 +292,23 @@ def test_reindex_where_no_lock_can_be_made_says_why_at_once(monkeypatch, capsys)
     assert code == 2
     line = one_line(err)
     assert "kdtui.json.lock" in line and "lock cannot be made there" in line and "another process" not in line
+
+
+def test_a_full_disk_fails_the_run_with_its_cause_in_one_line(tmp_path, monkeypatch, capsys):
+    """A checkpoint write that meets a full disk (ENOSPC): the run ends failed, its error and its
+    error.txt say `no space left on device` naming the file, and no traceback is printed."""
+    from tests.cli_helpers import tiny_spec
+
+    def full(obj, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("kernels.checkpoints.save_atomic", full)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(tiny_spec("full-disk"))
+    code, _, err = cli(monkeypatch, capsys, "run", spec, "-w", tmp_path / "ws")
+    assert code == 1 and "Traceback" not in err
+    (record,) = RunStore(tmp_path / "ws").all(details=True)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("no space left on device: cannot write ") and ".pt" in record["error"]
+    assert (tmp_path / "ws" / record["id"] / "error.txt").read_text() == record["error"] + "\n"

@@ -6,6 +6,9 @@ status through kdtui.core.lifecycle). It is used in the foreground by `kdtui run
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import shutil
 import signal
 import threading
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from kdtui.core.eventlog import EventWriter
+from kdtui.core.files import atomic_write
 from kdtui.core import lifecycle
 from kdtui.core.events import STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
 from kdtui.core.provenance import environment
@@ -179,13 +183,47 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
                         step=getattr(exc, "step", -1)))
             lifecycle.fail(record, run_id, str(exc))
         except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
-            (run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt")).write_text(traceback.format_exc())
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            emit(Failed(message))
+            disk = _disk_problem(exc, run_dir)
+            message = disk or f"{type(exc).__name__}: {exc}".splitlines()[0]
+            # A full or read-only disk is the cause, in one line; anything else keeps its trace.
+            _write_quietly(run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt"),
+                           message + "\n" if disk else traceback.format_exc())
+            with contextlib.suppress(OSError):  # the log may be what the disk refused
+                emit(Failed(message))
             lifecycle.fail(record, run_id, message)
     peak, kind = _peak_memory(dev)
     record.update(run_id, peak_memory_bytes=peak, peak_memory_kind=kind)
     return record.current
+
+
+_DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "no space left on device (disk quota)",
+                errno.EROFS: "read-only file system"}
+
+
+def _disk_problem(exc: BaseException, run_dir: Path) -> str | None:
+    """`no space left on device: cannot write FILE` when a full (or read-only) disk caused `exc`,
+    anywhere in its chain; torch.save reports a full disk as a RuntimeError, told by the free space
+    left. None for any other error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
+            where = seen.filename or run_dir
+            return f"{_DISK_ERRNOS[seen.errno]}: cannot write {where}"
+        if isinstance(seen, RuntimeError) and "write" in str(seen).lower():
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(run_dir).free < LOW_DISK_BYTES:
+                    return f"no space left on device: cannot write in {run_dir} ({str(seen).splitlines()[0]})"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+LOW_DISK_BYTES = 64 * 2**20  # less free than this after a failed write: the disk is what failed
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    """Write a whole file or nothing (never an empty error.txt): the disk may be full."""
+    with contextlib.suppress(OSError):
+        atomic_write(path, text)
 
 
 def _reset_peak_memory(dev) -> None:
