@@ -106,3 +106,18 @@ def test_prune_refuses_bad_arguments_and_unreadable_active_specs_in_one_line(tmp
     result = kdtui("teachers", "prune", "--older-than", "1d", "-w", ws)
     assert result.returncode == 2 and "261128-000000-bbbb" in result.stderr and "nothing removed" in result.stderr
     assert (ws / "teachers" / ("o" * 64)).exists()
+
+
+def test_the_help_screen_shows_the_store_size_with_its_caches(tmp_path):
+    from types import SimpleNamespace
+
+    from kdtui.core.teachers import human_size
+    from kdtui.core.workspace import Workspace
+    from kdtui.tui.screens.help import store_size
+
+    ws = tmp_path / "ws"
+    fake_run(ws, "261128-000000-aaaa")
+    folders = [stored_teacher(ws, key, size=300_000, days_ago=1) for key in ("a" * 64, "b" * 64)]
+    app = SimpleNamespace(workspace=Workspace(ws))
+    assert store_size(app) == human_size(sum(disk_bytes(f) for f in folders))
+    assert store_size(app).endswith("MiB")  # 2 x (300 kB + 900 kB cache)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kdtui.cli.common import fail, json_option, open_store, plain_table, print_json, workspace_option
+from kdtui.core.teachers import human_size
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE = {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
@@ -26,14 +27,6 @@ def parse_size(text: str) -> int:
     if not match:
         raise fail(f"--max-size {text!r}: expected a number of bytes with an optional unit, e.g. 50G, 500M")
     return int(float(match[1]) * _SIZE[match[2]])
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _age(seconds: float) -> str:

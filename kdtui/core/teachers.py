@@ -121,6 +121,23 @@ class TeacherStore:
         return True
 
 
+    def total_bytes(self) -> int:
+        """Bytes on disk of every teacher folder (checkpoints and caches), for the app's help screen."""
+        try:
+            folders = [p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()]
+        except OSError:
+            return 0
+        return sum(_size_and_mtime(folder)[0] for folder in folders)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 @dataclass
 class StoredTeacher:
     key: str

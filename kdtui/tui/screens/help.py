@@ -43,6 +43,14 @@ def screen_bindings(screen: Screen) -> list[tuple[str, str]]:
     return rows
 
 
+def store_size(app) -> str:
+    """The teacher store's size on disk, caches included (it grows by GBs per CIFAR-100 teacher)."""
+    from kdtui.core.teachers import TeacherStore, human_size
+
+    workspace = getattr(app, "workspace", None)
+    return human_size(TeacherStore(workspace.teachers_dir).total_bytes()) if workspace else "unknown"
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,f1,question_mark", "close", "Close")]
 
@@ -64,6 +72,7 @@ class HelpScreen(ModalScreen[None]):
             notes = getattr(self.under, "HELP_NOTES", "")
             if notes:
                 yield Static(plain(notes), id="help-notes")
+            yield Static(plain(f"teacher store: {store_size(self.app)} (kdtui teachers list / prune)"), id="help-store")
             yield Static("esc closes", id="help-foot")
 
     def action_close(self) -> None:
