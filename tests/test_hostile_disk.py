@@ -312,3 +312,77 @@ def test_a_full_disk_fails_the_run_with_its_cause_in_one_line(tmp_path, monkeypa
     assert record["status"] == "failed"
     assert record["error"].startswith("no space left on device: cannot write ") and ".pt" in record["error"]
     assert (tmp_path / "ws" / record["id"] / "error.txt").read_text() == record["error"] + "\n"
+
+
+def test_a_full_disk_inside_torch_save_is_named_too(tmp_path, monkeypatch, capsys):
+    """torch.save turns a failed write into its own RuntimeError: told by where it was raised and
+    the free space left (patched to none here; a real 3 MiB tmpfs gives the same)."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import torch
+
+    from tests.cli_helpers import tiny_spec
+
+    def failing_save(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 262720 vs 262608")
+
+    failing_save.__code__ = failing_save.__code__.replace(co_filename=torch.serialization.__file__, co_name="save")
+    monkeypatch.setattr(torch, "save", failing_save)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(3 << 20, 3 << 20, 0))
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(tiny_spec("full-disk-torch"))
+    code, _, err = cli(monkeypatch, capsys, "run", spec, "-w", tmp_path / "ws")
+    assert code == 1 and "Traceback" not in err
+    (record,) = RunStore(tmp_path / "ws").all(details=True)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("no space left on device: a checkpoint could not be saved (0 KiB free")
+    assert (tmp_path / "ws" / record["id"] / "error.txt").read_text() == record["error"] + "\n"
+
+
+# -- build 10: small ones -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [("runs", "show", RUN_A), ("runs", "compare", RUN_A, RUN_B),
+                                     ("runs", "export"), ("runs", "tail", RUN_A)])
+def test_a_run_whose_folder_is_gone_is_named(ws, monkeypatch, capsys, command):
+    import shutil
+
+    shutil.rmtree(ws / RUN_A)
+    code, out, err = cli(monkeypatch, capsys, *command, "-w", ws)
+    line = one_line(err)
+    assert f"run {RUN_A}: its folder {ws / RUN_A} is gone" in line
+    assert code == (2 if command[1] == "tail" else 0)
+
+
+def test_report_names_a_run_whose_folder_is_gone(ws, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    shutil.rmtree(ws / RUN_A)
+    code, out, err = cli(monkeypatch, capsys, "report", RUN_A, RUN_B, "-w", ws)
+    assert f"run {RUN_A}: its folder {ws / RUN_A} is gone" in err
+
+
+def test_tail_of_a_run_stopped_while_queued_says_so(tmp_path, monkeypatch, capsys):
+    ws = tmp_path / "ws"
+    (run_id,) = _queued(ws, 1)
+    from kdtui.core import lifecycle
+
+    lifecycle.stop_queued(RunStore(ws), [run_id])
+    code, out, err = cli(monkeypatch, capsys, "runs", "tail", run_id, "-w", ws)
+    assert code == 1 and out == ""
+    assert one_line(err) == (f"run {run_id} is stopped: it never started, so it has no events "
+                             f"(kdtui runs resume {run_id} runs it)")
+
+
+def test_queue_shows_the_slots_in_use_per_device(tmp_path, monkeypatch, capsys):
+    ws = tmp_path / "ws"
+    ids = _queued(ws, 3)
+    for k, run_id in enumerate(ids):  # three busy CPU slots of workers started with --slots-per-gpu 3
+        RunStore(ws).update(run_id, status="running", pid=os.getpid(), slot=f"cpu.{k}", started=1.0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code, out, _ = cli(monkeypatch, capsys, "queue", "-w", ws)
+    assert code == 0
+    assert out.splitlines()[0].startswith("3 slot(s) per device in use (settings: 1;")
+    assert all(run_id in out for run_id in ids)

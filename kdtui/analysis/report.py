@@ -27,7 +27,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, metric_series, records_mean_std
 from kdtui.analysis.labels import differing_keys, short_key
@@ -555,14 +555,18 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
 
 
 def report_for(workspace, *, preset: str | None = None, scale: str | None = None, group: str | None = None,
-               run_ids: Sequence[str] | None = None, varied: list[str] | None = None) -> Path:
+               run_ids: Sequence[str] | None = None, varied: list[str] | None = None,
+               on_records: Callable[[Any, list[str]], None] | None = None) -> Path:
     """Build the report of a preset's runs (optionally of one scale), a seed group, or given runs, in
-    `<workspace>/reports/<name>/`; returns the path of its `index.md`."""
+    `<workspace>/reports/<name>/`; returns the path of its `index.md`. `on_records(workspace, ids)`
+    is told the runs chosen before the report is built (the CLI names those whose folder is gone)."""
     from kdtui.core.registry import RunStore, record_with_history
     from kdtui.core.workspace import Workspace
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, create=False)
     store = RunStore(ws)
     found, name, title = select_records(store, preset=preset, scale=scale, group=group, run_ids=run_ids)
+    if on_records is not None:
+        on_records(ws, [r["id"] for r in found])
     records = [record_with_history(store, ws, r["id"]) for r in found]
     return build_report(records, ws.reports_dir / name, title, varied=varied)

@@ -166,6 +166,26 @@ def resolve_all(store: RunStore, prefixes: list[str]) -> list[dict]:
         raise fail(str(exc))
 
 
+def gone_folders_text(ws: Workspace, run_ids: list[str]) -> str | None:
+    """One line naming the runs (of `run_ids`) whose folder is gone, or None: their records remain
+    in the index, but their history, checkpoints and logs went with the folder."""
+    gone = [run_id for run_id in run_ids if not ws.run_dir(run_id).is_dir()]
+    if not gone:
+        return None
+    if len(gone) == 1:
+        return (f"run {gone[0]}: its folder {ws.run_dir(gone[0])} is gone (its record remains; "
+                f"`kdtui runs rm {gone[0]}` forgets it)")
+    shown = ", ".join(gone[:5]) + (f", ... ({len(gone)} in all)" if len(gone) > 5 else "")
+    return f"{len(gone)} runs' folders are gone: {shown} (their records remain; `kdtui runs rm ID` forgets one)"
+
+
+def notice_gone_folders(ws: Workspace, run_ids: list[str]) -> None:
+    """`gone_folders_text` on stderr, if any run's folder is gone."""
+    text = gone_folders_text(ws, run_ids)
+    if text is not None:
+        err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def display_ids(run_ids: list[str], every_id: list[str]) -> list[str]:
     """The short id (the random suffix, `b09d`) of each run, as the app shows it and every command
     takes it; the whole id where another run in the workspace has the same suffix (the short one

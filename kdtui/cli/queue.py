@@ -28,7 +28,10 @@ def command(workspace: Path | None, as_json: bool) -> None:
         print_json(payload)
         return
     where = f"GPUs {', '.join(gpus)}" if gpus else "no GPU: CPU slots"
-    lines = [printable(f"{per_gpu} slot(s) per device; {where}"), ""]
+    in_use = payload["slots_per_gpu_in_use"]
+    count = f"{per_gpu} slot(s) per device" if in_use == per_gpu else \
+        f"{in_use} slot(s) per device in use (settings: {per_gpu}; the workers were started with --slots-per-gpu)"
+    lines = [printable(f"{count}; {where}"), ""]
     lines += plain_table([("slot", "<"), ("run", "<"), ("name", "<"), ("since", ">")],
                          [[slot["slot"], slot["run"] or "free", printable(slot["name"]),
                            age_text(slot["started"]) if slot["run"] else ""]

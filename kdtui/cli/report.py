@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from kdtui.cli.common import fail, out, workspace_option
+from kdtui.cli.common import fail, notice_gone_folders, out, workspace_option
 
 
 @click.command("report")
@@ -25,7 +25,8 @@ def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, gro
     from kdtui.core.registry import RegistryError
 
     try:
-        index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=list(run_ids) or None)
+        index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=list(run_ids) or None,
+                           on_records=notice_gone_folders)
     except (ValueError, RegistryError) as exc:
         raise fail(str(exc).splitlines()[0])
     except OSError as exc:  # a read-only workspace, a full disk, a FIFO where a figure goes: say which file

@@ -19,7 +19,9 @@ from kdtui.cli.common import (
     fail,
     finish,
     fmt_number,
+    gone_folders_text,
     json_option,
+    notice_gone_folders,
     open_store,
     out,
     pids_text,
@@ -168,6 +170,7 @@ def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
 
     ws, store = open_store(workspace)
     record = record_with_history(store, ws, resolve(store, run_id)["id"])
+    notice_gone_folders(ws, [record["id"]])
     if as_json:
         print_json(record)
         return
@@ -269,6 +272,9 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
 
     ws, store = open_store(workspace)
     record = resolve(store, run_id)
+    gone = gone_folders_text(ws, [record["id"]])
+    if gone is not None:  # nothing to follow
+        raise fail(gone)
 
     def process_gone() -> bool:
         current = store.get(record["id"]) or {}
@@ -278,8 +284,10 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
             return current.get("status") not in ACTIVE_STATUSES  # a process elsewhere (a Slurm node): its record tells
         return current.get("status") not in ACTIVE_STATUSES or not pid_alive(current.get("pid"))
 
+    seen = 0
     try:
         for event in eventlog.follow(ws.events_path(record["id"]), stop=process_gone):
+            seen += 1
             if as_json:
                 sys.stdout.write(json.dumps(event.to_dict()) + "\n")
                 sys.stdout.flush()
@@ -288,6 +296,10 @@ def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
     except KeyboardInterrupt:
         raise finish(EXIT_INTERRUPTED)
     final = store.get(record["id"]) or {}
+    if not seen and final.get("started") is None and final.get("status") not in ACTIVE_STATUSES:
+        # Stopped (or ended) while it waited in the queue: it has no events, and the tail says why.
+        err.print(f"run {record['id']} is {final.get('status')}: it never started, so it has no events "
+                  f"(kdtui runs resume {record['id']} runs it)", markup=False, highlight=False, soft_wrap=True)
     raise finish(EXIT_OK if final.get("status") == DONE else EXIT_FAILED)
 
 
@@ -295,6 +307,7 @@ def _records_with_history(ws: Workspace, store: RunStore, ids: list[str] | None)
     from kdtui.core.registry import record_with_history
 
     records = store.all() if ids is None else resolve_all(store, ids)
+    notice_gone_folders(ws, [r["id"] for r in records])
     return [record_with_history(store, ws, r["id"]) for r in records]
 
 

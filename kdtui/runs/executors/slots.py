@@ -298,8 +298,11 @@ def queue_state(workspace: Workspace, store: RunStore) -> dict:
     names = [slot.name for pool, members in plan_slots(gpus, per_gpu).items()
              if pool != "cpu" or not gpus for slot in members]
     names += sorted(set(holders) - set(names))  # held under another --slots-per-gpu
+    # Workers launched with --slots-per-gpu N hold slots beyond the settings' count: say what is in use.
+    in_use = max([per_gpu] + [int(name.rsplit(".", 1)[1]) + 1 for name in holders
+                              if name.rsplit(".", 1)[-1].isdigit()])
     return {
-        "slots_per_gpu": per_gpu, "gpus": gpus,
+        "slots_per_gpu": per_gpu, "slots_per_gpu_in_use": in_use, "gpus": gpus,
         "slots": [{"slot": name, "run": (holders.get(name) or {}).get("id"),
                    "name": (holders.get(name) or {}).get("name") or "",
                    "started": (holders.get(name) or {}).get("started")} for name in names],
