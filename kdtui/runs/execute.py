@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
+import os
 import shutil
 import signal
 import threading
@@ -129,6 +131,7 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
                 on_event(payload)
 
         lifecycle.start(record, run_id, nproc=shards.world)
+        crash: tuple[str, str] | None = None  # (the one-line error, what error.txt gets)
         try:
             dev = engine.resolve_device(config.device)
             _reset_peak_memory(dev)
@@ -184,10 +187,16 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
             lifecycle.fail(record, run_id, str(exc))
         except Exception as exc:  # a crash still ends as a failed record, with the trace in the log
             disk = _disk_problem(exc, run_dir)
-            message = disk or f"{type(exc).__name__}: {exc}".splitlines()[0]
             # A full or read-only disk is the cause, in one line; anything else keeps its trace.
-            _write_quietly(run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt"),
-                           message + "\n" if disk else traceback.format_exc())
+            crash = (disk, disk + "\n") if disk else (f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                                     traceback.format_exc())
+        if crash is not None:
+            # Recorded outside the handler: the traceback is gone, and with it what the failed write
+            # held open (torch.save's unlinked temporary file keeps its blocks until it is closed),
+            # so a full disk has room again for the record.
+            message, detail = crash
+            gc.collect()
+            _write_quietly(run_dir / ("error.txt" if shards.main else f"error.rank{shards.rank}.txt"), detail)
             with contextlib.suppress(OSError):  # the log may be what the disk refused
                 emit(Failed(message))
             lifecycle.fail(record, run_id, message)
@@ -202,19 +211,27 @@ _DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "no space
 
 def _disk_problem(exc: BaseException, run_dir: Path) -> str | None:
     """`no space left on device: cannot write FILE` when a full (or read-only) disk caused `exc`,
-    anywhere in its chain; torch.save reports a full disk as a RuntimeError, told by the free space
-    left. None for any other error."""
+    anywhere in its chain. torch.save reports a full disk as a RuntimeError of its own, told here by
+    where it was raised and the free space left. None for any other error."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
             where = seen.filename or run_dir
             return f"{_DISK_ERRNOS[seen.errno]}: cannot write {where}"
-        if isinstance(seen, RuntimeError) and "write" in str(seen).lower():
+        if isinstance(seen, RuntimeError) and _raised_by_torch_save(seen):
             with contextlib.suppress(OSError):
-                if shutil.disk_usage(run_dir).free < LOW_DISK_BYTES:
-                    return f"no space left on device: cannot write in {run_dir} ({str(seen).splitlines()[0]})"
+                free = shutil.disk_usage(run_dir).free
+                if free < LOW_DISK_BYTES:
+                    return (f"no space left on device: a checkpoint could not be saved "
+                            f"({free / 2**10:.0f} KiB free on the disk of {run_dir})")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _raised_by_torch_save(exc: BaseException) -> bool:
+    """Whether torch.save raised `exc` (it turns a failed write into a RuntimeError of its own)."""
+    return any(frame.filename.endswith(os.path.join("torch", "serialization.py")) and frame.name in ("save", "_save")
+               for frame in traceback.extract_tb(exc.__traceback__))
 
 
 LOW_DISK_BYTES = 64 * 2**20  # less free than this after a failed write: the disk is what failed
