@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, metric_series, records_mean_std
+from kdtui.analysis.compare import MeanStd, flatten_spec, is_number, metric_series, records_mean_std, strip_seed
 from kdtui.analysis.labels import differing_keys, short_key
 from kdtui.analysis.markdown import md_table
 from kdtui.core.events import DONE
@@ -367,11 +367,21 @@ def _table_metrics(records: Sequence[dict]) -> list[str]:
     return list(TABLE_METRICS) + [m for m in OPTIONAL_METRICS if m in present]
 
 
+# What a group is, in the one line every report carries.
+GROUP_EXPLAINED = ("A setting is a seed group: runs whose specs are the same but for the seed (one group "
+                   "hash), so their spread is the seeds'.")
+
+
+def _counts(records: Sequence, settings: Sequence) -> str:
+    n, k = len(records), len(settings)
+    return f"{n} run{'s' if n != 1 else ''} in {k} setting{'s' if k != 1 else ''}"
+
+
 def _results_markdown(title: str, settings: list[Setting], keys: list[str], records: list[dict]) -> str:
     metrics = _table_metrics(records)
     short = _short_keys(keys)
     lines = [f"# {title}: results", "",
-             f"{len(records)} runs in {len(settings)} settings. Each cell is the mean ± sample standard "
+             f"{_counts(records, settings)}. {GROUP_EXPLAINED} Each cell is the mean ± sample standard "
              "deviation over the distinct seeds of one setting (n) of the runs' final metrics as the "
              "registry records them; a setting with a single seed shows its value alone. Runs that share "
              "a seed are replicates, not independent samples: averaged into their seed, marked †. n counts "
@@ -467,8 +477,7 @@ def build_report(records: list[dict], out_dir: Path, title: str, varied: list[st
     atomic_write(out_dir / "results.md", _results_markdown(title, settings, keys, records))
 
     short = _short_keys(keys)
-    lines = [f"# {title}", "",
-             f"{len(records)} runs in {len(settings)} settings (mean ± std over distinct seeds).", ""]
+    lines = [f"# {title}", "", f"{_counts(records, settings)} (mean ± std over distinct seeds). {GROUP_EXPLAINED}", ""]
     if keys:
         lines.append("Varied: " + ", ".join(f"`{k}`" for k in keys) + ".")
     fixed = _fixed_settings(records, keys)
@@ -502,6 +511,28 @@ def _from_preset(record: dict, preset_id: str, scale: str, spec_name: str) -> bo
     return name == spec_name or name.startswith(spec_name + "[")
 
 
+def _group_hash(store, given: str) -> str:
+    """The group hash that `given` names: a prefix of a group hash, or the id (a prefix, or its
+    short id) of one of the group's runs. Raises ValueError when it names no group or several."""
+    from kdtui.core.registry import RegistryError
+
+    hashes = {str(r.get("group_hash")) for r in store.find(group=given) if r.get("group_hash")}
+    try:
+        run_group = store.resolve(given).get("group_hash")
+    except RegistryError:
+        run_group = None
+    if run_group:
+        if hashes - {run_group}:
+            raise ValueError(f"{given!r} is both run {store.resolve(given)['id']} and the start of another group's "
+                             f"hash; give more characters")
+        return run_group
+    if not hashes:
+        raise ValueError(f"no finished runs in group {given!r} (give a group hash prefix or a run id of the group)")
+    if len(hashes) > 1:
+        raise ValueError(f"group hash prefix {given!r} starts {len(hashes)} groups' hashes; give more characters")
+    return hashes.pop()
+
+
 def select_records(store, *, preset: str | None = None, scale: str | None = None, group: str | None = None,
                    run_ids: Sequence[str] | None = None) -> tuple[list[dict], str, str]:
     """(finished records, report folder name, title) for exactly one of preset / group / run_ids.
@@ -510,7 +541,7 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
     scale, or of the one scale that has runs. A user's own spec that shares a preset's name is not
     one of them. Records written before kdtui kept the preset (they have no `preset` field at all)
     are matched by name: the preset spec's name or one of its sweep points (`<name>[...]`).
-    group: runs whose group_hash starts with it.
+    group: the finished runs of one seed group, named by a prefix of its hash or by a run id of it.
     run_ids: those runs (id prefixes as `kdtui runs show` takes them). Only `done` runs count.
     Raises ValueError (PresetError for a bad preset or scale, RegistryError for a bad id).
     """
@@ -537,10 +568,12 @@ def select_records(store, *, preset: str | None = None, scale: str | None = None
         sc, (found, base) = next(iter(by_scale.items()))
         return store.with_details(found), base, f"{p.title} [{sc}]"
     if group:
-        found = [r for r in store.find(group=group) if r.get("status") == DONE]
+        group_hash = _group_hash(store, group)
+        found = [r for r in store.find(group=group_hash) if r.get("status") == DONE]
         if not found:
             raise ValueError(f"no finished runs in group {group!r}")
-        return store.with_details(found), _safe_name(f"group-{group}"), f"group {group}"
+        title = f"{strip_seed(str(found[0].get('name') or '')) or 'runs'} (group {group_hash[:8]})"
+        return store.with_details(found), _safe_name(f"group-{group_hash[:8]}"), title
     ids = list(run_ids or [])
     found, seen = [], set()
     for record in store.resolve_all(ids):

@@ -12,7 +12,8 @@ from kdtui.cli.common import fail, notice_gone_folders, out, workspace_option
 @click.argument("run_ids", nargs=-1, metavar="[IDS]...")
 @click.option("--preset", default=None, help="The finished runs of a preset.")
 @click.option("--scale", default=None, help="With --preset: paper or tiny.")
-@click.option("--group", default=None, help="A seed group (group hash prefix).")
+@click.option("--group", default=None,
+              help="A seed group (runs that differ only by seed): a prefix of its hash, or a run id of the group.")
 @workspace_option
 def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, group: str | None,
             workspace: Path | None) -> None:
