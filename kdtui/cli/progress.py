@@ -19,6 +19,7 @@ from kdtui.analysis.labels import cut_middle, cut_name, short_id
 from kdtui.core.events import FINAL_EVENTS, BadEvent, EpochMetrics, Event, PhaseEnd, PhaseStart, parse
 from kdtui.core.events import Progress as ProgressEvent
 from kdtui.core.names import printable
+from kdtui.core.record import shown_metrics
 from kdtui.core.runstate import RunState, describe, phase_label
 from kdtui.core.timing import format_duration
 from kdtui.core.vocabulary import metric_label, metric_order
@@ -125,12 +126,13 @@ def summary_table(record: dict, label: str = "") -> Table:
     # Text, not a markup string: a name is shown as it is, escaped (kdtui.core.names), never styled.
     name = printable(record.get("name"))
     head = f"{label}  {name}" if label and label != name else name
-    title = Text(printable(f"{head}  ({short_id(record['id'])}, {record['status']})"))
+    metrics, epoch = shown_metrics(record)  # a stopped run: its last finished epoch's, marked so
+    status = record["status"] if epoch is None else f"{record['status']}; metrics of epoch {epoch}, its last"
+    title = Text(printable(f"{head}  ({short_id(record['id'])}, {status})"))
     # At least as wide as its title, so a name is wrapped only where the terminal is narrower.
     table = Table(title=title, show_header=True, min_width=title.cell_len)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    metrics = record.get("metrics") or {}
     for name in metric_order(metrics):  # as every table lists them (kdtui.core.vocabulary)
         value = metrics.get(name)
         if name in NOT_IN_SUMMARY:

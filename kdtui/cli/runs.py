@@ -34,6 +34,7 @@ from kdtui.cli.common import (
 from kdtui.core.ages import age_text
 from kdtui.core.events import ACTIVE_STATUSES, DONE, QUEUED, STATUSES
 from kdtui.core.names import printable
+from kdtui.core.record import shown_metrics
 from kdtui.core.vocabulary import metric_label, metric_order, teacher_label
 from kdtui.core.workspace import Workspace, is_run_id_prefix
 
@@ -79,13 +80,15 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
     if not full_ids:
         everyone = records if status is None and name is None and group is None and not where else store.all()
         ids = display_ids(ids, [r["id"] for r in everyone])
-    metrics = [(r.get("metrics") or {}) for r in records]
+    # A stopped run shows its last finished epoch's metrics, its status saying which epoch.
+    shown = [shown_metrics(r) for r in records]
     listed = ("train_agreement", "test_agreement", "test_acc")
     sys.stdout.write(plain_table(
         [("id", "<"), ("name", "<"), ("status", "<"), *((metric_label(m), ">") for m in listed),
          ("group", "<"), ("age", ">")],
-        [[run_id, printable(r.get("name")), str(r.get("status")), *(fmt_number(m.get(k)) for k in listed),
-          (r.get("group_hash") or "")[:8], age_text(r.get("created"))] for run_id, r, m in zip(ids, records, metrics)],
+        [[run_id, printable(r.get("name")), str(r.get("status")) + (f" (epoch {epoch})" if epoch is not None else ""),
+          *(fmt_number(m.get(k)) for k in listed), (r.get("group_hash") or "")[:8], age_text(r.get("created"))]
+         for run_id, r, (m, epoch) in zip(ids, records, shown)],
         squeeze=1))
 
 

@@ -57,6 +57,7 @@ class RunRecord(TypedDict, total=False):
     slurm_job: str | None
     # results
     metrics: dict
+    last_epoch_metrics: dict | None
     teachers: list
     teacher_cache: dict | None
     peak_memory_bytes: int | None
@@ -99,6 +100,7 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "checkpoints": (str, _NONE),
     "slurm_job": (str, _NONE),
     "metrics": (dict,),
+    "last_epoch_metrics": (dict, _NONE),
     "teachers": (list,),
     "teacher_cache": (dict, _NONE),
     "peak_memory_bytes": (int, _NONE),
@@ -149,6 +151,24 @@ def fields_problem(fields: dict) -> str | None:
 def known_fields(doc: dict) -> dict:
     """`doc` less the fields this version does not know (what an index row may hold)."""
     return {k: v for k, v in doc.items() if k in FIELDS}
+
+
+def shown_metrics(record: dict) -> tuple[dict, int | None]:
+    """The metrics a view shows for a run, and None, when they are its final `metrics`; for a run
+    without final metrics (stopped), those of its last finished epoch (`last_epoch_metrics`, else
+    the last entry of the `history` a whole record may carry) and that epoch's number, which the
+    view shows beside them (`epoch 3`)."""
+    metrics = record.get("metrics")
+    if metrics or record.get("status") == "done":
+        return metrics or {}, None
+    last = record.get("last_epoch_metrics")
+    if not isinstance(last, dict):
+        history = record.get("history")
+        last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else None
+    epoch = last.get("epoch") if last else None
+    if type(epoch) is not int or epoch < 1:
+        return {}, None
+    return {k: v for k, v in last.items() if k != "epoch"}, epoch
 
 
 # -- metric bounds ---------------------------------------------------------------------------------

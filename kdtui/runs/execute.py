@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from kdtui.core.eventlog import EventWriter
+from kdtui.core.eventlog import EventWriter, read_history
 from kdtui.core.files import atomic_write
 from kdtui.core import lifecycle
 from kdtui.core.events import STOPPED, Done, Failed, Log, PhaseEnd, PhaseStart, Stopped, as_dict
@@ -111,6 +111,16 @@ def execute(workspace: Workspace, store: RunStore, run_id: str, *, retrain_teach
         StopSignal.restore(previous_handlers)
 
 
+def _last_epoch(run_dir: Path) -> dict | None:
+    """The student's metrics at its last finished epoch (`{"epoch": N, ...}`, from the run's
+    events.jsonl: the one fold, kdtui.core.runstate), which a stopped run shows in place of the final
+    metrics it does not have; None before its first epoch."""
+    with contextlib.suppress(OSError, ValueError):
+        history = read_history(run_dir / "events.jsonl")
+        return history[-1] if history and history[-1].get("epoch", 0) > 0 else None
+    return None
+
+
 def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spec, config, stop: StopSignal,
              retrain_teachers: bool, on_event: Callable[[dict], None] | None, shards) -> dict:
     from kernels import engine
@@ -180,7 +190,7 @@ def _execute(workspace: Workspace, record: "_KeptRecord", run_id: str, spec: Spe
             lifecycle.done(record, run_id, result["metrics"])
         except engine.StopRequested as exc:
             emit(Stopped(str(exc)))
-            lifecycle.stop(record, run_id)
+            lifecycle.stop(record, run_id, last_epoch_metrics=_last_epoch(run_dir))
         except (engine.RunFailed, DataError, DamagedCheckpoint, MetricOutOfBounds) as exc:
             emit(Failed(str(exc), phase=getattr(exc, "phase", ""), epoch=getattr(exc, "epoch", -1),
                         step=getattr(exc, "step", -1)))
