@@ -105,3 +105,6 @@ def test_runs_list_where_table_and_a_bad_term(ws):
     assert "aa04" in table and "aa03" not in table and "aa01" not in table
     bad = kdtui("runs", "list", "--workspace", ws, "--where", "τ=")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--where" in bad.stderr
+    misspelt = kdtui("runs", "list", "--workspace", ws, "--where", "temprature=4")
+    assert misspelt.returncode == 2 and misspelt.stderr.count("\n") == 1
+    assert "'temprature'" in misspelt.stderr and "'temperature'" in misspelt.stderr

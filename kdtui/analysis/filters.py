@@ -15,6 +15,7 @@ numbers when both sides are numbers, else as text without regard to case (a list
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import re
@@ -136,4 +137,21 @@ def select(store: RunStore, selection: Selection, rows: list[dict], details: boo
     if not (details or selection.needs_spec):
         return [row for row in rows if matches(row, selection)]
     whole = store.with_details(rows)
+    _check_keys(selection, whole)
     return [(whole if details else rows)[i] for i, record in enumerate(whole) if matches(record, selection)]
+
+
+def _check_keys(selection: Selection, records: list[dict]) -> None:
+    """FilterError for a term whose key names no spec key of any of `records` (a misspelt key
+    would otherwise select nothing, silently)."""
+    if not records:
+        return
+    names: set[str] = set()
+    for record in records:
+        for flat_key in flatten_spec(record.get("spec")):
+            names.update(_names_of(flat_key))
+    for key, _ in selection.terms:
+        if key not in names and not any(name.endswith("." + key) for name in names):
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else " (as in τ, temperature, distill.temperature, seed)"
+            raise FilterError(f"no spec key is named {key!r}{hint}")

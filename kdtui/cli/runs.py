@@ -71,7 +71,10 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
         raise fail(f"--where: {exc}")
     ws, store = open_store(workspace)
     settle_stale(store)
-    records = select(store, selection, store.find(status=status, name=name, group=group))
+    try:
+        records = select(store, selection, store.find(status=status, name=name, group=group))
+    except FilterError as exc:  # a key no run's spec has
+        raise fail(f"--where: {exc}")
     _notice_unlisted_folders(ws, store)
     if as_json:
         print_json(store.with_details(records))  # the whole records, as every --json prints them
