@@ -79,7 +79,7 @@ class KdtuiApp(App):
             if command.title not in ("Quit", "Keys"):
                 yield command
         yield SystemCommand("Keys", "the keys of this screen (F1 or ?)", self.action_help)
-        yield SystemCommand("Quit", "runs keep going in the background", self.exit)
+        yield SystemCommand("Quit", "runs keep going in the background", self.action_quit)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -360,18 +360,25 @@ class KdtuiApp(App):
         if self.crash_file is None:
             super()._print_error_renderables()
 
-    async def _shutdown(self) -> None:
-        # Textual closes an installed screen that is on no stack node by node, in no set order (it
-        # prunes only the screens on a stack). Quitting while the editor is still being built out of
-        # sight closed its inner widgets under the ones still mounting: ContentTabs then found no tab
-        # ("No Tab with id '--content-tab-tab-form'") and the app crashed on the way out. So the
-        # build (a fraction of a second) finishes first.
-        if self._editor_mounting is not None:
+    async def _editor_built(self) -> None:
+        """Let the editor's out-of-sight build finish (a fraction of a second) before the app goes
+        down. Textual closes an installed screen that is on no stack node by node, in no set order
+        (it prunes only the screens on a stack), and once `exit` is called no widget counts as
+        attached: quitting mid-build left the editor's widgets half mounted, and its ContentTabs
+        found no tab ("No Tab with id '--content-tab-tab-form'"), a crash on the way out."""
+        mounting, self._editor_mounting = self._editor_mounting, None
+        if mounting is not None:
             try:
-                await asyncio.wait_for(self._editor_mounting(), timeout=10)
+                await asyncio.wait_for(mounting(), timeout=10)
             except Exception:  # noqa: BLE001 - a build that fails or hangs must not stop the quit
                 pass
-            self._editor_mounting = None
+
+    async def action_quit(self) -> None:
+        await self._editor_built()
+        self.exit()
+
+    async def _shutdown(self) -> None:
+        await self._editor_built()  # (the test harness shuts the app down without quitting it)
         await super()._shutdown()
 
     def open_editor(self, source_id: str | None = None) -> None:
