@@ -528,7 +528,9 @@ async def test_marks_toggle_clear_and_do_not_leak_into_stop(ws):
         table = await loaded(pilot, rows=3)
         summary = app.screen.query_one("#runs-summary")
         await pilot.press("down", "space")  # marks seed 1 and moves down
-        assert app.marked == [seeds[1]] and app.screen.current_id() == seeds[0]
+        # (waited for: on a loaded machine the keys can land after the press returns)
+        await wait_for(pilot, lambda: app.marked == [seeds[1]] and app.screen.current_id() == seeds[0],
+                       what="seed 1 marked, the cursor on seed 0")
         await pilot.press("space")
         assert app.marked == [seeds[1], seeds[0]]
         assert "2 marked" in str(summary.render())
@@ -591,7 +593,7 @@ async def test_mark_two_runs_compare_and_export(ws):
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, rows=2)
         await pilot.press("space", "m")
-        assert app.marked == [seeds[1], seeds[0]]
+        await wait_for(pilot, lambda: app.marked == [seeds[1], seeds[0]], what="both marked")
         await pilot.press("c")
         screen = await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen,
                                 what="compare")

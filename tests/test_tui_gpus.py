@@ -142,9 +142,10 @@ async def test_every_watching_screen_shows_each_gpu_from_one_sampler(made_up_ws,
     assert nvml.inits == 1
 
 
-@pytest.mark.parametrize("nvml", [None, FakeNvml([], init_error=True), FakeNvml([])],
+@pytest.mark.parametrize("make_nvml", [lambda: None, lambda: FakeNvml([], init_error=True), lambda: FakeNvml([])],
                          ids=["not-installed", "no-driver", "no-gpu"])
-async def test_no_gpu_line_and_no_row_kept_without_nvml(made_up_ws, monkeypatch, nvml):
+async def test_no_gpu_line_and_no_row_kept_without_nvml(made_up_ws, monkeypatch, make_nvml):
+    nvml = make_nvml()  # a fresh one each time: it counts its inits (and `--count` repeats a test)
     monkeypatch.setitem(sys.modules, "pynvml", nvml)  # None: `import pynvml` raises ImportError
     app = make_app(made_up_ws)
     async with app.run_test(size=(100, 30)) as pilot:

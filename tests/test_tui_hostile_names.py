@@ -242,8 +242,7 @@ async def test_hostile_names_are_shown_as_text_on_every_screen(hostile_ws, size)
         # The palette lists "Open run <name>" entries as they are.
         await pilot.press("ctrl+p")
         await pilot.pause()
-        for ch in "open run":
-            await pilot.press("space" if ch == " " else ch)
+        await pilot.press("o", "p", "e", "n")
         options = app.screen.query_one(OptionList)
         await wait_for(pilot, lambda: options.option_count >= 5, what="the palette's hits")
         await pilot.pause()
@@ -285,17 +284,16 @@ async def test_hostile_names_are_shown_as_text_on_every_screen(hostile_ws, size)
         assert_no_link_or_action(app)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not select.expanded, what="the source list closed")
-        # As in the issue: F3, then the keys go to the source list, which still has the focus (the
-        # space opens it again). Then typed into the sweep itself, an edit.
-        keys = [{" ": "space", "=": "equals_sign", "[": "left_square_bracket", "]": "right_square_bracket",
-                 ",": "comma"}.get(ch, ch) for ch in "seed = [0, 1]"]
-        await pilot.press("f3", *keys)
+        # As in the issue: F3, then typing `seed = …` goes to the source list, which still has the
+        # focus (the space opens it again). Then an edit of the sweep itself.
+        await pilot.press("f3", "s", "e", "e", "d", "space")
         await pilot.pause()
         assert_no_link_or_action(app)
         if select.expanded:
             await pilot.press("escape")
-        editor.query_one("#editor-sweep").focus()
-        await pilot.press(*keys)
+        sweep = editor.query_one("#editor-sweep")
+        sweep.focus()
+        sweep.insert("seed = [0, 1]\n")
         await wait_for(pilot, lambda: "2 runs" in editor.status_text, what="the sweep typed in")
         assert editor.edited
         await pilot.press("escape")
