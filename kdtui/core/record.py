@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, TypedDict
 
-from kdtui.core.events import QUEUED
+from kdtui.core.events import DONE, QUEUED
 
 SCHEMA_VERSION = 2  # 1: before `preset` / `preset_scale`; older records read the same way
 
@@ -159,7 +159,7 @@ def shown_metrics(record: dict) -> tuple[dict, int | None]:
     the last entry of the `history` a whole record may carry) and that epoch's number, which the
     view shows beside them (`epoch 3`)."""
     metrics = record.get("metrics")
-    if metrics or record.get("status") == "done":
+    if metrics or record.get("status") == DONE:
         return metrics or {}, None
     last = record.get("last_epoch_metrics")
     if not isinstance(last, dict):
