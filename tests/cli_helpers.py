@@ -111,7 +111,7 @@ def wait_for(condition: Callable[[], object], timeout: float = POLL_TIMEOUT_S, i
 
 
 def store(ws: Path) -> RunStore:
-    return RunStore(ws, auto_reconcile=False)
+    return RunStore(ws)
 
 
 def record(ws: Path, run_id: str) -> dict | None:
