@@ -250,7 +250,8 @@ def runs_note(run_id: str, text: str, workspace: Path | None) -> None:
 @click.argument("changes", nargs=-1, required=True)
 @workspace_option
 def runs_tag(run_id: str, changes: tuple[str, ...], workspace: Path | None) -> None:
-    """Add (+baseline, or baseline) and remove (-old) a run's tags; `tag:baseline` filters by one."""
+    """Add (+baseline, or baseline) and remove (-old) a run's tags; `tag:baseline` filters by one.
+    (A tag to remove that starts with -w: give it after `--`, as in `runs tag ID -- -wip`.)"""
     _annotate(workspace, run_id, tags=list(changes))
 
 
