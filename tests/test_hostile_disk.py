@@ -386,3 +386,47 @@ def test_queue_shows_the_slots_in_use_per_device(tmp_path, monkeypatch, capsys):
     assert code == 0
     assert out.splitlines()[0].startswith("3 slot(s) per device in use (settings: 1;")
     assert all(run_id in out for run_id in ids)
+
+
+# -- build 8: what is knowable before a run starts ----------------------------------------------------
+
+@pytest.mark.parametrize("line, field, message", [
+    ("[data]\nimage_size = 100000", "data.image_size = 100000", "must be <= 512"),
+    ("[teacher]\nepochs = 1000000", "teacher.epochs = 1000000", "must be <= 10000"),
+    ("[student]\nepochs = 10001", "student.epochs = 10001", "must be <= 10000"),
+    ("[student]\nbatch_size = 100000", "student.batch_size = 100000", "must be <= 65536"),
+    ("[teacher]\nbatch_size = 65537", "teacher.batch_size = 65537", "must be <= 65536"),
+    ('name = "' + "n" * 501 + '"', "name = ", "must be at most 500 characters long"),
+    ('[data]\nextra = ["tensors:/nonexistent/extra.pt"]', "data.extra = 'tensors:/nonexistent/extra.pt'",
+     "no file at /nonexistent/extra.pt"),
+])
+def test_validation_refuses_what_would_fail_at_run_time(tmp_path, monkeypatch, capsys, line, field, message):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(line + "\n")
+    code, _, err = cli(monkeypatch, capsys, "run", spec, "-w", tmp_path / "ws")
+    assert code == 2
+    text = one_line(err)
+    assert field in text and message in text
+    assert not (tmp_path / "ws").exists() or not RunStore(tmp_path / "ws").all()  # nothing registered
+
+
+def test_the_bounds_themselves_and_an_existing_tensors_file_pass(tmp_path):
+    from kdtui.core.spec import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, check_files, spec_from_dict
+
+    tensors = tmp_path / "extra.pt"
+    tensors.write_bytes(b"x")
+    spec = spec_from_dict({"name": "n" * 500, "data": {"image_size": MAX_IMAGE_SIZE, "extra": [f"tensors:{tensors}"]},
+                           "teacher": {"epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE}})
+    check_files([spec])  # raises nothing
+
+
+def test_a_sweep_point_naming_a_missing_tensors_file_is_refused(tmp_path):
+    from kdtui.core.spec import SpecError, check_files, expand_sweep, spec_from_dict
+
+    present = tmp_path / "a.pt"
+    present.write_bytes(b"x")
+    spec = spec_from_dict({"sweep": {"data.extra": [[f"tensors:{present}"], [f"tensors:{tmp_path / 'b.pt'}"]]}})
+    points = expand_sweep(spec)  # a spec that names a file to come is still a spec
+    check_files(points[:1])
+    with pytest.raises(SpecError, match="no file at .*b.pt"):
+        check_files(points)

@@ -59,7 +59,7 @@ def command(spec_path: Path | None, preset: str | None, from_run: str | None, se
             address: str | None, gpus_per_run: float, partition: str | None, time_limit: str | None, mem: str | None,
             array_parallelism: int | None, nproc: int) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
-    from kdtui.core.spec import SpecError, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
+    from kdtui.core.spec import SpecError, check_files, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 
     if sum(given is not None for given in (spec_path, preset, from_run)) != 1:
         raise fail("give a spec file, --preset ID or --from RUN_ID (one of them)")
@@ -92,6 +92,7 @@ def command(spec_path: Path | None, preset: str | None, from_run: str | None, se
             spec = spec_from_dict({**spec.model_dump(mode="json", exclude_none=True), "device": device},
                                   source="--device")
         points = [point.resolved() for point in expand_sweep(spec, source=source)]
+        check_files(points, source)
     except SpecError as exc:
         raise fail(str(exc))
     ws, store = open_store(workspace, create=True)  # the one command that may make a new workspace

@@ -41,12 +41,20 @@ from kernels.config import member_seed, student_seed
 
 __all__ = [
     "SpecError", "Spec", "DataSpec", "TeacherSpec", "StudentSpec", "DistillSpec", "EvalSpec",
-    "load_spec", "parse_spec", "spec_from_dict", "expand_sweep", "spec_hash", "group_hash", "teacher_key",
+    "load_spec", "parse_spec", "spec_from_dict", "expand_sweep", "check_files", "spec_hash", "group_hash", "teacher_key",
     "member_seed", "student_seed", "DATASET_DEFAULTS", "DATASET_CHANNELS", "FIELD_PATHS", "MAX_MEMBERS",
 ]
 
 MAX_MEMBERS = 999   # member seeds run_seed*1000 + k must stay clear of the student's (+999)
 MAX_SEED = 2**32 - 1
+# Upper bounds a spec is checked against before anything runs, so a typo fails in one line at launch,
+# not hours later or on a device that runs out of memory. The paper's images are 28 and 32 pixels; a
+# batch of 128 RGB images of 512x512 is ~400 MB as float32 before the first layer, and the
+# activations of a ResNet on it take tens of GB: past what one GPU holds.
+MAX_IMAGE_SIZE = 512
+MAX_EPOCHS = 10_000          # the paper's longest schedule is 300 epochs
+MAX_BATCH_SIZE = 65_536
+MAX_NAME_LENGTH = 500        # characters; a sweep point's name adds its values to the spec's name
 
 
 class SpecError(Exception):
@@ -172,6 +180,8 @@ Str = StrictStr
 Bool = StrictBool
 
 PositiveInt = Annotated[Int, _check(lambda v: v >= 1, "must be >= 1")]
+Epochs = Annotated[PositiveInt, _check(lambda v: v <= MAX_EPOCHS, f"must be <= {MAX_EPOCHS}")]
+BatchSize = Annotated[PositiveInt, _check(lambda v: v <= MAX_BATCH_SIZE, f"must be <= {MAX_BATCH_SIZE}")]
 NonNegInt = Annotated[Int, _check(lambda v: v >= 0, "must be >= 0")]
 PositiveFloat = Annotated[Float, _check(lambda v: v > 0, "must be > 0")]
 NonNegFloat = Annotated[Float, _check(lambda v: v >= 0, "must be >= 0")]
@@ -214,7 +224,7 @@ class DataSpec(_Section):
     dataset: Annotated[Str, _one_of(catalog.DATASETS, "dataset")] = "digits"
     root: Annotated[Str, _check(bool, "must not be empty")] = "~/.cache/kdtui/data"
     download: Bool = True
-    image_size: NonNegInt = 0                  # extension: 0 = the data set's own size
+    image_size: Annotated[NonNegInt, _check(lambda v: v <= MAX_IMAGE_SIZE, f"must be <= {MAX_IMAGE_SIZE}")] = 0  # 0: the data set's own size
     teacher_subset: NonNegInt = 0
     teacher_subset_per_seed: Bool = False      # E1: a different teacher subset for every run seed
     split: Annotated[Float, _check(lambda v: 0 <= v < 1, "must be >= 0 and < 1")] = 0.0
@@ -230,8 +240,8 @@ class TeacherSpec(_Section):
     norm: Norm = "batch"
     members: Annotated[Int, _check(lambda v: 1 <= v, "must be >= 1"),
                        _check(lambda v: v <= MAX_MEMBERS, f"must be <= {MAX_MEMBERS}")] = 1
-    epochs: Optional[PositiveInt] = None
-    batch_size: Optional[PositiveInt] = None
+    epochs: Optional[Epochs] = None
+    batch_size: Optional[BatchSize] = None
     lr: Optional[PositiveFloat] = None
     optimizer: Optimizer = "sgd"
     momentum: Momentum = 0.9
@@ -245,8 +255,8 @@ class TeacherSpec(_Section):
 class StudentSpec(_Section):
     model: Optional[Model] = None              # default: the teacher's
     norm: Optional[Norm] = None                # default: the teacher's
-    epochs: Optional[PositiveInt] = None
-    batch_size: Optional[PositiveInt] = None
+    epochs: Optional[Epochs] = None
+    batch_size: Optional[BatchSize] = None
     lr: Optional[PositiveFloat] = None
     optimizer: Optimizer = "sgd"
     momentum: Momentum = 0.9
@@ -295,7 +305,9 @@ FIELD_PATHS: tuple[str, ...] = ("seed", "device") + tuple(
 
 
 class Spec(_Section):
-    name: Annotated[Str, _check(lambda v: v.strip() != "", "must not be empty"), AfterValidator(_safe_name)] = "experiment"
+    name: Annotated[Str, _check(lambda v: v.strip() != "", "must not be empty"),
+                    _check(lambda v: len(v) <= MAX_NAME_LENGTH, f"must be at most {MAX_NAME_LENGTH} characters long"),
+                    AfterValidator(_safe_name)] = "experiment"
     seed: Annotated[Int, _check(lambda v: 0 <= v <= MAX_SEED, f"must be between 0 and {MAX_SEED}")] = 0
     device: Annotated[Str, _check(lambda v: _DEVICE.fullmatch(v) is not None,
                                   "must be auto, cpu, cuda or cuda:N")] = "auto"
@@ -645,6 +657,22 @@ def expand_sweep(spec: Spec, source: str = "spec") -> list[Spec]:
             raise SpecError(f"{source}: sweep point [{label}]: {problem.text()}", "sweep")
         points.append(point)
     return points
+
+
+def check_files(points: list[Spec], source: str = "spec") -> None:
+    """SpecError unless the files the runs will read are there now: `data.extra` items
+    `tensors:PATH` name a readable file. Called when runs are launched, not on every spec read: a
+    stored spec of a finished run stays valid after its file moves, and a preset lists files the
+    user provides later."""
+    for item in dict.fromkeys(item for point in points for item in point.data.extra):
+        parsed = catalog.parse_extra(item)
+        if parsed.kind != "tensors":
+            continue
+        path = Path(str(parsed.value)).expanduser()
+        if not path.is_file():
+            raise SpecError(f"{source}: data.extra = {_show(item)}: no file at {path}", "data.extra")
+        if not os.access(path, os.R_OK):
+            raise SpecError(f"{source}: data.extra = {_show(item)}: {path} is not readable", "data.extra")
 
 
 # ---------------------------------------------------------------------------------------------

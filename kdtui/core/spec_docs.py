@@ -27,7 +27,8 @@ __all__ = ["MEANINGS", "field_paths", "undescribed_fields", "render_spec_referen
 # not repeated here: the generator adds them.
 MEANINGS: dict[str, str] = {
     "name": "Free text naming the experiment; the run id is generated. Sweep points are named "
-            "`name[key=value,...]`. Control characters and bidirectional overrides are refused.",
+            "`name[key=value,...]` (the whole name at most 500 characters). Control characters and "
+            "bidirectional overrides are refused.",
     "seed": "Run seed. Teacher member k is seeded `seed*1000 + k`, the student `seed*1000 + 999`.",
     "device": "Where the run computes; `auto` picks CUDA when present, else the CPU.",
     "sweep": "Optional grid: each key is a dotted field path (`seed`, `distill.temperature`), each "
@@ -36,7 +37,9 @@ MEANINGS: dict[str, str] = {
     "data.root": "Folder where downloaded or prepared data sets live (for `imagefolder`, the images).",
     "data.download": "`false`: fail with a message naming the folder instead of downloading.",
     "data.image_size": "Resize every image to this side length once at load; 0 keeps the data set's "
-                       "own size (digits: 28).",
+                       "own size (digits: 28). At most 512: a batch of 128 RGB images of 512x512 is "
+                       "~400 MB before the first layer, and a ResNet's activations on it outgrow one "
+                       "GPU's memory.",
     "data.teacher_subset": "0: the teacher trains on all its training data; N: on N examples "
                            "drawn stratified by class.",
     "data.teacher_subset_per_seed": "`true`: the teacher's subset is drawn anew for each run seed "
@@ -49,15 +52,16 @@ MEANINGS: dict[str, str] = {
     "data.extra": "Extra distillation-only data, each item one of `<dataset>:N` (N training images "
                   "of another data set; `emnist` draws from EMNIST `byclass`, 697,932 images), "
                   "`noise:p` (replace each image by uniform noise with probability p) or "
-                  "`tensors:PATH` (a saved uint8 image tensor).",
+                  "`tensors:PATH` (a saved uint8 image tensor; the file must exist and be readable "
+                  "when the run is launched).",
     "data.extra_only": "`true`: the student distils on the `extra` data alone, not on the training "
                        "set (the paper's E1 EMNIST arms).",
     "teacher.model": "Teacher architecture.",
     "teacher.norm": "Normalisation layers: `batch` norm, or `layer` (GroupNorm with one group).",
     "teacher.members": "Ensemble size m: the teacher is the mean of m members' predicted "
                        "probabilities.",
-    "teacher.epochs": "Training epochs of each teacher member.",
-    "teacher.batch_size": "Mini-batch size.",
+    "teacher.epochs": "Training epochs of each teacher member (at most 10,000; the paper's longest schedule is 300).",
+    "teacher.batch_size": "Mini-batch size (at most 65,536).",
     "teacher.lr": "Initial learning rate.",
     "teacher.optimizer": "Optimiser.",
     "teacher.momentum": "SGD momentum (Adam: beta1).",
@@ -68,8 +72,8 @@ MEANINGS: dict[str, str] = {
     "teacher.augment": "Augmentations while training the teacher; no value twice.",
     "student.model": "Student architecture; unset: the teacher's (self-distillation).",
     "student.norm": "Student normalisation; unset: the teacher's.",
-    "student.epochs": "Distillation epochs.",
-    "student.batch_size": "Mini-batch size.",
+    "student.epochs": "Distillation epochs (at most 10,000).",
+    "student.batch_size": "Mini-batch size (at most 65,536).",
     "student.lr": "Initial learning rate.",
     "student.optimizer": "Optimiser.",
     "student.momentum": "SGD momentum (Adam: beta1).",

@@ -299,9 +299,10 @@ class KdtuiApp(App):
         self.run_task("launch", lambda: self._launch(spec, source))
 
     def _launch(self, spec, source: str, preset: tuple[str, str] | None = None) -> TaskDone:
-        from kdtui.core.spec import expand_sweep
+        from kdtui.core.spec import check_files, expand_sweep
 
         points = [point.resolved() for point in expand_sweep(spec, source=source)]
+        check_files(points, source)  # a `tensors:` file that is not there fails now, not in the run
         try:  # a bad slot setting or a device no slot fits: one line, nothing registered
             run_ids, _ = self.service().submit_detached(points, preset=preset)
         except ServiceError as exc:
