@@ -150,7 +150,7 @@ def test_concurrent_fillers_merge_and_never_corrupt_the_file(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(600)  # a hang guard: importing torch in a spawned child can take a minute on a busy machine
         assert p.exitcode == 0
     table, note = CacheFile(tmp_path, key).load(MemberTable.empty(key, rows, classes, torch.float32,
                                                                   torch.device("cpu")))
