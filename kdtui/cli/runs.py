@@ -84,7 +84,7 @@ def runs_list(workspace: Path | None, status: str | None, name: str | None, grou
         everyone = records if status is None and name is None and group is None and not where else store.all()
         ids = display_ids(ids, [r["id"] for r in everyone])
     # A stopped run shows its last finished epoch's metrics, its status saying which epoch.
-    shown = [shown_metrics(r) for r in records]
+    shown = [(m, None) if (m := r.get("metrics")) else shown_metrics(r) for r in records]  # the common case first
     listed = ("train_agreement", "test_agreement", "test_acc")
     sys.stdout.write(plain_table(
         [("id", "<"), ("name", "<"), ("status", "<"), *((metric_label(m), ">") for m in listed),
