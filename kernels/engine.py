@@ -20,18 +20,17 @@ from kernels.augment import Augmented, Augmenter
 from kernels.checkpoints import WrongDevice, restore_phase, save_phase
 from kernels.config import EngineConfig, RunConfig, TrainConfig, member_seed, resolve_eval_every, student_seed
 from kernels.distributed import STOP_SYNC_STEPS, Shards
+from kernels.evaluation import fidelity_on_test_set  # noqa: F401  (kdtui's E12 control calls it from here)
+from kernels.evaluation import result_over_processes as _result, teacher_constants
 from kernels.events import Done, EpochMetrics, EventCallback, PhaseEnd, PhaseStart, Progress, ignore
 from kernels.init import has_batch_norm, interpolate_state, recompute_batch_norm
 from kernels.losses import label_loss, total_loss
-from kernels.evaluation import fidelity_on_test_set, result_over_processes as _result, teacher_constants
 from kernels.metrics import FidelityAccumulator
 from kernels.optim import learning_rate, make_optimizer, set_lr
 from kernels.precision import backward_step, cast_for_inference
 from kernels.prepared import EVAL_BATCH, Prepared, build_model, load_teacher_ensemble, predict, prepare, train_forward
 from kernels.teacher_outputs import finish, open_teacher_outputs
 
-__all__ = ["EVAL_BATCH", "Prepared", "build_model", "fidelity_on_test_set", "learning_rate", "make_optimizer",
-           "predict", "prepare", "train_forward"]  # re-exported
 PROGRESS_INTERVAL_S = 0.5
 Step = Callable[[torch.Tensor, Augmented], "tuple[torch.Tensor, torch.Tensor | None]"]
 
