@@ -17,6 +17,7 @@ import pytest
 import tomli_w
 from rich.console import Console
 
+from kdtui.analysis.labels import point_label
 from kdtui.core.eventlog import EventWriter
 from kdtui.core.names import printable
 from kdtui.core.registry import RunStore
@@ -106,12 +107,10 @@ def assert_no_link_or_action(app) -> None:
 
 
 def shows(shown: str, name: str) -> bool:
-    """`shown` is `name` (escaped by `printable`), or its start and end with an ellipsis between."""
+    """`shown` is `name`'s label (escaped by `printable`; a sweep point's `a · seed=0 x=1`), whole or
+    cut to the width shown (the independent check of the cut is tests/test_tui_labels.py)."""
     shown, name = shown.strip(), printable(name)
-    if "…" not in shown:
-        return shown == name
-    head, tail = shown.split("…", 1)
-    return bool(head or tail) and name.startswith(head) and name.endswith(tail)
+    return shown in (point_label(name), point_label(name, len(shown)))
 
 
 def plain_of(widget) -> str:
@@ -172,7 +171,7 @@ async def test_hostile_names_are_shown_as_text_on_every_screen(hostile_ws, size)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the delete dialog")
         await pilot.pause()
         dialog = plain_of(app.screen.query_one(".dialog-text", Static))
-        assert f"{ids[SWEEP_POINT]} ({SWEEP_POINT})" in dialog
+        assert f"{ids[SWEEP_POINT]} (digits-temp · seed=0 τ=8.0)" in dialog  # by its label
         assert_no_link_or_action(app)
         await pilot.press("y")
         await wait_for(pilot, lambda: ids[SWEEP_POINT] not in app.by_id, what="the sweep point deleted")

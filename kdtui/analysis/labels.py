@@ -85,6 +85,27 @@ def cut_name(name: str, width: int) -> str:
     return cut_middle(base[:1] + suffix, width)
 
 
+_SWEEP_TERM = re.compile(r",(?=[A-Za-z_][\w.]*=)")  # a comma that starts the next `key=` (lists keep theirs)
+
+
+def point_label(name: str, width: int | None = None) -> str:
+    """A run's name as the app shows it: a sweep point's `digits-temp[distill.temperature=8.0,seed=1]`
+    reads `digits-temp · τ=8.0 seed=1` (short keys, values as the name has them). Given `width`, the
+    base is cut in the middle to fit, never the values; any other name is cut in the middle."""
+    match = _SWEEP_SUFFIX.fullmatch(name)
+    if not match or not match.group(1) or not _SWEEP_KEY.match(match.group(2)[1:]):
+        return name if width is None else cut_middle(name, width)
+    terms = _SWEEP_TERM.split(match.group(2)[1:-1])
+    values = " ".join(_SWEEP_KEY.sub(lambda m: short_key(m.group(1)) + "=", term, count=1) for term in terms)
+    base = match.group(1)
+    if width is None or len(base) + 3 + len(values) <= width:
+        return f"{base} · {values}"
+    room = width - 1 - len(values)  # tight: one space between the cut base and the values
+    if room >= 3:
+        return cut_middle(base, room) + " " + values
+    return cut_middle(values, width)  # narrower than the values themselves: nothing else is left
+
+
 def _value_text(value: Any) -> str:
     if value is None:
         return "—"

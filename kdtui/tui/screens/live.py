@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
-from kdtui.analysis.labels import short_id
+from kdtui.analysis.labels import point_label, short_id
 from kdtui.core.events import DONE, FAILED, RUNNING, Failed
 from kdtui.core.names import printable
 from kdtui.core.timing import format_duration
@@ -143,7 +143,7 @@ class LiveScreen(Screen):
         now = time.time()
         head = Text()
         wide = (self.size.width or self.app.size.width) >= WIDE
-        head.append(f"{printable(record.get('name', ''))} ", style="bold")
+        head.append(f"{point_label(printable(record.get('name', '')))} ", style="bold")
         head.append(f"{self.run_id if wide else short_id(self.run_id)} ")
         head.append(status, style=STATUS_STYLE.get(status, ""))
         phase = live.phase_text()

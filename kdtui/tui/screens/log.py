@@ -10,6 +10,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
+from kdtui.analysis.labels import point_label, short_id
 from kdtui.core.events import BadEvent, parse
 from kdtui.core.names import printable
 from kdtui.core.runstate import describe
@@ -60,10 +61,15 @@ class LogScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield GpuStatus()  # hidden without GPUs or nvidia-ml-py
-        yield Static(plain(f"event log of {self.run_id}"), id="log-info")
+        yield Static(plain(f"event log of {self.title_text()}"), id="log-info")
         yield RowTable(id="log-lines", cursor_type="row", show_header=False, zebra_stripes=False)
         yield Input(placeholder="search (enter finds, n next, esc closes)", id="log-search", classes="hidden")
         yield Footer()
+
+    def title_text(self) -> str:
+        """The run by its label and short id (`digits-temp · τ=8.0 seed=1 b09d`), as the runs table names it."""
+        name = (self.app.by_id.get(self.run_id) or {}).get("name") or ""
+        return f"{point_label(printable(name))} {short_id(self.run_id)}".strip()
 
     def on_mount(self) -> None:
         table = self.query_one(RowTable)
@@ -86,7 +92,8 @@ class LogScreen(Screen):
         table = self.query_one(RowTable)
         for line in self.lines:
             table.add_row(plain(line, style="bold red" if "FAILED" in line or line.startswith("Traceback") else ""))
-        self.query_one("#log-info", Static).update(plain(f"event log of {self.run_id}: {len(self.lines)} lines · / search"))
+        self.query_one("#log-info", Static).update(
+            plain(f"event log of {self.title_text()}: {len(self.lines)} lines · / search"))
         if self.lines:
             table.move_cursor(row=len(self.lines) - 1, animate=False)
 

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from kdtui.analysis.labels import point_label
 from kdtui.core.ages import age_text
 from kdtui.tui.text import plain
 from kdtui.tui.widgets.gpus import GpuStatus
@@ -38,7 +39,7 @@ def queue_tables(state: dict) -> Table:
         slots.add_column(header, no_wrap=True)
     for slot in state.get("slots") or []:
         # Cells as text: rich reads a `str` cell as markup, and a run's name is anything.
-        slots.add_row(plain(slot["slot"]), plain(slot.get("run") or "free"), plain(slot.get("name") or ""),
+        slots.add_row(plain(slot["slot"]), plain(slot.get("run") or "free"), plain(point_label(slot.get("name") or "")),
                       plain(age_text(slot.get("started")) if slot.get("run") else ""))
     outer.add_row(slots)
     waiting = state.get("waiting") or []
@@ -48,7 +49,7 @@ def queue_tables(state: dict) -> Table:
         for header in ("#", "run", "name", "waiting"):
             line.add_column(header, no_wrap=True)
         for i, entry in enumerate(waiting):
-            line.add_row(plain(i + 1), plain(entry["run"]), plain(entry.get("name") or ""),
+            line.add_row(plain(i + 1), plain(entry["run"]), plain(point_label(entry.get("name") or "")),
                          plain(age_text(entry.get("enqueued"))))
         outer.add_row(line)
     return outer

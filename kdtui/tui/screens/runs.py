@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from kdtui.analysis.labels import cut_middle, short_id
+from kdtui.analysis.labels import point_label, short_id
 from kdtui.core.ages import age_text
 from kdtui.core.events import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED
 from kdtui.core.names import printable
@@ -36,10 +36,12 @@ COLUMNS = (("status", "status", 12, False), ("name", "name", 0, False), ("id", "
            ("test", metric_label("test_agreement"), 8, True), ("acc", metric_label("test_acc"), 8, True),
            ("time", "time ~left", 12, True), ("age", "age", 4, True))
 SHORT_ID_WIDTH = 4
-# Narrow terminals give up, in this order, until the name has NAME_WANT characters: the full id
-# (for its random suffix, which every command accepts), the age, the accuracy.
-NAME_WANT, NAME_MIN, NAME_MAX = 16, 8, 48
-DROP_ORDER = ("id", "age", "acc")
+# Narrow terminals give up, in this order, until the name has NAME_WANT characters (a sweep
+# point's `digits-temp · τ=8.0 seed=1` at 80 columns): the full id (for its random suffix, which
+# every command accepts), the train agreement (the test agreement is the one to read), the age,
+# the accuracy.
+NAME_WANT, NAME_MIN, NAME_MAX = 26, 8, 48
+DROP_ORDER = ("id", "train", "age", "acc")
 AGE_REFRESH_S = 10.0
 CLOCK_REFRESH_S = 1.0
 # The table holds the rows down to ROWS_AHEAD past the cursor or the view's bottom, and gains more
@@ -187,8 +189,8 @@ class RunsScreen(Screen):
             "time": Text(time_cell(record, live, now), justify="right", no_wrap=True, overflow="ellipsis"),
             "age": Text(age_text(record.get("created"), now), justify="right"),
         }
-        # A sweep point's values are at the end of its name: cut the middle, never the end.
-        cells["name"] = Text(" " + cut_middle(printable(record.get("name", "")), self._name_width - 1), no_wrap=True)
+        # A sweep point by its label (`digits-temp · τ=8.0 seed=1`): the base is cut, never the values.
+        cells["name"] = Text(" " + point_label(printable(record.get("name", "")), self._name_width - 1), no_wrap=True)
         return tuple(cells[key] for key, *_ in self._columns)
 
     @staticmethod
@@ -449,7 +451,7 @@ class RunsScreen(Screen):
         if active:
             self.notify(literal(f"{', '.join(active)} still active; stop first (s)"), severity="warning", markup=False)
             return
-        names = ", ".join(f"{i} ({printable(self.app.by_id[i].get('name', ''))})" for i in targets[:5])
+        names = ", ".join(f"{i} ({point_label(printable(self.app.by_id[i].get('name', '')))})" for i in targets[:5])
         more = f" and {len(targets) - 5} more" if len(targets) > 5 else ""
         what = "this run" if len(targets) == 1 else f"these {len(targets)} runs"
         question = f"Delete {what}: {names}{more}?\nTheir records and folders (checkpoints, events) are removed."

@@ -1,0 +1,90 @@
+"""Sweep points named by their short label (`digits-temp · τ=8.0 seed=1`) on the runs, queue, live
+and log screens at 80 columns: a 3 τ × 2 seed sweep whose records are written directly (one running
+in a slot, four waiting in the line, one done), so no training runs."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from kdtui.analysis.labels import point_label
+from kdtui.core.registry import RunStore
+from kdtui.core.workspace import Workspace
+from kdtui.runs.executors.slots import RunQueue
+from tests.test_tui import loaded, make_app, rows_by_id, screen_text, wait_for
+
+pytest.importorskip("textual")
+
+from kdtui.tui.screens.live import LiveScreen  # noqa: E402
+from kdtui.tui.screens.log import LogScreen  # noqa: E402
+from kdtui.tui.screens.queue import QueueScreen  # noqa: E402
+from kdtui.tui.screens.runs import RunsScreen  # noqa: E402
+
+TEMPS, SEEDS = (1.0, 4.0, 8.0), (0, 1)
+
+
+def sweep_ws(root: Path) -> dict[str, str]:
+    """run id -> the label the app should show, for the six points of the sweep."""
+    workspace = Workspace(root)
+    store = RunStore(workspace)
+    expected, records = {}, []
+    for i, (temp, seed) in enumerate((t, s) for t in TEMPS for s in SEEDS):
+        run_id = f"261203-0000{i:02d}-a{i:03d}"
+        status = "running" if i == 0 else "done" if i == 1 else "queued"
+        record = {"id": run_id, "name": f"digits-temp[distill.temperature={temp!r},seed={seed}]", "status": status,
+                  "created": time.time() - 100 + i, "spec": {"seed": seed, "distill": {"temperature": temp},
+                                                             "student": {"epochs": 3}}}
+        if status == "running":
+            record.update(pid=os.getpid(), host=socket.gethostname(), slot="cpu.0", started=time.time())
+        workspace.create_run_dir(run_id)
+        records.append(record)
+        expected[run_id] = f"digits-temp · τ={temp!r} seed={seed}"
+    store.add_many(records)
+    queue = RunQueue(workspace)
+    with queue.locked():
+        queue.write_line([RunQueue.entry(r["id"], ["cpu"]) for r in records if r["status"] == "queued"])
+    return expected
+
+
+def test_point_label_keeps_the_values_and_cuts_the_base():
+    name = "digits-temp[distill.temperature=8.0,seed=1]"
+    assert point_label(name) == "digits-temp · τ=8.0 seed=1"
+    assert point_label(name, 20) == "dig…emp τ=8.0 seed=1"
+    assert point_label("x[teacher.members=[1,2],seed=0]") == "x · m=[1,2] seed=0"
+    assert point_label("plain-name") == "plain-name" and point_label("plain-name", 5) == "pl…me"
+
+
+async def test_sweep_points_are_named_by_their_labels_at_80_columns(tmp_path):
+    expected = sweep_ws(tmp_path / "ws")
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await loaded(pilot, rows=6)
+        rows = rows_by_id(table)
+        assert {run_id: cells["name"] for run_id, cells in rows.items()} == expected
+        text = screen_text(app)
+        assert all(label in text for label in expected.values())
+        assert all(len(line) <= 80 for line in text.splitlines())
+
+        await pilot.press("w")
+        queue = await wait_for(pilot, lambda: isinstance(app.screen, QueueScreen) and app.screen, what="queue")
+        await wait_for(pilot, lambda: queue.state is not None and len(queue.state["waiting"]) == 4, what="the line")
+        text = screen_text(app)
+        running, done, *waiting = expected
+        assert expected[running] in text and expected[done] not in text
+        assert all(expected[run_id] in text for run_id in waiting)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+
+        table.move_cursor(row=table.get_row_index(running))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen), what="live")
+        await wait_for(pilot, lambda: expected[running] in screen_text(app), what="the label in the live header")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogScreen), what="the log")
+        await wait_for(pilot, lambda: f"event log of {expected[running]} a000" in screen_text(app), what="the log title")
