@@ -546,14 +546,17 @@ async def test_marks_toggle_clear_and_do_not_leak_into_stop(ws):
         await pilot.press("escape")  # no filter set: esc clears the marks
         assert app.marked == []
 
-        # compare takes the marks; afterwards stop acts on the run under the cursor
+        # compare keeps the marks; once cleared, stop acts on the run under the cursor
         await pilot.press("home")
         assert app.screen.current_id() == "260101-000000-f00d"
         await pilot.press("down", "space", "space", "c")
         screen = await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen, what="compare")
-        assert screen.run_ids == [seeds[1], seeds[0]] and app.marked == []
+        assert screen.run_ids == [seeds[1], seeds[0]] and app.marked == [seeds[1], seeds[0]]
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+        await wait_for(pilot, lambda: "2 marked" in str(summary.render()), what="the marks still shown")
+        await pilot.press("u")
+        await wait_for(pilot, lambda: app.marked == [], what="u clears")
         await pilot.press("home", "s")
         stop_file = ws / "260101-000000-f00d" / "STOP"
         await wait_for(pilot, stop_file.exists, what="the stop request of the running run")
@@ -571,7 +574,8 @@ async def test_marks_toggle_clear_and_do_not_leak_into_stop(ws):
         rows = dict((what, keys) for keys, what in help_screen.rows)
         assert rows["Mark"] == "space / m" and rows["Unmark all"] == "u"
         notes = str(help_screen.query_one("#help-notes").render())
-        assert "act on the marked runs if any are marked, else on the run under the cursor" in notes
+        assert "act on the marked runs if any are marked and shown" in notes
+        assert "else on the run under the cursor" in notes and "Marks stay until cleared" in notes
 
 
 async def test_delete_acts_on_marked_runs_and_says_how_many(ws):

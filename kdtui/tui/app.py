@@ -407,8 +407,8 @@ class KdtuiApp(App):
             self.notify("mark two or more runs first (space or m on the runs screen)", severity="warning",
                         markup=False)
             return
-        # The comparison takes the marks: left behind, they would take over the next stop or delete.
-        self.marked.clear()
+        # The marks stay (compare again, or stop the same set); the runs screen shows them and how
+        # many, and u or esc clears them.
         self.push_screen(CompareScreen(run_ids))
 
     def open_queue(self) -> None:

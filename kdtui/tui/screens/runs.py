@@ -114,8 +114,10 @@ class RunsScreen(Screen):
     # What help says beyond the keys (the marks are what stop, resume, delete and compare act on).
     HELP_NOTES = ("space (or m) marks the run under the cursor and moves down; u, or esc when no filter is "
                   "set, clears every mark. Stop, resume, delete and compare act on the marked runs if "
-                  "any are marked, else on the run under the cursor, and say how many they acted on. "
-                  "Compare takes the marks (they are cleared). o sorts by the next column, O reverses; "
+                  "any are marked and shown (a filter that hides them leaves them out), else on the run "
+                  "under the cursor, and say how many they acted on. Marks stay until cleared, compare "
+                  "included. The cursor stays on its run when rows re-sort or new runs come in. "
+                  "o sorts by the next column, O reverses; "
                   "a click on a column's header sorts by it. home and end go to the first and the last "
                   "run; the table takes in rows as you move down, so end at thousands of runs takes a "
                   "few seconds (/ or a sort finds an old run faster).")
@@ -339,8 +341,10 @@ class RunsScreen(Screen):
         return self._ids[row]
 
     def _targets(self) -> tuple[list[str], str]:
-        """The marked runs, else the run under the cursor; and which of the two it is."""
-        marked = [i for i in self.app.marked if i in self.app.by_id]
+        """The marked runs in view (a run the filter hides is not visibly marked), else the run
+        under the cursor; and which of the two it is."""
+        shown = set(self._ids)
+        marked = [i for i in self.app.marked if i in self.app.by_id and i in shown]
         if marked:
             return marked, "marked"
         current = self.current_id()

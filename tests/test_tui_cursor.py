@@ -1,0 +1,79 @@
+"""The cursor follows its run, not its row, and marks stay until cleared: on the 3 τ × 2 seed sweep
+of tests/test_tui_labels.py (records written directly, no training)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kdtui.core.registry import RunStore
+from kdtui.core.workspace import Workspace
+from tests.test_tui import loaded, make_app, rows_by_id, wait_for
+from tests.test_tui_labels import sweep_ws
+
+pytest.importorskip("textual")
+
+from kdtui.tui.screens.compare import CompareScreen  # noqa: E402
+from kdtui.tui.screens.runs import RunsScreen  # noqa: E402
+
+
+def cursor_run(app) -> str | None:
+    """The run of the highlighted row, read from the table itself (not the screen's bookkeeping)."""
+    table = app.screen.query_one("#runs-table")
+    return table.ordered_rows[table.cursor_row].key.value
+
+
+async def test_cursor_stays_on_its_run_through_a_re_sort_a_status_change_and_a_new_run(tmp_path):
+    ids = list(sweep_ws(tmp_path / "ws"))
+    done = ids[1]
+    store = RunStore(Workspace(tmp_path / "ws"))
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await loaded(pilot, rows=6)
+        screen = app.screen
+        await pilot.press("o")  # sort by status
+        await wait_for(pilot, lambda: screen.sort_key == "status", what="sorted by status")
+        table.move_cursor(row=screen.visible_ids.index(done))
+        await wait_for(pilot, lambda: cursor_run(app) == done, what="the cursor on the done run")
+        before = list(screen.visible_ids)
+        # two waiting runs end, one in the line fails, and a new run comes in: the rows re-sort
+        store.update_many(ids[2:4], status="done", metrics={"test_agreement": 0.9})
+        store.update(ids[4], status="failed", error="x")
+        store.add({"id": "261203-000100-beef", "name": "late", "status": "done", "created": time.time(),
+                   "spec": {"student": {"epochs": 3}}})
+        await wait_for(pilot, lambda: table.row_count == 7, what="the new run")
+        await wait_for(pilot, lambda: screen.visible_ids != before and
+                       screen.visible_ids.index(done) != before.index(done), what="the rows re-sorted around it")
+        assert cursor_run(app) == done and screen.current_id() == done
+        # s acts on the highlighted run (done: nothing to stop), not on the row's new occupant
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("this run is not running or queued" in str(n.message)
+                                          for n in app._notifications), what="the warning about the done run")
+        assert not any((tmp_path / "ws" / i / "STOP").exists() for i in ids)
+
+
+async def test_marks_survive_compare_and_a_filter_hides_them_from_stop(tmp_path):
+    ids = list(sweep_ws(tmp_path / "ws"))
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await loaded(pilot, rows=6)
+        screen = app.screen
+        summary = screen.query_one("#runs-summary")
+        newest_first = list(screen.visible_ids)
+        await pilot.press("space", "space")
+        await wait_for(pilot, lambda: app.marked == newest_first[:2], what="two marked")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="back")
+        assert app.marked == newest_first[:2]
+        await wait_for(pilot, lambda: "2 marked" in str(summary.render()), what="the count shown")
+        rows = rows_by_id(table)
+        assert [i for i in newest_first if rows[i]["status"].startswith("*")] == newest_first[:2]
+        # a filter that hides the marked runs: stop and delete would act on the highlighted run only
+        oldest = newest_first[-1]
+        await pilot.press("slash", *oldest.rsplit("-", 1)[1], "enter")
+        await wait_for(pilot, lambda: screen.visible_ids == [oldest], what="the filter")
+        assert screen._targets() == ([oldest], "cursor")
+        await pilot.press("u")  # enter gave the keys back to the table
+        await wait_for(pilot, lambda: app.marked == [] and "marked" not in str(summary.render()), what="u clears")
