@@ -294,6 +294,8 @@ def one_epoch_runs(tmp_path_factory):
     return ws, results
 
 
+# The first case also sets up the module's fixture: 17 CLI runs, two at a time, VGG-16 among them.
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("preset_id", IDS)
 def test_tiny_preset_first_point_runs_one_epoch(one_epoch_runs, preset_id):
     _, results = one_epoch_runs
