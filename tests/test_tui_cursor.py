@@ -13,6 +13,8 @@ from tests.test_tui_labels import sweep_ws
 
 pytest.importorskip("textual")
 
+from textual.widgets import DataTable  # noqa: E402
+
 from kdtui.tui.screens.compare import CompareScreen  # noqa: E402
 from kdtui.tui.screens.runs import RunsScreen  # noqa: E402
 
@@ -77,3 +79,29 @@ async def test_marks_survive_compare_and_a_filter_hides_them_from_stop(tmp_path)
         assert screen._targets() == ([oldest], "cursor")
         await pilot.press("u")  # enter gave the keys back to the table
         await wait_for(pilot, lambda: app.marked == [] and "marked" not in str(summary.render()), what="u clears")
+
+
+async def test_filter_takes_key_value_terms_and_enter_gives_the_keys_back(tmp_path):
+    expected = sweep_ws(tmp_path / "ws")
+    by_label = {label: run_id for run_id, label in expected.items()}
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, rows=6)
+        screen = app.screen
+        summary = screen.query_one("#runs-summary")
+        await pilot.press("slash", *"τ=8 seed=1", "enter")
+        await wait_for(pilot, lambda: screen.visible_ids == [by_label["digits-temp · τ=8.0 seed=1"]],
+                       what="the one point τ=8, seed 1")
+        await wait_for(pilot, lambda: isinstance(app.focused, DataTable), what="the table focused after enter")
+        await pilot.press("space")  # a key for the table, not the filter's text
+        await wait_for(pilot, lambda: app.marked == [by_label["digits-temp · τ=8.0 seed=1"]], what="marked")
+        assert screen.filter_text == "τ=8 seed=1"
+        # the long key name, a status and a word, combined
+        await pilot.press("slash", "ctrl+u", *"temperature=4 status:queued digits", "enter")
+        want = sorted(by_label[f"digits-temp · τ=4.0 seed={s}"] for s in (0, 1))
+        await wait_for(pilot, lambda: sorted(screen.visible_ids) == want, what="τ=4 and queued")
+        # a term without a value: the bar says so in one line
+        await pilot.press("slash", "ctrl+u", *"τ=", "enter")
+        await wait_for(pilot, lambda: "needs a key and a value" in str(summary.render()), what="the filter's error")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: len(screen.visible_ids) == 6 and not screen.filter_error, what="cleared")

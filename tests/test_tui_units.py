@@ -14,7 +14,7 @@ from kdtui.core.events import STUDENT, Done, EpochMetrics, Log, Progress, Stoppe
 from kdtui.core.registry import RunStore
 from kdtui.core.runstate import RunState
 from kdtui.core.spec import FIELD_PATHS
-from kdtui.tui.state import LOG_LINES, RunLive, compact_events, progress_cell, record_metric, run_matches
+from kdtui.tui.state import LOG_LINES, RunLive, compact_events, progress_cell, record_metric
 from kdtui.tui.streaming import EventStreamer, RegistryWatcher
 from kdtui.core.workspace import Workspace
 
@@ -70,7 +70,6 @@ def test_runs_table_cells():
     live.feed([_epoch(1, test_agreement=0.3)])
     running = {**record, "status": "running"}
     assert record_metric(running, live, "test_agreement") == 0.3  # the stream wins while it runs
-    assert run_matches(record, "seed=1 done") and not run_matches(record, "failed")
 
 
 def test_streamer_continues_from_its_offset(tmp_path):

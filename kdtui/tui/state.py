@@ -96,11 +96,3 @@ def progress_cell(record: dict, live: RunLive | None) -> str:
         epochs = (record.get("metrics") or {}).get("epoch")  # a done run's last epoch is its last
         return f"S {epochs}/{epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else ""
     return ""
-
-
-def run_matches(record: dict, needle: str) -> bool:
-    """The runs screen's filter: every word must appear in the name, id or status."""
-    if not needle:
-        return True
-    hay = f"{record.get('name', '')} {record.get('id', '')} {record.get('status', '')}".lower()
-    return all(word in hay for word in needle.lower().split())

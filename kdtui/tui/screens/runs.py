@@ -4,21 +4,24 @@ the run under the cursor)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from kdtui.analysis.filters import FilterError, Selection, matches, parse_selection
 from kdtui.analysis.labels import point_label, short_id
 from kdtui.core.ages import age_text
 from kdtui.core.events import DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED
 from kdtui.core.names import printable
 from kdtui.core.vocabulary import metric_label
 from kdtui.tui.text import literal, plain
-from kdtui.tui.state import ACTIVE, progress_cell, record_metric, run_matches, time_cell
+from kdtui.tui.state import ACTIVE, progress_cell, record_metric, time_cell
 from kdtui.tui.widgets.gpus import GpuStatus
 from kdtui.tui.widgets.tables import RowTable
 
@@ -49,6 +52,11 @@ CLOCK_REFRESH_S = 1.0
 # app busy for seconds after its first screenful and on every refresh of the ages.
 ROWS_AHEAD = 100
 SORT_KEYS = tuple(key for key, *_ in COLUMNS)
+
+
+@dataclass
+class SpecsRead(Message):
+    specs: dict[str, dict]
 
 
 def _num(value: float | None) -> str:
@@ -126,6 +134,9 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
+        self.selection: Selection | None = Selection()  # None: the filter cannot be read (the bar says why)
+        self.filter_error = ""
+        self._specs: dict[str, dict] = {}  # run id -> its spec, read for `key=value` terms (specs never change)
         self.sort_key: str | None = None      # None: newest first
         self.sort_reverse = False
         self._ids: list[str] = []
@@ -144,7 +155,7 @@ class RunsScreen(Screen):
         yield table
         with Horizontal(id="runs-bar"):
             yield Static("", id="runs-summary")
-        yield Input(placeholder="filter: words in name, id or status (enter keeps it, esc clears)",
+        yield Input(placeholder="filter: words, τ=4 seed=1, status:done, tag:x (enter keeps it, esc clears)",
                     id="runs-filter", classes="hidden")
         yield Footer()
 
@@ -166,7 +177,7 @@ class RunsScreen(Screen):
     # -- data -----------------------------------------------------------------------------------
 
     def visible_records(self) -> list[dict]:
-        records = [r for r in reversed(self.app.records) if run_matches(r, self.filter_text)]  # newest first
+        records = [r for r in reversed(self.app.records) if self._keeps(r)]  # newest first
         if self.sort_key is not None:
             live = self.app.live
             records.sort(key=lambda r: _sort_value(self.sort_key, r, live.get(r["id"])))
@@ -264,8 +275,39 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         return len(self._cells) >= min(len(self._ids), max(table.cursor_row, 0) + ROWS_AHEAD)
 
+    def _keeps(self, record: dict) -> bool:
+        """The filter (kdtui.analysis.filters, as `runs list --where`): a `key=value` term reads the
+        run's spec, which the index rows lack; a run whose spec is not read yet is left out."""
+        if self.selection is None:
+            return True
+        if self.selection.needs_spec:
+            spec = self._specs.get(record["id"])
+            if spec is None:
+                return False
+            record = {**record, "spec": spec}
+        return matches(record, self.selection)
+
+    def _read_specs(self) -> None:
+        """Read, in a worker thread, the specs of the runs a `key=value` term needs and not read yet."""
+        missing = [r for r in self.app.records if r["id"] not in self._specs]
+        if not (missing and self.selection and self.selection.needs_spec):
+            return
+        workspace = self.app.workspace
+
+        def work() -> None:
+            from kdtui.core.registry import RunStore
+
+            whole = RunStore(workspace).with_details(missing)
+            self.post_message(SpecsRead({r["id"]: r.get("spec") or {} for r in whole}))
+        self.run_worker(work, thread=True, group="runs-specs", exclusive=True, exit_on_error=False)
+
+    def on_specs_read(self, message: SpecsRead) -> None:
+        self._specs.update(message.specs)
+        self.rebuild()
+
     def on_data(self, records_changed: bool, live_ids: set[str]) -> None:
         if records_changed:
+            self._read_specs()
             ids = [r["id"] for r in self.visible_records()]
             if ids != self._ids:
                 self.rebuild()
@@ -319,7 +361,9 @@ class RunsScreen(Screen):
         parts = [f"{len(records)} run{'' if len(records) == 1 else 's'}", f"{active} active"]
         if self.app.marked:
             parts.append(f"{len(self.app.marked)} marked (u or esc clears)")
-        if self.filter_text:
+        if self.filter_error:
+            parts.append(self.filter_error)
+        elif self.filter_text:
             parts.append(f"filter '{self.filter_text}': {len(self._ids)} shown")
         if self.sort_key is not None:
             parts.append(f"sorted by {self._headers()[self.sort_key]}")
@@ -482,14 +526,21 @@ class RunsScreen(Screen):
         box = self.query_one("#runs-filter", Input)
         box.add_class("hidden")
         if self.filter_text:
-            self.filter_text = ""
-            self.rebuild()
+            self.set_filter("")
         self.query_one(DataTable).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "runs-filter":
-            self.filter_text = event.value.strip()
-            self.rebuild()
+            self.set_filter(event.value.strip())
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        try:
+            self.selection, self.filter_error = parse_selection(text), ""
+        except FilterError as exc:
+            self.selection, self.filter_error = None, str(exc)
+        self._read_specs()
+        self.rebuild()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "runs-filter":
