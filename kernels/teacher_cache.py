@@ -53,6 +53,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from kernels.atomic import check_replaceable
 from kernels.ensemble import ensemble_prediction
 from kernels.saving import save_atomic
 
@@ -206,7 +207,9 @@ class CacheFile:
         queue's slots (flock underneath, so the kernel releases it if the holder dies; a link or a
         folder at the lock's path is an OSError, which callers turn into a note)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path.with_name(self.path.name + ".lock"))):
+        lock = self.path.with_name(self.path.name + ".lock")
+        check_replaceable(lock)  # a FIFO, device or link there is refused before anything opens it
+        with FileLock(str(lock)):
             yield
 
     def merge_and_save(self, table: MemberTable) -> None:
