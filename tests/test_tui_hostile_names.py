@@ -252,7 +252,9 @@ async def test_hostile_names_are_shown_as_text_on_every_screen(hostile_ws, size)
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="the palette closed")
 
-        # Stop the queued run: the notice names it; it is stopped.
+        # Stop the queued run: the notice names it; it is stopped (the compare's marks cleared first).
+        await pilot.press("u")
+        await wait_for(pilot, lambda: not app.marked, what="the marks cleared")
         on_row(app, ids[f"queued {QUIT_LINK}"])
         await pilot.press("s")
         await wait_for(pilot, lambda: (app.by_id.get(ids[f"queued {QUIT_LINK}"]) or {}).get("status") == "stopped",
