@@ -88,3 +88,39 @@ async def test_sweep_points_are_named_by_their_labels_at_80_columns(tmp_path):
         await pilot.press("v")
         await wait_for(pilot, lambda: isinstance(app.screen, LogScreen), what="the log")
         await wait_for(pilot, lambda: f"event log of {expected[running]} a000" in screen_text(app), what="the log title")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_live_header_shows_label_phase_epoch_elapsed_and_eta(tmp_path, size):
+    from tests.test_tui import _append
+
+    expected = sweep_ws(tmp_path / "ws")
+    running = next(iter(expected))
+    events = Workspace(tmp_path / "ws").events_path(running)
+    t0 = time.time() - 30  # a first epoch of 10 s, 20 s ago: elapsed and a rate for the ETA
+    _append(events, [{"type": "phase_start", "phase": "student", "index": 0, "total": 1, "epochs": 3,
+                      "steps_per_epoch": 10, "reused": False, "t": t0}])
+    _append(events, [{"type": "progress", "phase": "student", "index": 0, "epoch": 1, "step": s, "steps": 10,
+                      "t": t0 + s} for s in range(1, 11)])
+    _append(events, [{"type": "epoch", "phase": "student", "index": 0, "epoch": 1, "t": t0 + 10,
+                      "metrics": {"train_agreement": 0.6, "test_agreement": 0.5, "test_acc": 0.9, "test_kl": 0.1}}])
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=size) as pilot:
+        table = await loaded(pilot, rows=6)
+        table.move_cursor(row=table.get_row_index(running))
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen, what="live")
+        await wait_for(pilot, lambda: "1/3" in screen_text(app), what="the phase in the header")
+        # the pace comes from two batches of progress (one batch keeps only its last step)
+        _append(events, [{"type": "progress", "phase": "student", "index": 0, "epoch": 2, "step": 5, "steps": 10}])
+        await wait_for(pilot, lambda: "ETA " in screen_text(app), what="the ETA in the header")
+        lines = screen_text(app).splitlines()
+        assert all(len(line) <= size[0] for line in lines)
+        info = screen.query_one("#live-info")
+        head = [line for line in lines if expected[running] in line]
+        assert head, lines[:6]
+        shown = "\n".join(lines[lines.index(head[0]):lines.index(head[0]) + 2])
+        epoch = "student epoch 2/3" if size[0] >= 100 else "student ep 2/3"
+        for part in ("running", epoch, "50%", "ETA "):
+            assert part in shown, (part, shown)
+        assert info.region.height in (1, 2)

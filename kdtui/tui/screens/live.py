@@ -29,6 +29,7 @@ from kdtui.tui.widgets.tables import RowTable
 # Below this many rows the screen is "compact": one side chart at a time, a shorter bottom. Both
 # small charts (8 rows each) need 29: 13 go to the header, head, latest line, bottom and footer.
 COMPACT_BELOW = 29
+PROGRESS_WIDTH = 16  # the progress bar beside the head (kdtui.tcss #live-progress)
 WIDE = 100   # narrower: the head shows the id's suffix and "ep", to leave room for the time
 SIDE_CHARTS = ("plot-acc", "plot-kl")
 LATEST = ("train_agreement", "test_agreement", "test_acc", "test_kl")
@@ -141,33 +142,41 @@ class LiveScreen(Screen):
         live = self.app.live_state(self.run_id)
         status = record.get("status", "")
         now = time.time()
-        head = Text()
-        wide = (self.size.width or self.app.size.width) >= WIDE
-        head.append(f"{point_label(printable(record.get('name', '')))} ", style="bold")
-        head.append(f"{self.run_id if wide else short_id(self.run_id)} ")
-        head.append(status, style=STATUS_STYLE.get(status, ""))
+        width = self.size.width or self.app.size.width
+        wide = width >= WIDE
+        who = Text()
+        who.append(f"{point_label(printable(record.get('name', '')))} ", style="bold")
+        who.append(f"{self.run_id if wide else short_id(self.run_id)} ")
+        who.append(status, style=STATUS_STYLE.get(status, ""))
+        where: list[str] = []  # phase and epoch, percent, elapsed, ETA
         phase = live.phase_text()
         if phase:
             epochs = live.phase.epochs if live.phase else 0
-            head.append(f"  {phase} {'epoch' if wide else 'ep'} {live.epoch}/{epochs}")
+            where.append(f"{phase} {'epoch' if wide else 'ep'} {live.epoch}/{epochs}")
         done, total = live.fraction()
         if status == DONE or total <= 0:
             done, total = 1.0, 1.0
-        head.append(f"  {100 * done / total:3.0f}%")
+        where.append(f"{100 * done / total:3.0f}%".strip())
         elapsed = live.clock.elapsed(now)
         if elapsed is not None:
-            head.append(f"  {format_duration(elapsed)}")
+            where.append(format_duration(elapsed))
             if status in ACTIVE:
                 eta = live.clock.eta(now)
                 phase_eta = live.clock.phase_eta(now)
                 if eta is not None:
-                    head.append(f"  ETA {format_duration(eta)}")
+                    where.append(f"ETA {format_duration(eta)}")
                 elif phase_eta is not None:
-                    head.append(f"  phase ETA {format_duration(phase_eta)}")
+                    where.append(f"phase ETA {format_duration(phase_eta)}")
         info = self.query_one("#live-info", Static)
-        if head != self._head:  # fixed size: no layout pass (that would redraw the plots too)
+        # One line when it fits beside the bar, else two: who, then where it is (never cut away).
+        room = (info.size.width or width - PROGRESS_WIDTH) - 2
+        rest = "  ".join(where)
+        one_line = who.cell_len + 2 + len(rest) <= room
+        head = Text.assemble(who, ("  " if one_line else "\n") + rest)
+        if head != self._head:  # same height: no layout pass (that would redraw the plots too)
+            relayout = self._head is None or self._head.plain.count("\n") != head.plain.count("\n")
             self._head = head
-            info.update(head, layout=False)
+            info.update(head, layout=relayout)
         latest = Text("  ".join(f"{metric_label(m)} {_fmt(live.latest(m))}" for m in LATEST), no_wrap=True,
                       overflow="ellipsis")
         if latest != self._latest:
