@@ -362,7 +362,12 @@ async def test_sort_by_key_and_header_click_then_queue_and_log_screens(template_
         log = await wait_for(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen, what="the log")
         await wait_for(pilot, lambda: len(log.lines) > 10, what="the event log read")
         events = (template_ws / seeds[1] / "events.jsonl").read_text().splitlines()
-        assert len(log.lines) == len(events)  # every event, progress included
+        ticks = [e for e in events if json.loads(e)["type"] == "progress"]
+        assert ticks and len(log.lines) == len(events) - len(ticks)  # progress hidden by default
+        await pilot.press("p")
+        await wait_for(pilot, lambda: len(log.lines) == len(events), what="every event, progress included")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: len(log.lines) == len(events) - len(ticks), what="progress hidden again")
         await pilot.press("slash", *"start", "enter")
         lines_table = log.query_one("#log-lines", DataTable)
         await wait_for(pilot, lambda: "teacher 1/1: start" in log.lines[lines_table.cursor_row], what="the first match")

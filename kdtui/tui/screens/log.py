@@ -1,5 +1,6 @@
-"""The log screen of one run: its whole event log (one line per event, `progress` included) and,
-for a failed run, the traceback in `error.txt`; scrollable, and searchable with `/` (n: next)."""
+"""The log screen of one run: its event log (one line per event; the `progress` ticks, most of the
+file, shown only after `p`) and, for a failed run, the traceback in `error.txt`; scrollable, and
+searchable with `/` (n: next)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from kdtui.analysis.labels import point_label, short_id
-from kdtui.core.events import BadEvent, parse
+from kdtui.core.events import BadEvent, Progress, parse
 from kdtui.core.names import printable
 from kdtui.core.runstate import describe
 from kdtui.tui.text import literal, plain
@@ -27,15 +28,19 @@ class LogRead(Message):
     error: str = ""
 
 
-def log_lines(workspace, run_id: str) -> list[str]:
-    """Every event as a line (a progress event as its step), then error.txt's traceback."""
+def log_lines(workspace, run_id: str, progress: bool = True) -> list[str]:
+    """Every event as a line (a progress event as its step, unless not `progress`), then
+    error.txt's traceback."""
     lines = []
     path = workspace.events_path(run_id)
     if path.exists():
         with open(path, encoding="utf-8", errors="replace") as f:
             for raw in f:
                 try:
-                    line = describe(parse(raw), timed=True)
+                    event = parse(raw)
+                    if not progress and isinstance(event, Progress):
+                        continue
+                    line = describe(event, timed=True)
                 except BadEvent:  # shown as it is in the file
                     line = raw.rstrip("\n")
                 lines.append(printable(line))
@@ -50,6 +55,7 @@ class LogScreen(Screen):
         Binding("escape,backspace", "back", "Back"),
         Binding("slash", "search", "Search"),
         Binding("n", "next_match", "Next match"),
+        Binding("p", "toggle_progress", "Progress lines"),
     ]
 
     def __init__(self, run_id: str):
@@ -57,6 +63,7 @@ class LogScreen(Screen):
         self.run_id = run_id
         self.lines: list[str] = []
         self.needle = ""
+        self.show_progress = False  # the progress ticks are most of the file and say little
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,11 +82,14 @@ class LogScreen(Screen):
         table = self.query_one(RowTable)
         table.add_column("line", key="line")
         table.focus()
-        workspace, run_id = self.app.workspace, self.run_id
+        self.read()
+
+    def read(self) -> None:
+        workspace, run_id, progress = self.app.workspace, self.run_id, self.show_progress
 
         def work() -> None:
             try:
-                self.post_message(LogRead(log_lines(workspace, run_id)))
+                self.post_message(LogRead(log_lines(workspace, run_id, progress)))
             except OSError as exc:
                 self.post_message(LogRead([], f"cannot read the log: {exc.strerror or exc}"))
         self.run_worker(work, thread=True, group="log-read", exclusive=True, exit_on_error=False)
@@ -90,12 +100,18 @@ class LogScreen(Screen):
             return
         self.lines = message.lines
         table = self.query_one(RowTable)
+        table.clear()
         for line in self.lines:
             table.add_row(plain(line, style="bold red" if "FAILED" in line or line.startswith("Traceback") else ""))
         self.query_one("#log-info", Static).update(
-            plain(f"event log of {self.title_text()}: {len(self.lines)} lines · / search"))
+            plain(f"event log of {self.title_text()}: {len(self.lines)} lines · "
+                  f"p {'hides' if self.show_progress else 'shows'} progress · / search"))
         if self.lines:
             table.move_cursor(row=len(self.lines) - 1, animate=False)
+
+    def action_toggle_progress(self) -> None:
+        self.show_progress = not self.show_progress
+        self.read()
 
     def action_search(self) -> None:
         box = self.query_one("#log-search", Input)
