@@ -69,6 +69,7 @@ class KdtuiApp(App):
         self._last_flush = 0.0
         self._closing = False
         self._editor_mounting: AwaitMount | None = None   # the editor being built out of sight
+        self._quitting = False                               # exit() was called
         self.errors: list[BaseException] = []   # unexpected errors that stopped the app
         self.crash_file: Path | None = None     # where their tracebacks were written
 
@@ -337,8 +338,8 @@ class KdtuiApp(App):
     def build_editor(self) -> None:
         from kdtui.tui.screens.editor import EditorScreen
 
-        if self._closing or not self.is_running or self.is_screen_installed("editor"):
-            return  # (not running: shutting down; a screen registered now would never start)
+        if self._quitting or not self.is_running or self.is_screen_installed("editor"):
+            return  # on the way out: it would never finish
         self.install_screen(EditorScreen(), name="editor")
         # Pushed and popped in one go (no frame in between): it composes and mounts in the
         # background, and `open_editor` finds it installed.
@@ -373,6 +374,10 @@ class KdtuiApp(App):
                 await asyncio.wait_for(mounting(), timeout=10)
             except Exception:  # noqa: BLE001 - a build that fails or hangs must not stop the quit
                 pass
+
+    def exit(self, *args, **kwargs) -> None:
+        self._quitting = True  # no editor build starts from here on
+        super().exit(*args, **kwargs)
 
     async def action_quit(self) -> None:
         await self._editor_built()
