@@ -259,13 +259,14 @@ class FormLabels(Widget):
 
     COMPONENT_CLASSES = {"form-labels--heading"}
     DEFAULT_CSS = """
-    FormLabels { width: 26; height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    FormLabels { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     FormLabels > .form-labels--heading { text-style: bold; color: $accent; }
     """
 
     def __init__(self, paths: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.paths = paths
+        self.styles.width = 2 + max(map(len, paths))  # the longest path, a space either side
 
     def render(self) -> Text:
         heading = self.get_component_rich_style("form-labels--heading")
