@@ -1,4 +1,5 @@
-"""Text snapshots of the runs and compare screens, as tmux shows them at 100×30.
+"""Text snapshots of the runs and compare screens, as tmux shows them at 100×30, and of the runs
+screen at 80×24 (sweep points by their labels, `snap · τ=4.0 seed=1`).
 
 The workspace is made up here, with fixed ids, settings, metrics and histories, so the screens are the
 same on every run; the snapshots are the files in tests/snapshots/. After a deliberate change to a
@@ -34,7 +35,7 @@ def _make_workspace(root: Path) -> None:
     store = RunStore(ws)
     created = time.time() - 3 * 86400 - 600  # shown as "3d" for the whole test
     for run_id, temperature, seed, final in RUNS:
-        spec = spec_from_dict({"name": f"snap[t={temperature:g}]", "seed": seed, "device": "cpu",
+        spec = spec_from_dict({"name": f"snap[distill.temperature={temperature!r},seed={seed}]", "seed": seed, "device": "cpu",
                                "data": {"dataset": "digits"}, "student": {"epochs": 4},
                                "distill": {"temperature": temperature}}).resolved()
         history = [{"epoch": e, "train_agreement": round(final * (0.6 + 0.1 * e) - 0.02, 4),
@@ -85,5 +86,11 @@ def test_runs_and_compare_screens_match_their_snapshots(tmp_path):
         term.keys("Space", "Space", "c")  # mark the first two rows (marking moves down), compare them
         term.wait_screen("2 runs", RUNS[2][0].rsplit("-", 1)[1], RUNS[1][0].rsplit("-", 1)[1])
         _check("compare_screen", wait_for(lambda: _settled(term), timeout=20, what="the compare screen to settle"))
+    finally:
+        term.close()
+    term = Tmux(tmp_path, [*KDTUI, "--workspace", str(ws), "--no-mouse"], app_env(ws), size=(80, 24))
+    try:
+        term.wait_screen("snap · τ=1.0 seed=0", "snap · τ=4.0 seed=0", "snap · τ=4.0 seed=1", "3 runs")
+        _check("runs_screen_80x24", wait_for(lambda: _settled(term), timeout=20, what="the 80x24 screen to settle"))
     finally:
         term.close()
