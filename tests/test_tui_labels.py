@@ -124,3 +124,17 @@ async def test_live_header_shows_label_phase_epoch_elapsed_and_eta(tmp_path, siz
         for part in ("running", epoch, "50%", "ETA "):
             assert part in shown, (part, shown)
         assert info.region.height in (1, 2)
+
+
+async def test_a_stopped_run_shows_its_last_finished_epochs_metrics_marked_as_such(tmp_path):
+    ws = tmp_path / "ws"
+    RunStore(Workspace(ws)).add({"id": "261203-000200-50f0", "name": "halted", "status": "stopped",
+                                 "created": time.time(), "spec": {"student": {"epochs": 5}},
+                                 "last_epoch_metrics": {"epoch": 2, "train_agreement": 0.61,
+                                                        "test_agreement": 0.5432, "test_acc": 0.875}})
+    app = make_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = await loaded(pilot, rows=1)
+        row = rows_by_id(table)["261203-000200-50f0"]
+        assert row["status"] == "stopped" and row["progress"] == "S 2 last"
+        assert row["test"] == "0.543" and row["acc"] == "0.875"

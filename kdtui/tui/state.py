@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from kdtui.core.events import ACTIVE_STATUSES, DONE, Event, Progress
+from kdtui.core.record import shown_metrics
 from kdtui.core.runstate import RunState, describe
 from kdtui.core.timing import format_duration
 
@@ -59,12 +60,13 @@ class RunLive(RunState):
 # -- the runs table -------------------------------------------------------------------------------
 
 def record_metric(record: dict, live: RunLive | None, metric: str) -> float | None:
-    """A run's latest value of `metric`: the stream's newest epoch while it runs, else the record's."""
+    """A run's latest value of `metric`: the stream's newest epoch while it runs, else the record's
+    (a stopped run's: those of its last finished epoch, kdtui.core.record.shown_metrics)."""
     if live is not None and (record.get("status") in ACTIVE or not record.get("metrics")):
         value = live.latest(metric)
         if value is not None:
             return value
-    value = (record.get("metrics") or {}).get(metric)
+    value = shown_metrics(record)[0].get(metric)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -95,4 +97,5 @@ def progress_cell(record: dict, live: RunLive | None) -> str:
     if record.get("status") == DONE:
         epochs = (record.get("metrics") or {}).get("epoch")  # a done run's last epoch is its last
         return f"S {epochs}/{epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else ""
-    return ""
+    last_epoch = shown_metrics(record)[1]  # stopped: its metrics are those of this epoch, the last it finished
+    return f"S {last_epoch} last" if last_epoch is not None else ""

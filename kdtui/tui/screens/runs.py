@@ -125,6 +125,7 @@ class RunsScreen(Screen):
                   "any are marked and shown (a filter that hides them leaves them out), else on the run "
                   "under the cursor, and say how many they acted on. Marks stay until cleared, compare "
                   "included. The cursor stays on its run when rows re-sort or new runs come in. "
+                  "A stopped run shows the metrics of the last epoch it finished (progress `S 3 last`). "
                   "o sorts by the next column, O reverses; "
                   "a click on a column's header sorts by it. home and end go to the first and the last "
                   "run; the table takes in rows as you move down, so end at thousands of runs takes a "
