@@ -105,3 +105,31 @@ async def test_filter_takes_key_value_terms_and_enter_gives_the_keys_back(tmp_pa
         await wait_for(pilot, lambda: "needs a key and a value" in str(summary.render()), what="the filter's error")
         await pilot.press("escape")
         await wait_for(pilot, lambda: len(screen.visible_ids) == 6 and not screen.filter_error, what="cleared")
+
+
+async def test_note_tags_and_rename_from_the_app(tmp_path):
+    sweep_ws(tmp_path / "ws")
+    store = RunStore(Workspace(tmp_path / "ws"))
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await loaded(pilot, rows=6)
+        screen = app.screen
+        run_id = screen.current_id()
+        record = store.get(run_id)
+        await pilot.press("n", *"best so far", "enter")
+        await wait_for(pilot, lambda: store.get(run_id).get("note") == "best so far", what="the note stored")
+        await pilot.press("t", *"+baseline +keep", "enter")
+        await wait_for(pilot, lambda: store.get(run_id).get("tags") == ["baseline", "keep"], what="the tags")
+        await pilot.press("t", *"-keep", "enter")
+        await wait_for(pilot, lambda: store.get(run_id).get("tags") == ["baseline"], what="a tag removed")
+        await pilot.press("R", "ctrl+u", *"warm start", "enter")
+        await wait_for(pilot, lambda: store.get(run_id).get("name") == "warm start", what="the new name")
+        after = store.get(run_id)
+        assert (after["id"], after["spec_hash"], after["group_hash"]) == (run_id, record["spec_hash"],
+                                                                           record["group_hash"])
+        await wait_for(pilot, lambda: rows_by_id(table)[run_id]["name"] == "warm start", what="the row renamed")
+        # the filter finds them by tag and by the note's words
+        await pilot.press("slash", *"tag:baseline", "enter")
+        await wait_for(pilot, lambda: screen.visible_ids == [run_id], what="tag:baseline")
+        await pilot.press("slash", "ctrl+u", *"best", "enter")
+        await wait_for(pilot, lambda: screen.visible_ids == [run_id], what="the note's word")

@@ -116,6 +116,9 @@ class RunsScreen(Screen):
         Binding("O", "sort_reverse", "Reverse sort", show=False),
         Binding("v", "log", "Event log", show=False),
         Binding("w", "queue", "Queue", show=False),
+        Binding("n", "note", "Note", show=False),
+        Binding("t", "tags", "Tags", show=False),
+        Binding("R", "rename", "Rename", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "escape", "Clear filter, then marks", show=False),
     ]
@@ -126,6 +129,8 @@ class RunsScreen(Screen):
                   "under the cursor, and say how many they acted on. Marks stay until cleared, compare "
                   "included. The cursor stays on its run when rows re-sort or new runs come in. "
                   "A stopped run shows the metrics of the last epoch it finished (progress `S 3 last`). "
+                  "n sets the highlighted run's note, t changes its tags (+baseline -old), R renames it "
+                  "(the id, spec and group stay); the filter finds them (tag:baseline, words of a note). "
                   "o sorts by the next column, O reverses; "
                   "a click on a column's header sorts by it. home and end go to the first and the last "
                   "run; the table takes in rows as you move down, so end at thousands of runs takes a "
@@ -509,6 +514,48 @@ class RunsScreen(Screen):
             if yes:
                 self.app.delete_runs(targets)
         self.app.push_screen(ConfirmScreen(question), answered)
+
+    def action_note(self) -> None:
+        self._annotate("note", "note: {}", "note")
+
+    def action_tags(self) -> None:
+        self._annotate("tags", "tags of {} (now: {}): +add -remove", "tags")
+
+    def action_rename(self) -> None:
+        self._annotate("name", "rename {} (its id, spec and group stay):", "name")
+
+    def _annotate(self, field: str, question: str, kind: str) -> None:
+        """Ask for the highlighted run's note, tag changes or name, and store them as `kdtui runs
+        note/tag/rename` do (RunService.annotate: record.json and the index)."""
+        from kdtui.tui.messages import TaskDone
+        from kdtui.tui.screens.modals import PromptScreen
+
+        run_id = self.current_id()
+        if not run_id:
+            return
+        record = self.app.by_id[run_id]
+        label = f"{point_label(printable(record.get('name', '')))} {short_id(run_id)}"
+        tags = " ".join(str(t) for t in record.get("tags") or ()) or "none"
+        value = "" if field == "tags" else str(record.get(field) or "")
+
+        def answered(text: str | None) -> None:
+            if text is None:
+                return
+
+            def work() -> TaskDone:
+                from kdtui.runs.service import ServiceError
+
+                service = self.app.service()
+                current = service.store.get(run_id)
+                if current is None:
+                    return TaskDone(f"{run_id}: gone", "warning")
+                try:
+                    outcome = service.annotate(current, **{field: text.split() if field == "tags" else text})
+                except ServiceError as exc:
+                    return TaskDone(str(exc), "warning")
+                return TaskDone(outcome.message, run_ids=[run_id])
+            self.app.run_task(kind, work)
+        self.app.push_screen(PromptScreen(question.format(label, tags), value), answered)
 
     def action_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
