@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# How many runs the queue places on one device; their teacher caches split its memory budget.
+SLOTS_PER_DEVICE_ENV = "KDTUI_SLOTS_PER_DEVICE"
+
 
 @dataclass(frozen=True)
 class DataConfig:

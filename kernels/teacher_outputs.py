@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from kernels.augment import Augmenter
-from kernels.config import RunConfig
+from kernels.config import SLOTS_PER_DEVICE_ENV, RunConfig
 from kernels.events import EventCallback, Log
 from kernels.teacher_cache import CacheFile, CacheUnavailable, MemberTable, TeacherCache, tensor_digest, weights_digest
 
 # The share of a device's memory all of its runs' teacher caches may take when the spec sets no budget;
 # split evenly between the runs the queue places on the device (KDTUI_SLOTS_PER_DEVICE).
 DEVICE_SHARE_CUDA, DEVICE_SHARE_CPU = 1 / 2, 1 / 4
-SLOTS_ENV = "KDTUI_SLOTS_PER_DEVICE"
+SLOTS_ENV = SLOTS_PER_DEVICE_ENV
 
 
 class OnlineTeacher:

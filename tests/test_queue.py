@@ -37,10 +37,10 @@ def test_slots_per_gpu_and_the_pools_a_run_may_use():
     pools = plan_slots(["0", "1"], 2)
     assert [s.name for s in pools["gpu0"]] == ["gpu0.0", "gpu0.1"]
     assert [s.name for s in pools["gpu1"]] == ["gpu1.0", "gpu1.1"]
-    assert pools["gpu1"][1] == Slot("gpu1.1", "1")
-    assert pools["gpu1"][1].environment() == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert pools["gpu1"][1] == Slot("gpu1.1", "1", 2)
+    assert pools["gpu1"][1].environment() == {"CUDA_VISIBLE_DEVICES": "1", "KDTUI_SLOTS_PER_DEVICE": "2"}
     assert [s.name for s in plan_slots([], 1)["cpu"]] == ["cpu.0"]  # CPU-only box: one slot by default
-    assert plan_slots([], 1)["cpu"][0].environment() == {}
+    assert plan_slots([], 1)["cpu"][0].environment() == {"KDTUI_SLOTS_PER_DEVICE": "1"}
 
     assert pools_for_device("auto", ["0", "1"]) == ["gpu0", "gpu1"]
     assert pools_for_device("cuda", ["4"]) == ["gpu4"]

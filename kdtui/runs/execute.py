@@ -26,7 +26,7 @@ from kdtui.core.provenance import environment
 from kdtui.core.record import MetricOutOfBounds, check_metrics
 from kdtui.core.registry import RegistryNeedsReindex, RunNotFound, RunStore
 from kdtui.core.spec import Spec
-from kdtui.core.teachers import TeacherStore
+from kdtui.core.teachers import INDEPENDENT_SEED_OFFSET, TeacherStore
 from kdtui.core.workspace import STOP_FILE, Workspace
 
 STOP_POLL_S = 0.5
@@ -298,12 +298,6 @@ class _KeptRecord:
                 stored = self.current
         self.current = {**self.current, **stored}
         return self.current
-
-
-# The E12 control's teachers and student use the run's seed plus this offset: the same settings,
-# independent initialisations and data order. Member seeds are seed*1000+k (kernels.config), so the
-# offset keeps them apart from every run seed below it, and runs with the same seed share the set.
-INDEPENDENT_SEED_OFFSET = 1000
 
 
 def _independent_control(spec: Spec, config, prepared, teachers: list, run_dir: Path, obtain_teachers,

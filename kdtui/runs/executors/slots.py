@@ -34,6 +34,7 @@ from kdtui.core.files import atomic_write
 from kdtui.core.procs import pid_alive
 from kdtui.core.registry import RunStore
 from kdtui.core.workspace import Workspace
+from kernels.config import SLOTS_PER_DEVICE_ENV
 
 try:
     import tomllib
@@ -55,14 +56,16 @@ class QueueError(ValueError):
 class Slot:
     name: str           # "gpu0.1": GPU 0, its second slot; "cpu.0"
     gpu: str | None     # the GPU id as CUDA_VISIBLE_DEVICES names it; None for a CPU slot
+    per_device: int = 1  # slots of this device: its runs share its memory (the teacher-cache budget)
 
     @property
     def pool(self) -> str:
         return self.name.rsplit(".", 1)[0]
 
     def environment(self) -> dict[str, str]:
-        """What the run's process must see: only its GPU."""
-        return {} if self.gpu is None else {"CUDA_VISIBLE_DEVICES": self.gpu}
+        """What the run's process must see: only its GPU, and how many runs may share it."""
+        shared = {SLOTS_PER_DEVICE_ENV: str(self.per_device)}
+        return shared if self.gpu is None else {"CUDA_VISIBLE_DEVICES": self.gpu, **shared}
 
 
 def visible_gpus(env: dict | None = None, query: Callable[[], list[str]] | None = None) -> list[str]:
@@ -116,8 +119,8 @@ def slots_per_gpu_for(workspace: Workspace, override: int | None) -> int:
 
 def plan_slots(gpus: list[str], slots_per_gpu: int) -> dict[str, list[Slot]]:
     """The slot pools: one per GPU ("gpu<id>") when there are GPUs, and "cpu" always."""
-    pools = {f"gpu{gpu}": [Slot(f"gpu{gpu}.{k}", gpu) for k in range(slots_per_gpu)] for gpu in gpus}
-    pools["cpu"] = [Slot(f"cpu.{k}", None) for k in range(slots_per_gpu)]
+    pools = {f"gpu{gpu}": [Slot(f"gpu{gpu}.{k}", gpu, slots_per_gpu) for k in range(slots_per_gpu)] for gpu in gpus}
+    pools["cpu"] = [Slot(f"cpu.{k}", None, slots_per_gpu) for k in range(slots_per_gpu)]
     return pools
 
 
