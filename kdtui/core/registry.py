@@ -14,7 +14,7 @@ Every file is a stock TinyDB database in its default layout: `TinyDB(path).table
 `.search(Query()...)` reads a shard as it is. An index of layout 2 (shards of rows by run id) is
 read as it is and rewritten in this layout by the first write or `kdtui runs reindex`.
 
-A row is the record less its details (`DETAIL_KEYS`: the resolved spec and the teacher list) and
+A row is the record less its details (`DETAIL_KEYS`: the resolved spec, the teacher list and the environment) and
 with only the final metrics that lists show (`LISTED_METRICS`). The rest is what views of single
 runs need, and it was two thirds of a record's bytes and most of its parse time (a float is slow to
 parse): listing 10,000 runs parses ~0.5 kB a run. `get`, `resolve` and `with_details` join it back
@@ -67,7 +67,7 @@ NOT_STORED = frozenset({"history"})
 # Kept in the run folder's record.json only, not in the index's rows (see the module docstring).
 # Rows written before details left the index still hold them: harmless, since whole records take
 # their details from record.json, and `kdtui runs reindex` slims them.
-DETAIL_KEYS = ("spec", "teachers")
+DETAIL_KEYS = ("spec", "teachers", "environment")
 # The final metrics a row keeps: what `kdtui runs list` and the app's runs table show and sort by,
 # and the teacher's accuracy that the live view draws as a reference line.
 LISTED_METRICS = ("epoch", "train_agreement", "test_agreement", "test_acc", "teacher_test_acc")
@@ -408,7 +408,7 @@ class RunStore:
     never handed on to break a list or a view.
 
     Reads of one run (`get`, `resolve`, `resolve_all`) return whole records. Reads of many (`all`,
-    `find`) return index rows, which lack `DETAIL_KEYS` (spec, teachers) and hold only the
+    `find`) return index rows, which lack `DETAIL_KEYS` (spec, teachers, environment) and hold only the
     `LISTED_METRICS`, unless asked for `details=True`; `with_details` completes rows already read. Rows share nested values (metrics)
     with a per-process cache: treat them as read-only, or copy before changing a nested value.
     """
@@ -808,11 +808,12 @@ class RunStore:
         listed metrics. Fields the run model does not know (a newer kdtui's) come from the file too:
         the index leaves them out, and a write of the whole record must keep them."""
         doc = self._record_file(row["id"]) or {}
-        details = {k: doc[k] if k in doc else default(k) for k in DETAIL_KEYS}
+        details = {k: doc[k] if k in doc else default(k) for k in DETAIL_KEYS if k in doc or k in DEFAULTS}
         if "metrics" in doc:
             details["metrics"] = doc["metrics"]
         whole = {k: details[k] if k in details else row[k] for k in RECORD_KEYS if k in row or k in details}
         whole.update((k, v) for k, v in row.items() if k not in whole)
+        whole.update((k, v) for k, v in details.items() if k not in whole)
         whole.update((k, v) for k, v in doc.items() if k not in whole and k not in FIELDS)
         return whole
 
