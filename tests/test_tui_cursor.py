@@ -133,3 +133,34 @@ async def test_note_tags_and_rename_from_the_app(tmp_path):
         await wait_for(pilot, lambda: screen.visible_ids == [run_id], what="tag:baseline")
         await pilot.press("slash", "ctrl+u", *"best", "enter")
         await wait_for(pilot, lambda: screen.visible_ids == [run_id], what="the note's word")
+
+
+async def test_queue_screen_moves_cancels_and_opens_a_waiting_run(tmp_path):
+    from kdtui.runs.executors.slots import RunQueue
+    from kdtui.tui.screens.live import LiveScreen
+    from kdtui.tui.screens.queue import QueueScreen
+
+    ids = list(sweep_ws(tmp_path / "ws"))
+    waiting = ids[2:]  # in the line in this order
+    line = lambda: [e["run"] for e in RunQueue(Workspace(tmp_path / "ws")).read_line()]  # noqa: E731
+    app = make_app(tmp_path / "ws")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, rows=6)
+        await pilot.press("w")
+        queue = await wait_for(pilot, lambda: isinstance(app.screen, QueueScreen) and app.screen, what="queue")
+        await wait_for(pilot, lambda: queue.waiting_ids == waiting, what="the line read")
+        assert queue.picked == waiting[0]
+        await pilot.press("down", "J")  # the second run moves down a place
+        await wait_for(pilot, lambda: line() == [waiting[0], waiting[2], waiting[1], waiting[3]], what="moved down")
+        await wait_for(pilot, lambda: queue.waiting_ids == line(), what="the screen reread")
+        assert queue.picked == waiting[1]  # the pick followed its run
+        await pilot.press("K", "K")
+        await wait_for(pilot, lambda: line()[0] == waiting[1], what="moved to the front")
+        await pilot.press("x")  # cancel: stopped, out of the line
+        await wait_for(pilot, lambda: RunStore(Workspace(tmp_path / "ws")).get(waiting[1])["status"] == "stopped",
+                       what="the picked run stopped")
+        await wait_for(pilot, lambda: waiting[1] not in queue.waiting_ids, what="gone from the line")
+        picked = queue.picked
+        await pilot.press("enter")
+        live = await wait_for(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen, what="its live view")
+        assert live.run_id == picked

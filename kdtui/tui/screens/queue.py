@@ -1,6 +1,8 @@
 """The queue screen: the device slots and who runs in each, then the line of runs waiting for a
 slot, first in line first. The same data as `kdtui queue` (kdtui.runs.executors.slots.queue_state),
-reread every second in a worker thread."""
+reread every second in a worker thread. A waiting run is picked with up/down (the pick follows the
+run, not the row); x cancels it (stops it: out of the line), K and J move it up and down the line,
+enter opens it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +30,8 @@ class QueueRead(Message):
     error: str = ""
 
 
-def queue_tables(state: dict) -> Table:
-    """The slots table, then the waiting line, as one renderable."""
+def queue_tables(state: dict, picked: str | None = None) -> Table:
+    """The slots table, then the waiting line (the `picked` run highlighted), as one renderable."""
     outer = Table.grid()
     gpus = state.get("gpus") or []
     where = f"GPUs {', '.join(gpus)}" if gpus else "no GPU: CPU slots"
@@ -50,17 +52,26 @@ def queue_tables(state: dict) -> Table:
             line.add_column(header, no_wrap=True)
         for i, entry in enumerate(waiting):
             line.add_row(plain(i + 1), plain(entry["run"]), plain(point_label(entry.get("name") or "")),
-                         plain(age_text(entry.get("enqueued"))))
+                         plain(age_text(entry.get("enqueued"))), style="reverse" if entry["run"] == picked else None)
         outer.add_row(line)
     return outer
 
 
 class QueueScreen(Screen):
-    BINDINGS = [Binding("escape,backspace", "back", "Back")]
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("up,k", "pick(-1)", "Previous", show=False),
+        Binding("down,j", "pick(1)", "Next", show=False),
+        Binding("x,delete", "cancel", "Cancel run"),
+        Binding("K", "move(-1)", "Move up"),
+        Binding("J", "move(1)", "Move down"),
+        Binding("enter", "open", "Open"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self.state: dict | None = None
+        self.picked: str | None = None  # a waiting run's id: the pick stays on it as the line changes
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -92,7 +103,53 @@ class QueueScreen(Screen):
             view.update(plain(f"error: {message.error}", style="bold red"))
             return
         self.state = message.state
-        view.update(queue_tables(message.state))
+        waiting = self.waiting_ids
+        if self.picked not in waiting:
+            self.picked = waiting[0] if waiting else None
+        view.update(queue_tables(message.state, self.picked))
+
+    @property
+    def waiting_ids(self) -> list[str]:
+        return [entry["run"] for entry in (self.state or {}).get("waiting") or []]
+
+    def action_pick(self, step: int) -> None:
+        waiting = self.waiting_ids
+        if self.picked in waiting:
+            self.picked = waiting[max(0, min(len(waiting) - 1, waiting.index(self.picked) + step))]
+            self.query_one("#queue-view", Static).update(queue_tables(self.state, self.picked))
+
+    def action_cancel(self) -> None:
+        if self.picked:
+            self.app.stop_runs([self.picked])  # a waiting run stopped leaves the line at once
+
+    def action_open(self) -> None:
+        if self.picked:
+            self.app.open_run(self.picked)
+
+    def action_move(self, step: int) -> None:
+        """Swap the picked run with its neighbour in the waiting line (entries of runs that no
+        longer wait, still in the file, keep their places)."""
+        waiting = self.waiting_ids
+        if self.picked not in waiting:
+            return
+        at = waiting.index(self.picked) + step
+        if not 0 <= at < len(waiting):
+            return
+        run_id, other, workspace = self.picked, waiting[at], self.app.workspace
+
+        def work() -> None:
+            from kdtui.runs.executors.slots import RunQueue
+
+            queue = RunQueue(workspace)
+            with queue.locked():
+                line = queue.read_line()
+                ids = [entry.get("run") for entry in line]
+                if run_id in ids and other in ids:
+                    i, j = ids.index(run_id), ids.index(other)
+                    line[i], line[j] = line[j], line[i]
+                    queue.write_line(line)
+            self.app.call_from_thread(self.read)
+        self.run_worker(work, thread=True, group="queue-move", exit_on_error=False)
 
     def action_back(self) -> None:
         self.app.pop_screen()
