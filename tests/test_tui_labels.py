@@ -138,3 +138,21 @@ async def test_a_stopped_run_shows_its_last_finished_epochs_metrics_marked_as_su
         row = rows_by_id(table)["261203-000200-50f0"]
         assert row["status"] == "stopped" and row["progress"] == "S 2 last"
         assert row["test"] == "0.543" and row["acc"] == "0.875"
+
+
+def test_reference_lines_are_named_at_their_right_end_beside_the_legend():
+    import re
+
+    from textual_plotext.plot import Plot
+
+    from kdtui.tui.widgets.curves import draw
+
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    out = ansi.sub("", draw(Plot(), "acc", [("test acc", [0, 1, 2], [0.5, 0.6, 0.7])], None, 40, 10, "clear",
+                            references=[("teacher acc", 0.95)]))
+    row = next(line for line in out.splitlines() if "teacher acc" in line)
+    assert row.startswith("0.950") and row.rstrip().endswith("teacher acc┤")
+    out = ansi.sub("", draw(Plot(), "agreement", [("train agr", [0, 1, 2], [0.5, 0.6, 0.7])], (0, 1.02), 40, 10,
+                            "clear", references=[("1.0", 1.0)]))
+    row = next(line for line in out.splitlines() if "train agr" in line)  # the legend, on the 1.0 line's row
+    assert row.rstrip().endswith("1.0┤")

@@ -64,6 +64,11 @@ class LiveScreen(Screen):
         Binding("t", "switch_chart", "Acc/KL chart"),
         Binding("v", "log", "Event log"),
     ]
+    # What help says beyond the keys: the grey lines of the charts.
+    HELP_NOTES = ("The grey lines are references, named at their right end: `1.0` on the agreement chart "
+                  "(a student that agrees with the teacher on every example), `teacher acc` on the "
+                  "accuracy chart (the teacher's test accuracy, what the student is measured against). "
+                  "The header shows the phase, the epoch, the percent done, the time so far and the ETA.")
 
     def __init__(self, run_id: str):
         super().__init__()

@@ -39,7 +39,8 @@ def draw(plot: Plot, title: str, series: list[Series], y_range: tuple[float, flo
          legend: bool = True) -> str:
     """The figure as ANSI text (pure: runs in a worker thread on a Plot of its own).
 
-    `references` are horizontal lines (a teacher's accuracy, agreement 1.0), dotted in grey;
+    `references` are horizontal lines (a teacher's accuracy, agreement 1.0), grey, each named at its
+    right end (`teacher acc`, `1.0`);
     `legend=False` leaves the labels to a legend table beside the plot (many curves)."""
     plot.title(title)
     plotted = [(label, xs, ys) for label, xs, ys in series if xs]
@@ -48,8 +49,11 @@ def draw(plot: Plot, title: str, series: list[Series], y_range: tuple[float, flo
             # The label with its control characters escaped: the figure is read back from ANSI.
             plot.plot(list(xs), list(ys), label=literal(label) if legend else None, marker=MARKERS[i % len(MARKERS)],
                       color=COLORS[i % len(COLORS)])
-    for _, y in references:
+    right = x_limits(plotted)[1]
+    for name, y in references:
         plot.hline(y, "gray")
+        # Named at the right end: the legend sits at the top left, over a line drawn there.
+        plot.text(literal(name), right, y, color="gray", alignment="right")
     if y_range is not None:
         plot.ylim(*y_range)
     elif not plotted:
