@@ -88,7 +88,9 @@ def test_runs_and_compare_screens_match_their_snapshots(tmp_path):
         _check("compare_screen", wait_for(lambda: _settled(term), timeout=20, what="the compare screen to settle"))
     finally:
         term.close()
-    term = Tmux(tmp_path, [*KDTUI, "--workspace", str(ws), "--no-mouse"], app_env(ws), size=(80, 24))
+    narrow = tmp_path / "narrow"  # a tmux server of its own (the first one's socket may still be closing)
+    narrow.mkdir()
+    term = Tmux(narrow, [*KDTUI, "--workspace", str(ws), "--no-mouse"], app_env(ws), size=(80, 24))
     try:
         term.wait_screen("snap · τ=1.0 seed=0", "snap · τ=4.0 seed=0", "snap · τ=4.0 seed=1", "3 runs")
         _check("runs_screen_80x24", wait_for(lambda: _settled(term), timeout=20, what="the 80x24 screen to settle"))
