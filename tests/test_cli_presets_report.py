@@ -54,7 +54,7 @@ def test_presets_show_prints_the_file_and_it_is_a_spec(tmp_path):
     (("presets", "show", "e99"), ["unknown preset", "e12"]),
     (("presets", "show", "e7", "--scale", "huge"), ["unknown scale", "tiny"]),
     (("run", "--preset", "e9"), ["E9", "known"]),
-    (("run",), ["spec file or --preset"]),
+    (("run",), ["spec file", "--preset", "--from"]),
     (("report", "--preset", "e7"), ["no finished runs of preset e7"]),
     (("report",), ["exactly one of"]),
     (("report", "nope"), ["no run matches 'nope'"]),

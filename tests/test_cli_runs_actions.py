@@ -192,7 +192,7 @@ def test_internal_commands_are_hidden_but_callable():
     (["run", "x.toml", "--nproc", "0"], "--nproc"),
     (["run", "x.toml", "--slots-per-gpu", "0"], "--slots-per-gpu"),
     (["run", "x.toml", "--gpus-per-run", "-1"], "--gpus-per-run"),
-    (["run", "x.toml", "--executor", "slurm"], "--executor"),
+    (["run", "x.toml", "--executor", "kubernetes"], "--executor"),
     (["runs", "list", "--status", "finished"], "--status"),
     (["runs", "export", "--format", "xlsx"], "--format"),
     (["runs", "compare", "a", "b", "--agg", "median"], "--agg"),

@@ -319,7 +319,14 @@ def test_one_epoch_runs_shared_teachers(one_epoch_runs):
 
 def test_report_for_a_preset_from_the_one_epoch_runs(one_epoch_runs):
     from kdtui.analysis.report import report_for
-    ws, _ = one_epoch_runs
+    from kdtui.core.registry import RunStore
+    ws, results = one_epoch_runs
+    # These runs came from one-epoch copies of the preset files, so their records name no preset; mark
+    # the e7 and e12a ones as `kdtui run --preset ID` would have (the report selects by that field).
+    store = RunStore(ws)
+    for preset_id in ("e7", "e12a"):
+        record = json.loads(results[preset_id].stdout)
+        store.update(record["id"], preset=preset_id, preset_scale="tiny")
     index = report_for(ws, preset="e7", scale="tiny")
     assert index == ws / "reports" / "e7-interpolation-tiny" / "index.md"
     assert "E7" in index.read_text() and (index.parent / "results.md").exists()

@@ -210,7 +210,8 @@ def test_export_json_round_trips_to_show(ws, sweep_runs, racing_pair):
 def test_export_csv_has_one_row_per_run_with_its_metrics(ws, sweep_runs, racing_pair, tmp_path):
     runs = sweep_runs + racing_pair
     target = tmp_path / "runs.csv"
-    result = kdtui("runs", "export", *(r["id"] for r in runs), "--workspace", ws, "--format", "csv", "-o", target)
+    result = kdtui("runs", "export", *(r["id"] for r in runs), "--workspace", ws, "--format", "csv", "-o", target,
+                   "--all-keys")  # the whole records: every id, hash and config column
     assert result.returncode == 0 and result.stdout == ""
     table = list(csv.DictReader(io.StringIO(target.read_text())))
     assert [row["id"] for row in table] == [r["id"] for r in runs]
@@ -230,7 +231,7 @@ def test_export_markdown_renders(ws, racing_pair):
     assert len(lines) == 2 + len(ids)
     assert lines[0].startswith("| id |") and set(lines[1]) <= set("|-")
     for line, run_id in zip(lines[2:], ids):
-        assert line.startswith(f"| {run_id} |")
+        assert line.startswith(f"| {run_id.rsplit('-', 1)[1]} |")  # the short id: the two suffixes differ
         assert line.count("|") == lines[0].count("|")
     bad = kdtui("runs", "export", *ids, "--workspace", ws, "--format", "xlsx")
     assert bad.returncode == 2 and "xlsx" in bad.stderr

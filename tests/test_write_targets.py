@@ -38,7 +38,8 @@ def test_export_writes_a_regular_file(ws, tmp_path):
     out.write_text("old\n")
     result = kdtui("runs", "export", "-o", out, "-w", ws)
     assert result.returncode == 0, result.stderr
-    assert out.read_text().startswith("id,") and RUN in out.read_text()
+    text = out.read_text()
+    assert text.startswith("id,") and f"\n{RUN.rsplit('-', 1)[1]}," in text  # its row, by short id
     assert stat.S_ISREG(os.lstat(out).st_mode)
 
 
@@ -131,7 +132,7 @@ def _done_group_ws(tmp_path):
 
 def test_report_refuses_a_fifo_in_place_of_its_table(tmp_path):
     ws = _done_group_ws(tmp_path)
-    folder = ws / "reports" / "group-gggg"
+    folder = ws / "reports" / "group-gggggggg"  # the report folder names the group by 8 characters
     folder.mkdir(parents=True)
     fifo = folder / "results.md"
     os.mkfifo(fifo)
@@ -143,7 +144,7 @@ def test_report_refuses_a_fifo_in_place_of_its_table(tmp_path):
 def test_report_refuses_a_report_folder_linked_into_a_run_folder(tmp_path):
     ws = _done_group_ws(tmp_path)
     (ws / "reports").mkdir()
-    (ws / "reports" / "group-gggg").symlink_to(ws / RUN, target_is_directory=True)
+    (ws / "reports" / "group-gggggggg").symlink_to(ws / RUN, target_is_directory=True)
     before = {p.name: p.read_bytes() for p in (ws / RUN).iterdir()}
     _refused(kdtui("report", "--group", "gggg", "-w", ws, timeout=120), "workspace")
     assert {p.name: p.read_bytes() for p in (ws / RUN).iterdir()} == before
