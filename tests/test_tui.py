@@ -229,7 +229,9 @@ async def test_runs_screen_layout_fits_80x24(template_ws):
             assert rows[run_id]["time"].endswith("s")     # how long it ran: "12s", "1m05s"
         # newest first
         assert table.ordered_rows[0].key.value == seeds[1]
-        assert "2 runs" in text and "Launch" in text
+        # the summary bar and the footer are drawn after the rows: wait for them, not only for the table
+        await wait_for(pilot, lambda: "2 runs" in screen_text(app) and "Launch" in screen_text(app),
+                       what="the summary and the footer")
 
 
 async def test_runs_screen_at_100x30_keeps_accuracy_and_time(template_ws):
