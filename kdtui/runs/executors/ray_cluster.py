@@ -138,6 +138,10 @@ def _final(store: RunStore, run_id: str, ref, was_cancelled: bool) -> dict:
         if was_cancelled:
             return lifecycle.stop(store, run_id)
         return lifecycle.fail(store, run_id, f"ray task failed: {type(exc).__name__}: {exc}".splitlines()[0])
+    if was_cancelled and remote.get("status") != DONE:
+        # The cancel reaches the task as an interrupt wherever it is (a save, a teacher's training)
+        # and may come back as a failure; the user asked for a stop, and a stop keeps the checkpoint.
+        return lifecycle.stop(store, run_id)
     return lifecycle.end(store, run_id, remote.get("status"), metrics=remote.get("metrics"), error=remote.get("error"),
                          **{k: remote.get(k) for k in FINAL_FIELDS})
 
