@@ -5,9 +5,13 @@ workspace (tests/test_terminal_snapshots.py's three finished runs), so no run is
 from __future__ import annotations
 
 import threading
-import tomllib
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 pytest.importorskip("textual")
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import copy
 import re
-import tomllib
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from kdtui.core.spec import Spec, SpecError, spec_from_dict
 
