@@ -38,8 +38,9 @@ FORBIDDEN_ARROWS = {
 }
 
 # The one place the command line may import the app: `kdtui` with no command opens it, from the
-# entry point's own function (checked to be a lazy import there, see below).
-APP_OPENER = ("kdtui.cli", "app")
+# entry point's own function (checked to be a lazy import there, see below): the root callback of the
+# typer app (`app` itself is the typer.Typer object since the command line moved to typer).
+APP_OPENER = ("kdtui.cli", "open_app")
 
 # What the torch package may never import: the app's libraries and the app itself.
 KERNELS_NEVER = ("kdtui", "textual", "tinydb", "typer", "click", "rich")

@@ -53,7 +53,7 @@ def test_a_record_from_before_the_preset_field_is_still_matched_by_name(tmp_path
 def test_run_preset_records_it(tmp_path, monkeypatch):
     """`kdtui run --preset ... --detach`, in this process with no worker started: the runs wait in the
     line, and their records name the preset and scale."""
-    from click.testing import CliRunner
+    from typer.testing import CliRunner  # click's runner cannot drive typer's commands (typer vendors click)
 
     from kdtui.cli import app
     from kdtui.runs.executors.launcher import QueueExecutor

@@ -1,42 +1,59 @@
 """The `kdtui` command line: run specs, and find, compare and export runs from the shell.
 
-One module per noun (run, runs, queue, presets, report, doctor, serve) under one click group, plus
-the hidden entry points of the processes kdtui starts (internal); each module is imported only when
-its command runs (or `--help` lists it). It is click through its public API: typed options, lazy
-subcommands, and usage errors caught in `main` to print one line. Exit codes (as the README says):
-0 success, 1 run failed, 2 bad input, 130 interrupted. Nothing here imports torch at module level:
-only `run`, `runs resume` and the internal commands pay for it, inside the runner.
+One module per noun (run, runs, queue, presets, teachers, report, doctor, serve), each a typer app,
+under one root group, plus the hidden entry points of the processes kdtui starts (internal); each
+module is imported only when its command runs (or `--help` lists it). It is typer through its public
+API: typed options, a lazy TyperGroup, shell completion (`kdtui --install-completion`), and usage
+errors caught in `main` to print one line. Exit codes (as the README says): 0 success, 1 run failed,
+2 bad input, 130 interrupted. Nothing here imports torch at module level: only `run`, `runs resume`
+and the internal commands pay for it, inside the runner.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated, Optional
 
-import click
+import typer
 
-from kdtui.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, WORKSPACE_HELP, LazyGroup, err, os_error_text
+from kdtui.cli.common import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, HELP_CONTEXT, WORKSPACE_HELP, LazyGroup,
+                              err, os_error_text)
 from kdtui.core.workspace import ENV_VAR
 
 
-# name -> where its command lives, in the order --help lists them; the last three are hidden: the
-# entry points of the processes kdtui starts itself (a queue worker, a torchrun rank, the Ray driver).
-COMMANDS = {
-    "run": "kdtui.cli.run:command", "runs": "kdtui.cli.runs:command", "queue": "kdtui.cli.queue:command",
-    "presets": "kdtui.cli.presets:command", "teachers": "kdtui.cli.teachers:command", "report": "kdtui.cli.report:command",
-    "doctor": "kdtui.cli.doctor:command", "serve": "kdtui.cli.serve:command",
-    "worker": "kdtui.cli.internal:worker", "ddp-rank": "kdtui.cli.internal:ddp_rank",
-    "ray-driver": "kdtui.cli.internal:ray_driver",
-}
+class CommandLine(LazyGroup):
+    # name -> the typer app of its module, in the order --help lists them; the last three are hidden:
+    # the entry points of the processes kdtui starts itself (a queue worker, a torchrun rank, the Ray driver).
+    lazy = {
+        "run": "kdtui.cli.run:app", "runs": "kdtui.cli.runs:app", "queue": "kdtui.cli.queue:app",
+        "presets": "kdtui.cli.presets:app", "teachers": "kdtui.cli.teachers:app", "report": "kdtui.cli.report:app",
+        "doctor": "kdtui.cli.doctor:app", "serve": "kdtui.cli.serve:app",
+        "worker": "kdtui.cli.internal:worker", "ddp-rank": "kdtui.cli.internal:ddp_rank",
+        "ray-driver": "kdtui.cli.internal:ray_driver",
+    }
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kdtui", prog_name="kdtui", message="%(prog)s %(version)s")
-@click.option("--workspace", "-w", envvar=ENV_VAR, type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=WORKSPACE_HELP)
-@click.option("--no-mouse", is_flag=True, help="Keyboard only: leave the mouse to the terminal.")
-@click.pass_context
-def app(ctx: click.Context, workspace: Path | None, no_mouse: bool) -> None:
+app = typer.Typer(cls=CommandLine, name="kdtui", rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings=HELP_CONTEXT)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"kdtui {version('kdtui')}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback(invoke_without_command=True)
+def open_app(
+    ctx: typer.Context,
+    workspace: Annotated[Optional[Path], typer.Option("--workspace", "-w", envvar=ENV_VAR, file_okay=False,
+                                                      help=WORKSPACE_HELP)] = None,
+    no_mouse: Annotated[bool, typer.Option("--no-mouse", help="Keyboard only: leave the mouse to the terminal.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, expose_value=False,
+                                          help="Show the version and exit.")] = False,
+) -> int | None:
     """kdtui: a terminal experiment manager for knowledge distillation.
 
     With no command: open the terminal app on the workspace.
@@ -45,8 +62,7 @@ def app(ctx: click.Context, workspace: Path | None, no_mouse: bool) -> None:
         from kdtui.tui import run_app
 
         return run_app(workspace, mouse=not no_mouse)  # the app's exit status (non-zero: it crashed)
-
-
+    return None
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -60,17 +76,17 @@ def main() -> None:
 
     warnings.showwarning = _warning_line
     try:
-        code = app.main(prog_name="kdtui", standalone_mode=False)
-    except click.UsageError as exc:
-        # A mistyped option or argument: one line, like every other bad input.
-        where = exc.ctx.command_path if exc.ctx is not None else "kdtui"
-        err.print(f"error: {exc.format_message()} (see: {where} --help)", markup=False, highlight=False,
-                  soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except click.ClickException as exc:
-        exc.show()
+        code = typer.main.get_command(app).main(prog_name="kdtui", standalone_mode=False)
+    except typer.TyperException as exc:
+        # typer's own errors. A usage error (a mistyped option or argument, exit status 2) is one line
+        # naming the command whose help explains it, like every other bad input.
+        message = f"error: {exc.format_message()}"
+        if exc.exit_code == EXIT_BAD_INPUT:
+            context = getattr(exc, "ctx", None)
+            message += f" (see: {context.command_path if context is not None else 'kdtui'} --help)"
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         # A registry that any command may meet broken (missing, emptied or damaged while run folders

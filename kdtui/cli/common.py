@@ -1,14 +1,16 @@
 """What every command module shares: exit codes, the output consoles, one-line errors, JSON output,
-the `--workspace` and `--json` options, and the small text formatters of the tables."""
+the typer app of a noun, the lazy group, the `--workspace` and `--json` options, and the small text
+formatters of the tables."""
 from __future__ import annotations
 
 import json
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import click
+import typer
+from typer.core import TyperGroup
 
 from kdtui.core.names import is_printable, printable
 from kdtui.core.workspace import ENV_VAR, Workspace, WorkspaceError
@@ -61,13 +63,13 @@ def cell(value) -> "Text":
     return Text(printable(value))
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> click.exceptions.Exit:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print one line on stderr, `error: ...`, and return the exit to raise. The message is shown
     as text on one line (it often quotes a user's value: a path, a name, a sweep value)."""
     from rich.text import Text
 
     err.print(Text.assemble(("error:", "red"), " ", printable(message)), highlight=False, soft_wrap=True)
-    return click.exceptions.Exit(code)
+    return typer.Exit(code)
 
 
 def os_error_text(exc: OSError) -> str:
@@ -81,42 +83,53 @@ def os_error_text(exc: OSError) -> str:
     return f"cannot use {name}: {why}" if name else why
 
 
-def finish(code: int) -> click.exceptions.Exit:
+def finish(code: int) -> typer.Exit:
     """The exit to raise with a code other than 0 (or to end early with 0)."""
-    return click.exceptions.Exit(code)
+    return typer.Exit(code)
 
 
-class OrderedGroup(click.Group):
-    """A group that lists its commands in the order they were added (a workflow's order), not A-Z."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+# Help is typer's plain formatter: no rich import (~0.1 s) on `--help`, and help text is shown as
+# written (rich markup would eat `[sweep]` or `[IDS]`).
+HELP_CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-class LazyGroup(OrderedGroup):
-    """click's documented lazy loading ("Lazily Loading Subcommands"): a command's module is imported
-    when that command is asked for, so `kdtui runs list` never imports `run`, `doctor` and the rest.
-    `lazy` maps each name to "module:attribute", in the order `--help` lists them."""
+def noun(**options) -> typer.Typer:
+    """The typer app of one command module. Completion is offered once, by the root (`kdtui
+    --install-completion`); a traceback is Python's own (typer's pretty one would hide the
+    one-line errors' shape)."""
+    return typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+                       context_settings=HELP_CONTEXT, **options)
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy or {})
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+def show_help_without_command(ctx: typer.Context) -> None:
+    """A noun given without a verb (`kdtui runs`) prints its help and exits 0."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
+class LazyGroup(TyperGroup):
+    """A TyperGroup that imports a command's module when that command is asked for, so `kdtui runs
+    list` never imports `run`, `doctor` and the rest. `lazy` (set by a subclass) maps each name to
+    "module:attribute", a typer app, in the order `--help` lists them."""
+
+    lazy: dict[str, str] = {}
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         return super().list_commands(ctx) + [name for name in self.lazy if name not in self.commands]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str):
         if cmd_name not in self.commands and cmd_name in self.lazy:
             import importlib
 
             module, _, attribute = self.lazy[cmd_name].partition(":")
-            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+            noun_app = getattr(importlib.import_module(module), attribute)
+            self.add_command(typer.main.get_command(noun_app), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 
 # -- options ---------------------------------------------------------------------------------------
 
-def _workspace_or_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+def _workspace_or_root(ctx: typer.Context, value: Path | None) -> Path | None:
     """`kdtui -w W runs list` and `kdtui runs list -w W` mean the same; the command's own wins."""
     if value is None and ctx.parent is not None:
         value = ctx.find_root().params.get("workspace")
@@ -125,14 +138,10 @@ def _workspace_or_root(ctx: click.Context, param: click.Parameter, value: Path |
 
 WORKSPACE_HELP = f"Workspace folder (default: ${ENV_VAR} or ./runs)."
 
-
-def workspace_option(command):
-    return click.option("--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        callback=_workspace_or_root, help=WORKSPACE_HELP)(command)
-
-
-def json_option(command):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON only on stdout.")(command)
+# A command's options, as typed parameters: `workspace: WorkspaceOption = None, as_json: JsonOption = False`.
+WorkspaceOption = Annotated[Optional[Path], typer.Option("--workspace", "-w", file_okay=False,
+                                                         callback=_workspace_or_root, help=WORKSPACE_HELP)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only on stdout.")]
 
 
 def open_store(workspace: Path | str | None, create: bool = False) -> tuple[Workspace, RunStore]:

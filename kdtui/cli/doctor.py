@@ -10,15 +10,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import click
-
-from kdtui.cli.common import out, workspace_option
+from kdtui.cli.common import WorkspaceOption, noun, out
 from kdtui.core.names import printable
 
+app = noun()
 
-@click.command("doctor")
-@workspace_option
-def command(workspace: Path | None) -> None:
+
+@app.command("doctor")
+def command(workspace: WorkspaceOption = None) -> None:
     """What matters on a remote box: torch and CUDA, the terminal's colours, the workspace."""
     out.print(render_report(doctor_report(workspace)))
 

@@ -4,45 +4,40 @@ they exist so that every process kdtui starts goes through this one command line
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
-import click
+import typer
 
-from kdtui.cli.common import finish
+from kdtui.cli.common import finish, noun
 
-_WORKSPACE = click.option("--workspace", required=True, type=click.Path(file_okay=False, path_type=Path))
-_RETRAIN = click.option("--retrain-teachers", is_flag=True)
+WorkspaceFolder = Annotated[Path, typer.Option("--workspace", file_okay=False)]
+Retrain = Annotated[bool, typer.Option("--retrain-teachers")]
+
+worker, ddp_rank, ray_driver = noun(), noun(), noun()
 
 
-@click.command("worker", hidden=True)
-@_WORKSPACE
-@click.option("--slots-per-gpu", type=click.IntRange(min=1), default=None)
-@click.argument("run_ids", nargs=-1)
-def worker(workspace: Path, slots_per_gpu: int | None, run_ids: tuple[str, ...]) -> None:
+@worker.command("worker", hidden=True)
+def worker_command(workspace: WorkspaceFolder,
+                   slots_per_gpu: Annotated[Optional[int], typer.Option(min=1)] = None,
+                   run_ids: Annotated[Optional[list[str]], typer.Argument()] = None) -> None:
     """A background worker: hold one device slot and run the queue's runs on it, first in line first."""
     from kdtui.runs.executors.worker import serve
 
-    raise finish(serve(workspace, run_ids, slots_per_gpu=slots_per_gpu))
+    raise finish(serve(workspace, tuple(run_ids or ()), slots_per_gpu=slots_per_gpu))
 
 
-@click.command("ddp-rank", hidden=True)
-@_WORKSPACE
-@_RETRAIN
-@click.argument("run_id")
-def ddp_rank(workspace: Path, retrain_teachers: bool, run_id: str) -> None:
+@ddp_rank.command("ddp-rank", hidden=True)
+def ddp_rank_command(workspace: WorkspaceFolder, run_id: str, retrain_teachers: Retrain = False) -> None:
     """One torchrun process of a data-parallel run."""
     from kdtui.runs.executors.ddp import run_rank
 
     raise finish(run_rank(workspace, run_id, retrain_teachers=retrain_teachers))
 
 
-@click.command("ray-driver", hidden=True)
-@_WORKSPACE
-@_RETRAIN
-@click.option("--address", default=None)
-@click.option("--gpus-per-run", type=click.FloatRange(min=0), default=0.0)
-@click.argument("run_ids", nargs=-1, required=True)
-def ray_driver(workspace: Path, retrain_teachers: bool, address: str | None, gpus_per_run: float,
-               run_ids: tuple[str, ...]) -> None:
+@ray_driver.command("ray-driver", hidden=True)
+def ray_driver_command(workspace: WorkspaceFolder, run_ids: list[str], retrain_teachers: Retrain = False,
+                       address: Annotated[Optional[str], typer.Option()] = None,
+                       gpus_per_run: Annotated[float, typer.Option(min=0.0)] = 0.0) -> None:
     """The detached driver of `run --executor ray --detach`."""
     from kdtui.runs.executors.ray_cluster import drive_detached
 

@@ -4,22 +4,18 @@ from __future__ import annotations
 import shutil
 import sys
 
-import click
+from typing import Annotated
 
-from kdtui.cli.common import clip, fail, json_option, print_json
+import typer
 
+from kdtui.cli.common import JsonOption, clip, fail, noun, print_json, show_help_without_command
 
-@click.group("presets", invoke_without_command=True)
-@click.pass_context
-def command(ctx: click.Context) -> None:
-    """The paper's experiments as ready-made specs."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+app = noun(name="presets", help="The paper's experiments as ready-made specs.", invoke_without_command=True,
+           callback=show_help_without_command)
 
 
-@command.command("list")
-@json_option
-def presets_list(as_json: bool) -> None:
+@app.command("list")
+def presets_list(as_json: JsonOption = False) -> None:
     """Each preset under its figure: id, title, what it varies, its number of runs at each scale."""
     from kdtui.core.presets import SCALES, list_presets
 
@@ -42,10 +38,9 @@ def presets_list(as_json: bool) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-@command.command("show")
-@click.argument("preset_id", metavar="ID")
-@click.option("--scale", default="tiny", show_default=True, help="paper or tiny.")
-def presets_show(preset_id: str, scale: str) -> None:
+@app.command("show")
+def presets_show(preset_id: Annotated[str, typer.Argument(metavar="ID")],
+                 scale: Annotated[str, typer.Option(help="paper or tiny.")] = "tiny") -> None:
     """Print a preset's spec (TOML, with its [sweep]): copy it, edit it, run it."""
     from kdtui.core.presets import PresetError, preset_text
 

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-import click
-
-from kdtui.cli.common import fail, json_option, open_store, plain_table, print_json, workspace_option
+from kdtui.cli.common import JsonOption, WorkspaceOption, fail, noun, open_store, plain_table, print_json
 from kdtui.core.names import printable
 from kdtui.core.ages import age_text
 
 
-@click.command("queue")
-@workspace_option
-@json_option
-def command(workspace: Path | None, as_json: bool) -> None:
+app = noun()
+
+
+@app.command("queue")
+def command(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """The device slots (who holds each) and the runs waiting for one, first in line first."""
     from kdtui.runs.executors.slots import QueueError, queue_state
 

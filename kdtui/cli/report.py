@@ -1,22 +1,24 @@
 """`kdtui report`: figures and a mean ± std table for a preset's runs, a seed group or chosen runs."""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Annotated, Optional
 
-import click
+import typer
 
-from kdtui.cli.common import fail, notice_gone_folders, out, workspace_option
+from kdtui.cli.common import WorkspaceOption, fail, noun, notice_gone_folders, out
+
+app = noun()
 
 
-@click.command("report")
-@click.argument("run_ids", nargs=-1, metavar="[IDS]...")
-@click.option("--preset", default=None, help="The finished runs of a preset.")
-@click.option("--scale", default=None, help="With --preset: paper or tiny.")
-@click.option("--group", default=None,
-              help="A seed group (runs that differ only by seed): a prefix of its hash, or a run id of the group.")
-@workspace_option
-def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, group: str | None,
-            workspace: Path | None) -> None:
+@app.command("report")
+def command(
+    run_ids: Annotated[Optional[list[str]], typer.Argument(help="Chosen runs (ids or unique prefixes).", show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option(help="The finished runs of a preset.")] = None,
+    scale: Annotated[Optional[str], typer.Option(help="With --preset: paper or tiny.")] = None,
+    group: Annotated[Optional[str], typer.Option(
+        help="A seed group (runs that differ only by seed): a prefix of its hash, or a run id of the group.")] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
     """Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/.
 
     Each file there is replaced whole. A symbolic link, FIFO, device or folder in place of one is
@@ -26,7 +28,7 @@ def command(run_ids: tuple[str, ...], preset: str | None, scale: str | None, gro
     from kdtui.core.registry import RegistryError
 
     try:
-        index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=list(run_ids) or None,
+        index = report_for(workspace, preset=preset, scale=scale, group=group, run_ids=list(run_ids or ()) or None,
                            on_records=notice_gone_folders)
     except (ValueError, RegistryError) as exc:
         raise fail(str(exc).splitlines()[0])

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-import click
+import typer
 
-from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err, fail, finish, fmt_number, json_option,
-                              open_store, out, pids_text, print_json, resolve, workspace_option)
+from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JsonOption, WorkspaceOption, err, fail, finish,
+                              fmt_number, noun, open_store, out, pids_text, print_json, resolve)
 from kdtui.core.events import ACTIVE_STATUSES, DONE, STOPPED
 from kdtui.core.procs import DeferredInterrupt
 from kdtui.core.workspace import Workspace
@@ -21,43 +21,44 @@ if TYPE_CHECKING:
 
 EXECUTORS = ("local", "ray", "slurm")
 
+app = noun()
 
-@click.command("run")
-@click.argument("spec_path", metavar="SPEC.toml", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--preset", default=None, help="Run a preset instead of a file (kdtui presets list).")
-@click.option("--scale", default="tiny", show_default=True, help="The preset's scale: paper or tiny.")
-@click.option("--from", "from_run", default=None, metavar="ID",
-              help="Run again the resolved spec of this run (an id or a unique prefix), changed by --set.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="With --from: change one spec key (distill.temperature=8; the value read as TOML, else as "
-                   "text); repeatable.")
-@workspace_option
-@click.option("--device", default=None, help="Override the spec's device (auto, cpu, cuda, cuda:N).")
-@json_option
-@click.option("--detach", is_flag=True, help="Run in the background and return at once.")
-@click.option("--retrain-teachers", is_flag=True, help="Train teachers even if stored.")
-@click.option("--slots-per-gpu", type=click.IntRange(min=1), default=None,
-              help="With --detach: runs at once per GPU (or on a CPU-only box); default: the workspace's "
-                   "settings.toml, else 1.")
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="local (this box, through its queue), ray, or slurm (a job array, through submitit).")
-@click.option("--address", default=None,
-              help="With --executor ray: the cluster (default: the one started on this box, else a new one).")
-@click.option("--gpus-per-run", type=click.FloatRange(min=0), default=0.0,
-              help="With --executor ray or slurm: GPUs each run asks for.")
-@click.option("--partition", default=None, help="With --executor slurm: the partition (default: settings.toml's [slurm]).")
-@click.option("--time", "time_limit", default=None,
-              help="With --executor slurm: each run's time limit (90, 1:30:00, 2-00:00:00; default 1 hour).")
-@click.option("--mem", default=None, help="With --executor slurm: memory per run (16G, 500M).")
-@click.option("--array-parallelism", type=click.IntRange(min=1), default=None,
-              help="With --executor slurm: at most this many runs at once (default 64).")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Data-parallel processes per run (torchrun; one per GPU, or gloo on CPU). In the foreground.")
-def command(spec_path: Path | None, preset: str | None, from_run: str | None, sets: tuple[str, ...], scale: str,
-            workspace: Path | None, device: str | None,
-            as_json: bool, detach: bool, retrain_teachers: bool, slots_per_gpu: int | None, executor: str,
-            address: str | None, gpus_per_run: float, partition: str | None, time_limit: str | None, mem: str | None,
-            array_parallelism: int | None, nproc: int) -> None:
+
+@app.command("run")
+def command(
+    spec_path: Annotated[Optional[Path], typer.Argument(metavar="SPEC.toml", dir_okay=False, show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Run a preset instead of a file (kdtui presets list).")] = None,
+    scale: Annotated[str, typer.Option(help="The preset's scale: paper or tiny.")] = "tiny",
+    from_run: Annotated[Optional[str], typer.Option(
+        "--from", metavar="ID",
+        help="Run again the resolved spec of this run (an id or a unique prefix), changed by --set.")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="With --from: change one spec key (distill.temperature=8; the value read as TOML, else as text); "
+             "repeatable.")] = None,
+    workspace: WorkspaceOption = None,
+    device: Annotated[Optional[str], typer.Option(help="Override the spec's device (auto, cpu, cuda, cuda:N).")] = None,
+    as_json: JsonOption = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background and return at once.")] = False,
+    retrain_teachers: Annotated[bool, typer.Option("--retrain-teachers", help="Train teachers even if stored.")] = False,
+    slots_per_gpu: Annotated[Optional[int], typer.Option(
+        min=1, help="With --detach: runs at once per GPU (or on a CPU-only box); default: the workspace's "
+                    "settings.toml, else 1.")] = None,
+    executor: Annotated[Literal[EXECUTORS], typer.Option(
+        help="local (this box, through its queue), ray, or slurm (a job array, through submitit).")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --executor ray: the cluster (default: the one started on this box, else a new one).")] = None,
+    gpus_per_run: Annotated[float, typer.Option(min=0.0, help="With --executor ray or slurm: GPUs each run asks for.")] = 0.0,
+    partition: Annotated[Optional[str], typer.Option(
+        help="With --executor slurm: the partition (default: settings.toml's [slurm]).")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time", help="With --executor slurm: each run's time limit (90, 1:30:00, 2-00:00:00; default 1 hour).")] = None,
+    mem: Annotated[Optional[str], typer.Option(help="With --executor slurm: memory per run (16G, 500M).")] = None,
+    array_parallelism: Annotated[Optional[int], typer.Option(
+        min=1, help="With --executor slurm: at most this many runs at once (default 64).")] = None,
+    nproc: Annotated[int, typer.Option(
+        min=1, help="Data-parallel processes per run (torchrun; one per GPU, or gloo on CPU). In the foreground.")] = 1,
+) -> None:
     """Run an experiment spec (every point of its [sweep] grid)."""
     from kdtui.core.spec import SpecError, check_files, expand_sweep, load_spec, spec_from_dict  # pydantic: ~0.3 s, only here
 

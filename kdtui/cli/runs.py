@@ -4,23 +4,24 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-import click
+import typer
 
 from kdtui.analysis.compare import AGGREGATIONS, EXPORT_FORMATS
 from kdtui.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    OrderedGroup,
+    JsonOption,
+    WorkspaceOption,
     display_ids,
     err,
     fail,
     finish,
     fmt_number,
     gone_folders_text,
-    json_option,
+    noun,
     notice_gone_folders,
     open_store,
     out,
@@ -29,7 +30,7 @@ from kdtui.cli.common import (
     print_json,
     resolve,
     resolve_all,
-    workspace_option,
+    show_help_without_command,
 )
 from kdtui.core.ages import age_text
 from kdtui.core.events import ACTIVE_STATUSES, DONE, QUEUED, STATUSES
@@ -42,26 +43,28 @@ if TYPE_CHECKING:
     from kdtui.core.registry import RunStore
 
 
-@click.group("runs", cls=OrderedGroup, invoke_without_command=True)
-@click.pass_context
-def command(ctx: click.Context) -> None:
-    """Find, follow, compare and export runs."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+app = noun(name="runs", help="Find, follow, compare and export runs.", invoke_without_command=True,
+           callback=show_help_without_command)
+
+RunId = Annotated[str, typer.Argument(help="A run id or a unique prefix of one.", show_default=False)]
+RunIds = Annotated[list[str], typer.Argument(help="Run ids or unique prefixes.", show_default=False)]
+SomeRunIds = Annotated[Optional[list[str]], typer.Argument(help="Run ids or unique prefixes.", show_default=False)]
 
 
-@command.command("list")
-@workspace_option
-@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only runs with this status.")
-@click.option("--name", default=None, help="Only runs whose name contains this.")
-@click.option("--group", default=None, help="Only runs in this seed group (hash prefix).")
-@click.option("--where", default=None, metavar="TERMS",
-              help='Only runs these terms select: spec values (τ=4 seed=1 loss=reverse-kl), status:running, '
-                   'tag:baseline, and words found in the name, id, note or tags (all must hold).')
-@click.option("--full-ids", is_flag=True, help="Show whole run ids (default: the short id, which every command takes).")
-@json_option
-def runs_list(workspace: Path | None, status: str | None, name: str | None, group: str | None,
-              where: str | None, full_ids: bool, as_json: bool) -> None:
+@app.command("list")
+def runs_list(
+    workspace: WorkspaceOption = None,
+    status: Annotated[Optional[Literal[STATUSES]], typer.Option(help="Only runs with this status.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Only runs whose name contains this.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Only runs in this seed group (hash prefix).")] = None,
+    where: Annotated[Optional[str], typer.Option(
+        metavar="TERMS",
+        help="Only runs these terms select: spec values (τ=4 seed=1 loss=reverse-kl), status:running, "
+             "tag:baseline, and words found in the name, id, note or tags (all must hold).")] = None,
+    full_ids: Annotated[bool, typer.Option(
+        "--full-ids", help="Show whole run ids (default: the short id, which every command takes).")] = False,
+    as_json: JsonOption = False,
+) -> None:
     """List runs, newest last."""
     from kdtui.analysis.filters import FilterError, parse_selection, select
 
@@ -128,9 +131,8 @@ def _notice_unlisted_folders(ws: Workspace, store: RunStore) -> None:
                   markup=False, highlight=False, soft_wrap=True)
 
 
-@command.command("reindex")
-@workspace_option
-def runs_reindex(workspace: Path | None) -> None:
+@app.command("reindex")
+def runs_reindex(workspace: WorkspaceOption = None) -> None:
     """Rebuild the registry from the run folders (each holds its own record.json)."""
     _, store = open_store(workspace)
     out.print(store.reindex().describe(), markup=False, highlight=False, soft_wrap=True)
@@ -166,11 +168,8 @@ def environment_lines(environment: dict | None, width: int = 96) -> list[str]:
     return lines
 
 
-@command.command("show")
-@click.argument("run_id")
-@workspace_option
-@json_option
-def runs_show(run_id: str, workspace: Path | None, as_json: bool) -> None:
+@app.command("show")
+def runs_show(run_id: RunId, workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Show one run: its record and per-epoch history."""
     from kdtui.core.registry import record_with_history
 
@@ -236,39 +235,30 @@ def _annotate(workspace: Path | None, run_id: str, **change) -> None:
     out.print(printable(outcome.message), markup=False, highlight=False, soft_wrap=True)
 
 
-@command.command("note")
-@click.argument("run_id")
-@click.argument("text")
-@workspace_option
-def runs_note(run_id: str, text: str, workspace: Path | None) -> None:
+@app.command("note")
+def runs_note(run_id: RunId, text: str,
+              workspace: WorkspaceOption = None) -> None:
     """Set a run's note ("" clears it); `runs show`, compare and exports show it, the filter searches it."""
     _annotate(workspace, run_id, note=text)
 
 
-@command.command("tag", context_settings={"ignore_unknown_options": True})
-@click.argument("run_id")
-@click.argument("changes", nargs=-1, required=True)
-@workspace_option
-def runs_tag(run_id: str, changes: tuple[str, ...], workspace: Path | None) -> None:
+@app.command("tag", context_settings={"ignore_unknown_options": True})
+def runs_tag(run_id: RunId, changes: list[str],
+             workspace: WorkspaceOption = None) -> None:
     """Add (+baseline, or baseline) and remove (-old) a run's tags; `tag:baseline` filters by one.
     (A tag to remove that starts with -w: give it after `--`, as in `runs tag ID -- -wip`.)"""
     _annotate(workspace, run_id, tags=list(changes))
 
 
-@command.command("rename")
-@click.argument("run_id")
-@click.argument("name")
-@workspace_option
-def runs_rename(run_id: str, name: str, workspace: Path | None) -> None:
+@app.command("rename")
+def runs_rename(run_id: RunId, name: str,
+                workspace: WorkspaceOption = None) -> None:
     """Rename a run; its id, spec, hashes and group stay as they are."""
     _annotate(workspace, run_id, name=name)
 
 
-@command.command("tail")
-@click.argument("run_id")
-@workspace_option
-@json_option
-def runs_tail(run_id: str, workspace: Path | None, as_json: bool) -> None:
+@app.command("tail")
+def runs_tail(run_id: RunId, workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Follow a run's events until it ends."""
     from kdtui.core import eventlog
     from kdtui.core.events import Progress
@@ -318,16 +308,16 @@ def _records_with_history(ws: Workspace, store: RunStore, ids: list[str] | None)
     return [record_with_history(store, ws, r["id"]) for r in records]
 
 
-@command.command("compare")
-@click.argument("run_ids", nargs=-1, required=True)
-@workspace_option
-@click.option("--all-keys", is_flag=True, help="Show every setting, also those equal in every run.")
-@click.option("--diff-only", is_flag=True, hidden=True)  # the default now; still accepted by older scripts
-@click.option("--agg", type=click.Choice(AGGREGATIONS), default="last", show_default=True, help="Per metric.")
-@click.option("--by-group", is_flag=True, help="Mean ± std across seeds per group.")
-@json_option
-def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, all_keys: bool, diff_only: bool, agg: str,
-                 by_group: bool, as_json: bool) -> None:
+@app.command("compare")
+def runs_compare(
+    run_ids: RunIds,
+    workspace: WorkspaceOption = None,
+    all_keys: Annotated[bool, typer.Option("--all-keys", help="Show every setting, also those equal in every run.")] = False,
+    diff_only: Annotated[bool, typer.Option("--diff-only", hidden=True)] = False,  # the default now; older scripts give it
+    agg: Annotated[Literal[AGGREGATIONS], typer.Option(help="Per metric.")] = "last",
+    by_group: Annotated[bool, typer.Option("--by-group", help="Mean ± std across seeds per group.")] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Compare runs side by side (two or more ids; unique prefixes work): the settings that differ
     (--all-keys: every one), then metrics."""
     from kdtui.analysis.compare import compare, render_rich, to_json
@@ -346,25 +336,26 @@ def runs_compare(run_ids: tuple[str, ...], workspace: Path | None, all_keys: boo
         out.print(render_rich(comparison))
 
 
-@command.command("export")
-@click.argument("run_ids", nargs=-1)
-@workspace_option
-@click.option("--format", "-f", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a regular file here instead of stdout (replaced whole). A symbolic link is "
-                   "refused, not followed; so are a FIFO, a device, a folder and a workspace's own files.")
-@click.option("--all-keys", is_flag=True,
-              help="csv and md: every setting and whole ids, hashes and epoch times (default: short ids, ISO "
-                   "times and only the settings that differ between the runs).")
-def runs_export(run_ids: tuple[str, ...], workspace: Path | None, fmt: str, output: Path | None,
-                all_keys: bool) -> None:
+@app.command("export")
+def runs_export(
+    run_ids: SomeRunIds = None,
+    workspace: WorkspaceOption = None,
+    fmt: Annotated[Literal[EXPORT_FORMATS], typer.Option("--format", "-f")] = "csv",
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", dir_okay=False,
+        help="Write a regular file here instead of stdout (replaced whole). A symbolic link is refused, not "
+             "followed; so are a FIFO, a device, a folder and a workspace's own files.")] = None,
+    all_keys: Annotated[bool, typer.Option(
+        "--all-keys", help="csv and md: every setting and whole ids, hashes and epoch times (default: short ids, "
+                           "ISO times and only the settings that differ between the runs).")] = False,
+) -> None:
     """Export runs, all by default (final metrics and settings; JSON includes the history)."""
     from kdtui.analysis.compare import export_runs
     from kdtui.core.files import OutputRefused, atomic_write, check_output
 
     ws, store = open_store(workspace)
     # On stdout JSON escapes what is not ASCII (a terminal may be reading); a file keeps UTF-8.
-    text = export_runs(_records_with_history(ws, store, list(run_ids) or None), fmt, ascii_json=output is None,
+    text = export_runs(_records_with_history(ws, store, list(run_ids or ()) or None), fmt, ascii_json=output is None,
                        all_keys=all_keys)
     if not text.endswith("\n"):
         text += "\n"
@@ -381,13 +372,15 @@ def runs_export(run_ids: tuple[str, ...], workspace: Path | None, fmt: str, outp
     err.print(f"wrote {output}", markup=False)
 
 
-@command.command("stop")
-@click.argument("run_ids", nargs=-1)
-@workspace_option
-@click.option("--group", default=None, help="Every queued or running run of this seed group (hash prefix).")
-@click.option("--all", "every", is_flag=True, help="Every queued and running run in the workspace.")
-@click.option("--yes", "-y", is_flag=True, help="With --all: do not ask.")
-def runs_stop(run_ids: tuple[str, ...], workspace: Path | None, group: str | None, every: bool, yes: bool) -> None:
+@app.command("stop")
+def runs_stop(
+    run_ids: SomeRunIds = None,
+    workspace: WorkspaceOption = None,
+    group: Annotated[Optional[str], typer.Option(
+        help="Every queued or running run of this seed group (hash prefix).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every queued and running run in the workspace.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --all: do not ask.")] = False,
+) -> None:
     """Stop runs cleanly (IDs, --group G or --all); each keeps its last checkpoint (`runs resume`)."""
     from kdtui.runs.service import RunService
 
@@ -415,16 +408,14 @@ def _confirm(question: str, refusal: str) -> None:
     """Ask on the terminal; without one (a script, a pipe) refuse unless --yes was given."""
     if not sys.stdin.isatty():
         raise fail(f"{refusal} without --yes (no terminal to ask)")
-    if not click.confirm(question):
+    if not typer.confirm(question):
         raise finish(EXIT_OK)
 
 
-@command.command("resume")
-@click.argument("run_id")
-@workspace_option
-@click.option("--detach", is_flag=True, help="Resume in the background.")
-@json_option
-def runs_resume(run_id: str, workspace: Path | None, detach: bool, as_json: bool) -> None:
+@app.command("resume")
+def runs_resume(run_id: RunId, workspace: WorkspaceOption = None,
+                detach: Annotated[bool, typer.Option("--detach", help="Resume in the background.")] = False,
+                as_json: JsonOption = False) -> None:
     """Continue a stopped, interrupted or failed run from its last checkpoint."""
     from kdtui.cli.run import run_foreground
     from kdtui.runs.service import RunService, ServiceError
@@ -446,11 +437,9 @@ def runs_resume(run_id: str, workspace: Path | None, detach: bool, as_json: bool
     raise finish(run_foreground(ws, store, [record["id"]], as_json, retrain=False))
 
 
-@command.command("rm")
-@click.argument("run_ids", nargs=-1, required=True)
-@workspace_option
-@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
-def runs_rm(run_ids: tuple[str, ...], workspace: Path | None, yes: bool) -> None:
+@app.command("rm")
+def runs_rm(run_ids: RunIds, workspace: WorkspaceOption = None,
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
     """Delete runs: their record and folder."""
     from kdtui.runs.service import RunService, ServiceError
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Annotated
 
-import click
+import typer
 
-from kdtui.cli.common import err, fail, workspace_option
+from kdtui.cli.common import WorkspaceOption, err, fail, noun
 
 INSTALL_HINT = "install kdtui[serve] (pip install 'kdtui[serve]') to use kdtui serve"
 
@@ -50,11 +51,13 @@ def serve(workspace=None, host: str = "127.0.0.1", port: int = 8000, *, echo=pri
     server.serve()
 
 
-@click.command("serve")
-@workspace_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (default: this machine only).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
-def command(workspace: Path | None, host: str, port: int) -> None:
+app = noun()
+
+
+@app.command("serve")
+def command(workspace: WorkspaceOption = None,
+            host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")] = "127.0.0.1",
+            port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000) -> None:
     """Serve the terminal app to a browser (textual-serve); reach it through `ssh -L`."""
     try:
         serve(workspace, host=host, port=port, echo=lambda line: err.print(line, markup=False))

@@ -5,11 +5,12 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, Optional
 
-import click
+import typer
 
-from kdtui.cli.common import fail, json_option, open_store, plain_table, print_json, workspace_option
-from kdtui.core.teachers import human_size
+from kdtui.cli.common import (JsonOption, WorkspaceOption, fail, noun, open_store, plain_table, print_json,
+                              show_help_without_command)
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE = {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
@@ -49,19 +50,17 @@ def _row(entry) -> dict:
             "runs": entry.runs}
 
 
-@click.group("teachers", invoke_without_command=True)
-@click.pass_context
-def command(ctx: click.Context) -> None:
-    """The teacher store: trained teachers and their output caches, shared by every run."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+# kdtui.core.teachers (which loads the spec model, pydantic) is imported inside the commands: `kdtui
+# --help` imports this module to list it.
+app = noun(name="teachers", help="The teacher store: trained teachers and their output caches, shared by every run.",
+           invoke_without_command=True, callback=show_help_without_command)
 
 
-@command.command("list")
-@workspace_option
-@json_option
-def teachers_list(workspace: Path | None, as_json: bool) -> None:
+@app.command("list")
+def teachers_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Each stored teacher: key, what it is, size on disk (checkpoint and caches), last use, runs."""
+    from kdtui.core.teachers import human_size
+
     store, records = _entries(workspace)
     entries, now = store.entries(records), time.time()
     if as_json:
@@ -76,19 +75,20 @@ def teachers_list(workspace: Path | None, as_json: bool) -> None:
     sys.stdout.write(f"{len(entries)} teacher(s), {human_size(sum(e.bytes for e in entries))} in {store.root}\n")
 
 
-@command.command("prune")
-@workspace_option
-@click.option("--older-than", "older_than", default=None, metavar="AGE",
-              help="Remove teachers unused for longer than AGE (e.g. 30d, 12h).")
-@click.option("--max-size", "max_size", default=None, metavar="SIZE",
-              help="Then remove the least recently used until the store fits SIZE (e.g. 50G).")
-@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
-@json_option
-def teachers_prune(workspace: Path | None, older_than: str | None, max_size: str | None, dry_run: bool,
-                   as_json: bool) -> None:
+@app.command("prune")
+def teachers_prune(
+    workspace: WorkspaceOption = None,
+    older_than: Annotated[Optional[str], typer.Option(
+        "--older-than", metavar="AGE", help="Remove teachers unused for longer than AGE (e.g. 30d, 12h).")] = None,
+    max_size: Annotated[Optional[str], typer.Option(
+        "--max-size", metavar="SIZE",
+        help="Then remove the least recently used until the store fits SIZE (e.g. 50G).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Remove stored teachers (with their caches) that no queued or running run needs."""
     from kdtui.core.events import ACTIVE_STATUSES
-    from kdtui.core.teachers import keys_in_use, prune_plan
+    from kdtui.core.teachers import human_size, keys_in_use, prune_plan
 
     if older_than is None and max_size is None:
         raise fail("teachers prune: give --older-than AGE, --max-size SIZE, or both")
