@@ -18,7 +18,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.widget import AwaitMount
+from textual.notifications import Notification
 from textual.reactive import var
+from textual.screen import ModalScreen
 from textual.worker import get_current_worker
 
 from kdtui.core.registry import RegistryCorrupt, RegistryNeedsReindex, RunStore
@@ -72,6 +74,8 @@ class KdtuiApp(App):
         self._quitting = False                               # exit() was called
         self.errors: list[BaseException] = []   # unexpected errors that stopped the app
         self.crash_file: Path | None = None     # where their tracebacks were written
+        self._toasted: set[str] = set()          # notifications already shown as toasts
+        self.held: list[Notification] = []      # those raised while a dialog was up: shown after it
 
     def get_system_commands(self, screen):
         # Textual's Quit and Keys, replaced by ours (one entry each in the palette): quitting leaves
@@ -137,6 +141,33 @@ class KdtuiApp(App):
         self.watcher.force.set()
         self.streamer.wake.set()
         self.gpus.stop.set()
+
+    def _refresh_notifications(self) -> None:
+        """Toasts never cover a dialog (help, a question, the palette): one raised while a dialog
+        is up waits, and gets its full time once the dialog closes. (Textual shows toasts on the
+        top screen, over the dialog: the launch toast hid the help.) Those shown before stay on the
+        screen under the dialog."""
+        if self.screen_stack and isinstance(self.screen, ModalScreen):
+            for notification in list(self._notifications):
+                if notification.identity not in self._toasted:
+                    self._unnotify(notification, refresh=False)
+                    self.held.append(notification)
+            return
+        now = time.time()
+        for notification in self.held:
+            notification.raised_at = now
+            self._notifications.add(notification)
+        self.held = []
+        self._toasted = {notification.identity for notification in self._notifications}
+        super()._refresh_notifications()
+
+    def copy_run_id(self, run_id: str) -> None:
+        """Copy a run's id to the clipboard by OSC 52 (most terminals; tmux with `set-clipboard
+        on`), and show it with the run's folder as text to select where OSC 52 does not reach."""
+        self.copy_to_clipboard(run_id)
+        folder = self.workspace.run_dir(run_id)
+        self.notify(literal(f"{run_id}\nfolder: {folder}\n(copied where the terminal takes OSC 52)"),
+                    title="run id", timeout=20, markup=False)
 
     def refresh_registry(self) -> None:
         """Reread the registry now (after this app changed it)."""

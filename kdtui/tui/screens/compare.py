@@ -39,7 +39,7 @@ class CompareScreen(Screen):
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
         Binding("d", "toggle_diff", "Diff only"),
-        Binding("a", "cycle_agg", "Agg"),
+        Binding("a", "cycle_agg", "Metric per run: last, best, min, max", show=False),  # off the footer: 80 columns
         Binding("g", "toggle_group", "By group"),
         Binding("x", "export('csv')", "CSV"),
         Binding("k", "export('md')", "Markdown"),

@@ -58,17 +58,21 @@ class LiveScreen(Screen):
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
         Binding("s", "stop", "Stop"),
-        Binding("r", "resume", "Resume"),
+        Binding("r", "resume", "Resume", show=False),
         Binding("e", "edit_copy", "Edit copy"),
-        Binding("m", "mark", "Mark"),
-        Binding("t", "switch_chart", "Acc/KL chart"),
+        Binding("m", "mark", "Mark", show=False),
+        Binding("t", "switch_chart", "Acc/KL"),
         Binding("v", "log", "Event log"),
+        Binding("y", "copy_id", "Copy id, show folder", show=False),
     ]
     # What help says beyond the keys: the grey lines of the charts.
     HELP_NOTES = ("The grey lines are references, named at their right end: `1.0` on the agreement chart "
                   "(a student that agrees with the teacher on every example), `teacher acc` on the "
                   "accuracy chart (the teacher's test accuracy, what the student is measured against). "
-                  "The header shows the phase, the epoch, the percent done, the time so far and the ETA.")
+                  "The header shows the phase, the epoch, the percent done, the time so far and the ETA. "
+                  "t switches the small chart (accuracy or KL) where only one fits. e opens the editor on "
+                  "a copy of this run's resolved spec: change a value and launch it as a new run. y copies "
+                  "the run's id and shows its folder.")
 
     def __init__(self, run_id: str):
         super().__init__()
@@ -273,6 +277,9 @@ class LiveScreen(Screen):
 
     def action_edit_copy(self) -> None:
         self.app.open_editor(f"run:{self.run_id}")
+
+    def action_copy_id(self) -> None:
+        self.app.copy_run_id(self.run_id)
 
     def action_mark(self) -> None:
         marked = self.app.marked
