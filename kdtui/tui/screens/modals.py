@@ -37,10 +37,11 @@ class ConfirmScreen(ModalScreen[bool]):
 class PromptScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, value: str = ""):
+    def __init__(self, question: str, value: str = "", allow_empty: bool = False):
         super().__init__()
         self.question = question
         self.value = value
+        self.allow_empty = allow_empty   # enter on an empty line answers "" (a note cleared), not None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -53,7 +54,8 @@ class PromptScreen(ModalScreen[str | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value.strip() or None)
+        answer = event.value.strip()
+        self.dismiss(answer if answer or self.allow_empty else None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -98,6 +98,24 @@ def _sort_value(key: str, record: dict, live) -> tuple:
     return (value is None, value if value is not None else 0)
 
 
+def _annotations(record: dict) -> str:
+    """'#baseline #keep  best so far': a run's tags, then the first line of its note."""
+    tags = " ".join(f"#{printable(tag)}" for tag in record.get("tags") or ())
+    note = printable(str(record.get("note") or "").split("\n")[0])
+    return "  ".join(part for part in (tags, note) if part)
+
+
+def _name_cell(record: dict, width: int) -> Text:
+    """' digits-temp · τ=8.0 seed=1  #baseline best so far': a sweep point by its label (the base
+    is cut, never the values), then its tags and note, dim, in the room the label leaves."""
+    cell = Text(" " + point_label(printable(record.get("name", "")), width), no_wrap=True, overflow="ellipsis")
+    extras = _annotations(record)
+    if extras and cell.cell_len + 2 < width:
+        cell.append("  " + extras, style="dim")
+        cell.truncate(width + 1, overflow="ellipsis")
+    return cell
+
+
 class RunsScreen(Screen):
     """Runs newest first (or sorted by a column). Streams progress of running runs; the registry
     is watched for changes made by any process (the CLI's `kdtui run --detach` included)."""
@@ -119,6 +137,7 @@ class RunsScreen(Screen):
         Binding("n", "note", "Note", show=False),
         Binding("t", "tags", "Tags", show=False),
         Binding("R", "rename", "Rename", show=False),
+        Binding("y", "copy_id", "Copy id, show folder", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "escape", "Clear filter, then marks", show=False),
     ]
@@ -130,9 +149,14 @@ class RunsScreen(Screen):
                   "included. The cursor stays on its run when rows re-sort or new runs come in. "
                   "A stopped run shows the metrics of the last epoch it finished (progress `S 3 last`). "
                   "n sets the highlighted run's note, t changes its tags (+baseline -old), R renames it "
-                  "(the id, spec and group stay); the filter finds them (tag:baseline, words of a note). "
+                  "(the id, spec and group stay); the name column shows them after the name (#tag, then "
+                  "the note) where there is room, the bar below the table the highlighted run's in full, "
+                  "and the filter finds them (tag:baseline, words of a "
+                  "note); an empty note clears it. y copies the run's id (where the terminal takes OSC 52) "
+                  "and shows it with the run's folder, to select by hand. "
                   "o sorts by the next column, O reverses; "
-                  "a click on a column's header sorts by it. home and end go to the first and the last "
+                  "a click on a column's header sorts by it; the sort is kept in the workspace's "
+                  "settings.toml for the next start. home and end go to the first and the last "
                   "run; the table takes in rows as you move down, so end at thousands of runs takes a "
                   "few seconds (/ or a sort finds an old run faster).")
     keep_current = True
@@ -166,6 +190,10 @@ class RunsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        from kdtui.tui.settings import read_sort
+
+        # The sort of the last session (one small file: read before the first frame, not re-sorted after it).
+        self.sort_key, self.sort_reverse = read_sort(self.app.workspace, SORT_KEYS)
         table = self.query_one(DataTable)
         table.focus()
         self.watch(table, "scroll_y", lambda y: self.fill_rows(int(y) + table.size.height), init=False)
@@ -208,8 +236,7 @@ class RunsScreen(Screen):
             "time": Text(time_cell(record, live, now), justify="right", no_wrap=True, overflow="ellipsis"),
             "age": Text(age_text(record.get("created"), now), justify="right"),
         }
-        # A sweep point by its label (`digits-temp · τ=8.0 seed=1`): the base is cut, never the values.
-        cells["name"] = Text(" " + point_label(printable(record.get("name", "")), self._name_width - 1), no_wrap=True)
+        cells["name"] = _name_cell(record, self._name_width - 1)
         return tuple(cells[key] for key, *_ in self._columns)
 
     @staticmethod
@@ -273,6 +300,7 @@ class RunsScreen(Screen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.fill_rows(event.cursor_row)
+        self._update_summary()  # the highlighted run's tags and note
 
     @property
     def complete(self) -> bool:
@@ -379,6 +407,11 @@ class RunsScreen(Screen):
             parts = ["reading the registry…"]
         elif not records:
             parts.append("press l to launch one")
+        else:
+            # The highlighted run's tags and note in full (the name column has room for them only when wide).
+            annotations = _annotations(self.app.by_id.get(self.current_id() or "") or {})
+            if annotations:
+                parts.append(annotations)
         self.query_one("#runs-summary", Static).update(plain(" · ".join(parts)), layout=False)
 
     # -- selection ------------------------------------------------------------------------------
@@ -413,7 +446,7 @@ class RunsScreen(Screen):
             self.sort_reverse = not self.sort_reverse
         else:
             self.sort_key, self.sort_reverse = key, False
-        self.rebuild()
+        self._sorted()
 
     def action_sort(self) -> None:
         """The next column (after the last one: back to newest first)."""
@@ -424,12 +457,28 @@ class RunsScreen(Screen):
             later = shown[shown.index(self.sort_key) + 1:] if self.sort_key in shown else []
             self.sort_key = later[0] if later else None
         self.sort_reverse = False
-        self.rebuild()
+        self._sorted()
 
     def action_sort_reverse(self) -> None:
         self.sort_key = self.sort_key or "age"
         self.sort_reverse = not self.sort_reverse
+        self._sorted()
+
+    def _sorted(self) -> None:
+        """Show the new sort, and keep it in the workspace's settings for the next start."""
+        from kdtui.tui.messages import TaskDone
+        from kdtui.tui.settings import write_sort
+
         self.rebuild()
+        workspace, key, reverse = self.app.workspace, self.sort_key, self.sort_reverse
+
+        def save() -> None:
+            try:
+                write_sort(workspace, key, reverse)
+            except (OSError, ValueError) as exc:
+                self.app.post_message(TaskDone(f"the sort is not kept for the next start: {exc}", "warning"))
+        # One write at a time, the newest sort last (a thread each, as run_task, could land out of order).
+        self.run_worker(save, thread=True, group="runs-sort", exclusive=True, exit_on_error=False)
 
     def action_open(self) -> None:
         run_id = self.current_id()
@@ -443,6 +492,11 @@ class RunsScreen(Screen):
 
     def action_queue(self) -> None:
         self.app.open_queue()
+
+    def action_copy_id(self) -> None:
+        run_id = self.current_id()
+        if run_id:
+            self.app.copy_run_id(run_id)
 
     def action_launch(self) -> None:
         self.app.open_editor()
@@ -516,7 +570,7 @@ class RunsScreen(Screen):
         self.app.push_screen(ConfirmScreen(question), answered)
 
     def action_note(self) -> None:
-        self._annotate("note", "note: {}", "note")
+        self._annotate("note", "note of {} (empty clears it):", "note")
 
     def action_tags(self) -> None:
         self._annotate("tags", "tags of {} (now: {}): +add -remove", "tags")
@@ -555,7 +609,7 @@ class RunsScreen(Screen):
                     return TaskDone(str(exc), "warning")
                 return TaskDone(outcome.message, run_ids=[run_id])
             self.app.run_task(kind, work)
-        self.app.push_screen(PromptScreen(question.format(label, tags), value), answered)
+        self.app.push_screen(PromptScreen(question.format(label, tags), value, allow_empty=field == "note"), answered)
 
     def action_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
