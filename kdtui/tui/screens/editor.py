@@ -94,6 +94,23 @@ def field_kind(path: str) -> str:
     return "number"
 
 
+@functools.cache
+def field_help(path: str) -> str:
+    """A field's meaning as docs/spec.md gives it (the model's description, else the line
+    kdtui.core.spec_docs keeps for it), and its choices when it has a fixed set."""
+    from kdtui.core.spec_docs import MEANINGS
+
+    model: Any = Spec
+    *sections, leaf = path.split(".")
+    for part in sections:
+        model = _unwrap(model.model_fields[part].annotation)
+    info = model.model_fields[leaf]
+    text = info.description or MEANINGS.get(path, "")
+    if path not in FREE_TEXT and field_kind(path) == "enum":
+        text += f" One of: {', '.join(CHOICES[leaf])}."
+    return text
+
+
 def form_fields() -> list[str]:
     return ["name", *FIELD_PATHS]
 
@@ -251,6 +268,27 @@ def _source_message(workspace, source_id: str) -> SourceRead:
         return SourceRead("", source_id, error=f"cannot read {source_id}: {why}")
 
 
+def _leaves(data: dict, prefix: str = ""):
+    """(dotted path, value) for every value of a nested spec dict."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _file_title(source_id: str) -> str:
+    """A file loaded by path, as the picker lists it: its name first (the picker is half the width)."""
+    path = Path(source_id[5:])
+    return f"file {path.name} ({path.parent})"
+
+
+def _same_file(options: list[tuple[str, str]], path: str) -> str | None:
+    """The `spec:` source among `options` that is the file at `path` (however either is spelled)."""
+    target = Path(path).expanduser().resolve()
+    return next((v for _, v in options if v.startswith("spec:") and Path(v[5:]).resolve() == target), None)
+
+
 class FormLabels(Widget):
     """The form's label column: each section's heading, then its fields' paths, one per line,
     level with the column of one-row inputs beside it (each section's first input keeps a row free
@@ -287,15 +325,20 @@ class EditorScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", priority=True),
         Binding("ctrl+l,f5", "launch", "Launch", priority=True),
-        Binding("ctrl+o", "open_file", "Open file", priority=True),
-        Binding("f2", "tab('tab-form')", "Form tab", priority=True),
-        Binding("f3", "tab('tab-sweep')", "Sweep tab", priority=True),
-        Binding("f4", "tab('tab-toml')", "TOML tab", priority=True),
+        Binding("ctrl+o", "open_file", "Open file", show=False, priority=True),  # the footer fits 80 columns
+        Binding("f2", "tab('tab-form')", "Form", priority=True),
+        Binding("f3", "tab('tab-sweep')", "Sweep", priority=True),
+        Binding("f4", "tab('tab-toml')", "TOML", priority=True),
         Binding("ctrl+pagedown", "next_tab(1)", "Next tab", show=False, priority=True),
         Binding("ctrl+pageup", "next_tab(-1)", "Previous tab", show=False, priority=True),
         Binding("escape", "back", "Back"),
     ]
     TABS = ("tab-form", "tab-sweep", "tab-toml")
+    # What help says beyond the keys.
+    HELP_NOTES = ("F2, F3 and F4 show the form, the sweep and the TOML and put the cursor in them. The line "
+                  "above the status explains the field the cursor is in (as docs/spec.md does). Started "
+                  "from a past run (e on the runs or live screen), the form holds that run's resolved spec: "
+                  "change a value and launch (ctrl+l) to run it again as a new run, named after the change.")
 
     def __init__(self, source_id: str | None = None):
         super().__init__()
@@ -313,6 +356,7 @@ class EditorScreen(Screen):
         self.edited = False          # changed by hand since it was loaded or saved
         self._loaded_text = ""
         self._bad_path: str | None = None
+        self._redo_of: dict | None = None   # the past run's spec as loaded, when the editor started from one
         self._paths = set(form_fields())
         self._preview_of: object = ()
 
@@ -336,6 +380,7 @@ class EditorScreen(Screen):
                     yield Static("", id="editor-preview")
             with TabPane("TOML", id="tab-toml"):
                 yield TextArea("", id="editor-toml", compact=True)
+        yield Static("", id="editor-field-help", classes="hidden")  # the focused field's help
         yield Static("", id="editor-status")
         yield Footer()
 
@@ -389,15 +434,33 @@ class EditorScreen(Screen):
         select = self.query_one("#editor-source", Select)
         # Filled by the editor, not picked by the user: no Select.Changed. The same list again
         # (most opens) is left as it is; rebuilding the picker's list costs a frame.
+        options = message.options
+        if self._loaded_source.startswith("spec:"):  # a file: listed under the name the list gives it
+            self._loaded_source = _same_file(options, self._loaded_source[5:]) or self._loaded_source
+            if all(v != self._loaded_source for _, v in options):
+                options = [*options, (_file_title(self._loaded_source), self._loaded_source)]
+        self._show_sources(options)
+
+    def _show_sources(self, options: list[tuple[str, str]]) -> None:
+        """The picker's list, and the loaded source picked in it (none when it is not listed)."""
+        select = self.query_one("#editor-source", Select)
         with self.prevent(Select.Changed):
-            if message.options != self._options:
-                self._options = message.options
+            if options != self._options:
+                self._options = options
                 # As text: a sweep point's name (`…[seed=0,x=1.0]`) broke the markup parser.
-                select.set_options([(plain(title), value) for title, value in message.options])
-            if any(value == self._loaded_source for _, value in message.options):
+                select.set_options([(plain(title), value) for title, value in options])
+            if any(value == self._loaded_source for _, value in options):
                 select.value = self._loaded_source
             else:
                 select.clear()
+
+    def _follow_file(self, path: str) -> None:
+        """A spec loaded by its path: the picker names that file (listed if it was not), not the
+        source loaded before it."""
+        listed = _same_file(self._options, path)
+        self._loaded_source = listed or f"spec:{Path(path).expanduser().resolve()}"
+        options = self._options if listed else [*self._options, (_file_title(self._loaded_source), self._loaded_source)]
+        self._show_sources(options)
 
     def _read_source(self, source_id: str) -> None:
         workspace = self.app.workspace
@@ -425,7 +488,10 @@ class EditorScreen(Screen):
             return
         self.source = message.source
         self.path = message.path
+        if message.path:
+            self._follow_file(message.path)
         self.load_text(message.text)
+        self._redo_of = copy.deepcopy(self.data) if self._loaded_source.startswith("run:") else None
         self.edited = False
         self._toml_dirty = self._form_dirty = False
 
@@ -469,6 +535,14 @@ class EditorScreen(Screen):
             return
         for path in form_fields():
             self.query_one(f"#{widget_id(path)}", Input).placeholder = shown[path]
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's help on the line above the status (the sweep box: the sweep's)."""
+        wid = getattr(event.widget, "id", None) or ""
+        path = self._path_of(wid) if wid.startswith("f-") else "sweep" if wid == "editor-sweep" else None
+        box = self.query_one("#editor-field-help", Static)
+        box.update(plain(f"{path}: {field_help(path)}" if path else ""))
+        box.set_class(path is None, "hidden")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         wid = event.input.id or ""
@@ -587,8 +661,12 @@ class EditorScreen(Screen):
         self._preview_of = key
         self.query_one("#editor-preview", Static).update(sweep_preview(spec))
 
+    FOCUS_IN_TAB = {"tab-form": f"#{widget_id('name')}", "tab-sweep": "#editor-sweep", "tab-toml": "#editor-toml"}
+
     def action_tab(self, pane: str) -> None:
+        """Show the tab and put the cursor in it (F3: in the sweep box, ready to type)."""
         self.query_one(TabbedContent).active = pane
+        self.query_one(self.FOCUS_IN_TAB[pane]).focus()
 
     def action_next_tab(self, step: int) -> None:
         tabs = self.query_one(TabbedContent)
@@ -650,7 +728,27 @@ class EditorScreen(Screen):
             message = self.error.message if self.error else "the spec is not valid"
             self.notify(literal(f"not launched: {message}"), severity="error", markup=False)
             return
-        self.app.launch_spec(self.spec, source=self.source)
+        self.app.launch_spec(self._redo_named(self.spec), source=self.source)
+
+    def _redo_named(self, spec: Spec) -> Spec:
+        """A past run launched again with changed values and its name untouched: named after the
+        change, as `kdtui run --from ID --set KEY=VALUE` names it (kdtui.core.redo.redo_name), so the
+        new run does not carry the old values in its label."""
+        from kdtui.core.redo import redo_name
+
+        before = self._redo_of
+        if before is None or spec.sweep or spec.name != before.get("name"):
+            return spec
+        # The values as typed (`8`, not the model's `8.0`): the name the CLI gives `--set distill.temperature=8`.
+        old, new = dict(_leaves(before)), dict(_leaves(self.data))
+        changes = [(key, value) for key, value in new.items() if key != "name" and key in old and old[key] != value]
+        if not changes:
+            return spec
+        try:
+            return spec_from_dict({**spec.model_dump(mode="json", exclude_none=True),
+                                   "name": redo_name(spec.name, changes)}, source=self.source)
+        except SpecError:  # e.g. the name grown past its limit: the run keeps the name as written
+            return spec
 
     def on_task_done_here(self, message) -> None:
         if message.kind == "launch" and message.severity == "information":
