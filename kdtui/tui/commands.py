@@ -50,9 +50,9 @@ class KdtuiCommands(Provider):
         out = []
         for source in getattr(self, "_presets", []):
             preset_id = source.id.split(":")[1]
-            out.append(Command(f"Edit preset {source.title}", f"paper {source.about}",
+            out.append(Command(f"Edit preset {source.title}", source.about,
                                partial(app.open_editor, source.id), (preset_id,)))
-            out.append(Command(f"Launch preset {source.title}", f"paper {source.about}",
+            out.append(Command(f"Launch preset {source.title}", source.about,
                                partial(app.launch_source, source.id), (preset_id,)))
         return out
 

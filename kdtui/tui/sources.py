@@ -33,7 +33,9 @@ def _first_comment(text: str) -> str:
 
 @functools.cache
 def paper_presets() -> tuple[SpecSource, ...]:
-    """Every preset of the paper (E1 ... E12), at each scale, titled `E7 tiny — <title>`."""
+    """Every preset of the paper (E1 ... E12), at each scale, titled `E7 tiny — <title>`; each
+    described by what its own scale's file varies: the tiny runs are not the paper's (`x 3 seeds`
+    at paper scale is one or two seeds at tiny scale)."""
     from kdtui.core.presets import SCALES, list_presets
 
     out = []
@@ -41,7 +43,8 @@ def paper_presets() -> tuple[SpecSource, ...]:
         for scale in SCALES:
             if scale in preset.scales:
                 title = f"{preset.id.upper()} {scale} — {preset.title}"
-                about = f"preset {preset.id} {preset.stem} varies {preset.varies}"
+                varies = preset.header(scale).get("varies") or preset.varies
+                about = f"{scale} scale: varies {varies} (preset {preset.id}, {preset.stem})"
                 out.append(SpecSource(f"preset:{preset.id}:{scale}", title, "", about))
     return tuple(out)
 
