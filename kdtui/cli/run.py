@@ -86,7 +86,7 @@ def command(
 
             record = resolve(open_store(workspace)[1], from_run)
             source = f"run {record['id']}"
-            spec = redo_spec(record.get("spec") or {}, list(sets), source="--set" if sets else source)
+            spec = redo_spec(record.get("spec") or {}, list(sets or ()), source="--set" if sets else source)
         else:
             spec, source = load_spec(spec_path), str(spec_path)
         if device is not None:
