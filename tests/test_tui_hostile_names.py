@@ -285,15 +285,14 @@ async def test_hostile_names_are_shown_as_text_on_every_screen(hostile_ws, size)
         assert_no_link_or_action(app)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not select.expanded, what="the source list closed")
-        # As in the issue: F3, then typing `seed = …` goes to the source list, which still has the
-        # focus (the space opens it again). Then an edit of the sweep itself.
+        # As in the issue: F3, then typing `seed = …`: F3 puts the cursor in the sweep box (it used
+        # to leave it on the source list, where the space opened the list again).
         await pilot.press("f3", "s", "e", "e", "d", "space")
         await pilot.pause()
         assert_no_link_or_action(app)
-        if select.expanded:
-            await pilot.press("escape")
         sweep = editor.query_one("#editor-sweep")
-        sweep.focus()
+        assert not select.expanded and app.focused is sweep and sweep.text == "seed "
+        sweep.load_text("")
         sweep.insert("seed = [0, 1]\n")
         await wait_for(pilot, lambda: "2 runs" in editor.status_text, what="the sweep typed in")
         assert editor.edited
