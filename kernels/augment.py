@@ -37,6 +37,7 @@ class Augmented:
     images: torch.Tensor
     mix: "Mix | None"
     views: torch.Tensor | None  # (B,) int64 view index of each row; None when the views are not finite
+    synthetic: int = 0          # the last rows drawn from a synthetic pool, unaugmented (kernels.synthetic)
 
 
 @dataclass

@@ -29,17 +29,22 @@ _PARAMETER_FORMS = "'colorjitter:S' or 'uniform-noise:p'"
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 # Extra distillation data: "<dataset>:N" appends N unlabelled images of another data set,
 # "noise:p" replaces each distillation image by uniform noise with probability p,
-# "tensors:PATH" appends a user's uint8 image tensor (e.g. GAN samples).
-EXTRA_KINDS = ("noise", "tensors") + tuple(d for d in DATASETS if d not in ("digits", "imagefolder"))
-_EXTRA_FORMS = "'<dataset>:N', 'noise:p' or 'tensors:PATH'"
+# "tensors:PATH" appends a user's uint8 image tensor (e.g. GAN samples) once, as a fixed pool;
+# "synthetic:PATH:ratio=S:R" instead mixes S fresh rows drawn from that tensor into each student
+# minibatch per R real rows, unaugmented (the paper's GAN arm, App. A.1; kernels.synthetic).
+EXTRA_KINDS = ("noise", "tensors", "synthetic") + tuple(d for d in DATASETS if d not in ("digits", "imagefolder"))
+_EXTRA_FORMS = "'<dataset>:N', 'noise:p', 'tensors:PATH' or 'synthetic:PATH:ratio=S:R'"
 _DECIMAL = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_SYNTHETIC = re.compile(rf"(.+?)\s*:\s*ratio\s*=\s*({_DECIMAL})\s*:\s*({_DECIMAL})")
+SYNTHETIC_MAX_RATIO = 4.0   # synthetic rows per real row: a batch at most 5 times its real rows
 
 
 class ExtraItem(NamedTuple):
     """One parsed `[data] extra` item: its kind, its argument's text and what that text means."""
     kind: str
-    arg: str                    # as written, minus surrounding whitespace
-    value: float | int | str    # noise: the probability p; a data set: the count N; tensors: the path
+    arg: str                    # as written, minus surrounding whitespace (synthetic: normalised)
+    value: float | int | str    # noise: the probability p; a data set: the count N; tensors, synthetic: the path
+    ratio: tuple[float, float] | None = None   # synthetic: (S, R), S synthetic rows per R real rows
 
     @property
     def canonical(self) -> str:
@@ -62,6 +67,8 @@ def parse_extra(item: str) -> ExtraItem:
         raise ValueError(f"unknown extra data kind '{kind}'; allowed: {', '.join(EXTRA_KINDS)}")
     if kind == "tensors":
         return ExtraItem(kind, arg, arg)
+    if kind == "synthetic":
+        return _parse_synthetic(arg)
     # Plain ASCII numbers only: float() and int() also take "nan", "1_000" and other scripts' digits.
     if kind == "noise":
         if not (re.fullmatch(_DECIMAL, arg) and 0.0 <= float(arg) <= 1.0):
@@ -70,6 +77,22 @@ def parse_extra(item: str) -> ExtraItem:
     if not (re.fullmatch(r"[0-9]+", arg) and int(arg) >= 1):
         raise ValueError(f"'{kind}:N' needs a whole number of images N >= 1")
     return ExtraItem(kind, arg, int(arg))
+
+
+def _parse_synthetic(arg: str) -> ExtraItem:
+    match = _SYNTHETIC.fullmatch(arg)
+    if not match:
+        raise ValueError("'synthetic:PATH:ratio=S:R' needs a file and S synthetic rows per R real rows "
+                         "in every minibatch, e.g. ratio=1:4")
+    path, synthetic, real = match.group(1), float(match.group(2)), float(match.group(3))
+    if not (synthetic > 0 and real > 0 and synthetic / real <= SYNTHETIC_MAX_RATIO):
+        raise ValueError(f"'synthetic:PATH:ratio=S:R' needs S > 0, R > 0 and S/R <= {SYNTHETIC_MAX_RATIO:g}")
+    return ExtraItem("synthetic", f"{path}:ratio={synthetic:g}:{real:g}", path, (synthetic, real))
+
+
+def is_synthetic(item: str) -> bool:
+    """Whether an extra item is a per-minibatch synthetic mix (without parsing the rest of it)."""
+    return str(item).split(":")[0].strip() == "synthetic"
 
 
 def parse_augmentation(name: str) -> tuple[str, float | None]:

@@ -54,6 +54,7 @@ class DistillConfig:
     init_lambda: float = 0.0
     teacher_cache: str = "auto"    # auto | off (kernels.teacher_cache)
     teacher_cache_mb: int = 0      # memory budget of the cache; 0: a share of the device's memory
+    synthetic_temperature: float = 0.0  # τ of synthetic-pool rows (kernels.synthetic); 0: `temperature`
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .catalog import DATASETS, ExtraItem, parse_extra
+from .catalog import DATASETS, ExtraItem, is_synthetic, parse_extra
 from .config import DataConfig
 
 DIGITS_SIZE = 28           # digits are 8x8; LeNet-5 and friends expect 28x28
@@ -432,6 +432,8 @@ def apply_extra(distill: ImageSet, item: str, like: Dataset, root, download: boo
     "noise:p" replaces each image by uniform noise with probability p (label -1 where replaced).
     """
     parsed = _parse_extra(item)
+    if parsed.kind == "synthetic":
+        raise _extra_error(item, "a synthetic pool is mixed into each minibatch, not appended (synthetic_source)")
     if parsed.kind == "noise":
         return _extra_noise(distill, parsed.value, seed)
     if parsed.kind == "tensors":
@@ -440,6 +442,19 @@ def apply_extra(distill: ImageSet, item: str, like: Dataset, root, download: boo
         images = _extra_dataset(parsed.kind, item, parsed.value, like, root, download, seed)
     extra = ImageSet(images, torch.full((len(images),), -1, dtype=torch.int64))
     return ImageSet.concat([distill, extra.to(distill.images.device)])
+
+
+def synthetic_source(cfg: DataConfig, like: Dataset) -> tuple[ExtraItem, torch.Tensor] | None:
+    """The run's `synthetic:PATH:ratio=S:R` item (at most one) and its images, conformed to `like`;
+    None without one. These images never join the distillation set: kernels.synthetic draws them
+    into each student minibatch."""
+    items = [item for item in cfg.extra if is_synthetic(item)]
+    if not items:
+        return None
+    if len(items) > 1:
+        raise _extra_error(items[1], "a run mixes one synthetic pool at most; merge the files into one")
+    parsed = _parse_extra(items[0])
+    return parsed, _extra_tensors(items[0], parsed.value, like)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -478,9 +493,10 @@ def build_splits(cfg: DataConfig, seed: int = 0) -> tuple[Dataset, ImageSet, Ima
         distill = distill.subset(torch.empty(0, dtype=torch.int64))
     for i, item in enumerate(cfg.extra):
         # Each item draws from its own seeded stream (by position): appending an item leaves the
-        # earlier ones' draws unchanged.
-        distill = apply_extra(distill, item, dataset, cfg.root, cfg.download, seed=seed * 1000 + 17 + i)
+        # earlier ones' draws unchanged. A synthetic pool is mixed per minibatch (synthetic_source).
+        if not is_synthetic(item):
+            distill = apply_extra(distill, item, dataset, cfg.root, cfg.download, seed=seed * 1000 + 17 + i)
     if not len(distill):
-        raise DataError("the distillation set is empty (data.extra_only with only a noise item); "
-                        "add an extra data set or set extra_only = false")
+        raise DataError("the distillation set is empty (data.extra_only with only noise or synthetic "
+                        "items); add an extra data set or set extra_only = false")
     return dataset, teacher, distill

@@ -29,6 +29,7 @@ from kernels.metrics import FidelityAccumulator
 from kernels.optim import learning_rate, make_optimizer, set_lr
 from kernels.precision import backward_step, cast_for_inference
 from kernels.prepared import EVAL_BATCH, Prepared, build_model, load_teacher_ensemble, predict, prepare, train_forward
+from kernels.synthetic import with_synthetic
 from kernels.teacher_outputs import finish, open_teacher_outputs
 
 PROGRESS_INTERVAL_S = 0.5
@@ -180,11 +181,11 @@ def train_epoch(phase: Phase, epoch: int, step: Step) -> tuple[dict, float]:
         phase.begin_step()
         loss, count = step(idx, batch)
         backward_step(loss, phase.optimizer, phase.scaler)
-        loss = loss.detach()
-        sums[0] += loss * len(idx)
+        loss, trained = loss.detach(), len(batch.images)  # the real rows and any synthetic ones
+        sums[0] += loss * trained
         if count is not None:
             sums[1] += count
-        rows += len(idx)
+        rows += trained
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), k, first_bad)
         phase.tick(epoch, k)
     phase.fail_if_not_finite(first_bad, epoch)
@@ -265,7 +266,7 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
     teacher = load_teacher_ensemble(cfg, prepared, [t.final_state for t in teachers])
     student = init_student(cfg, prepared, teachers)
     train, spec, name = cfg.student, cfg.distill, phase
-    augment = Augmenter(spec.augment, mixup_alpha=spec.mixup_alpha)
+    augment = with_synthetic(Augmenter(spec.augment, mixup_alpha=spec.mixup_alpha), prepared.synthetic)
     phase = Phase(name=name, train=train, prepared=prepared, images=prepared.distill_set.images, model=student,
                   engine=cfg.engine, augment=augment, seed=student_seed(cfg.seed), checkpoint=checkpoint,
                   on_event=on_event, should_stop=should_stop)
@@ -298,7 +299,7 @@ def distill(cfg: RunConfig, prepared: Prepared, teachers: list[TeacherResult], *
         teacher_logits = outputs.outputs(idx, batch.views, batch.images)
         student_logits = train_forward(phase.net, prepared, batch.images)
         loss = total_loss(student_logits, teacher_logits, labels[idx], spec.loss, spec.temperature, spec.alpha,
-                          batch.mix)
+                          batch.mix, batch.synthetic, spec.synthetic_temperature)
         return loss, (student_logits.detach().argmax(-1) == teacher_logits.argmax(-1)).sum()
 
     if start == 0:

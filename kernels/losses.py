@@ -61,9 +61,23 @@ def label_loss(student_logits: torch.Tensor, labels: torch.Tensor, mix: Mix | No
 
 
 def total_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-               kind: str, temperature: float, alpha: float, mix: Mix | None = None) -> torch.Tensor:
-    """(1 − α)·distillation + α·cross-entropy with true labels."""
-    loss = distillation_loss(student_logits, teacher_logits, kind, temperature)
+               kind: str, temperature: float, alpha: float, mix: Mix | None = None,
+               synthetic: int = 0, synthetic_temperature: float = 0.0) -> torch.Tensor:
+    """(1 − α)·distillation + α·cross-entropy with true labels.
+
+    `synthetic` > 0: the batch's last rows came from a synthetic pool (kernels.synthetic); `labels`
+    covers only the real rows before them. The distillation loss is then the mean over every row,
+    each synthetic row at `synthetic_temperature` (0: `temperature`), τ² factor included; the
+    synthetic rows have no label."""
+    if synthetic:
+        real = student_logits.shape[0] - synthetic
+        tau = synthetic_temperature or temperature
+        loss = (distillation_loss(student_logits[:real], teacher_logits[:real], kind, temperature) * real
+                + distillation_loss(student_logits[real:], teacher_logits[real:], kind, tau) * synthetic
+                ) / (real + synthetic)
+        labels = torch.cat([labels, labels.new_full((synthetic,), -1)])
+    else:
+        loss = distillation_loss(student_logits, teacher_logits, kind, temperature)
     if alpha > 0:
         loss = (1 - alpha) * loss + alpha * label_loss(student_logits, labels, mix)
     return loss

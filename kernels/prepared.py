@@ -14,6 +14,7 @@ from kernels.config import RunConfig, TrainConfig
 from kernels.distributed import Shards
 from kernels.ensemble import Ensemble
 from kernels.precision import Precision, fp32_exact
+from kernels.synthetic import SyntheticPool
 
 EVAL_BATCH = 1024
 
@@ -31,6 +32,7 @@ class Prepared:
     std: torch.Tensor
     shards: Shards = field(default_factory=Shards)  # this process's part of a data-parallel run
     precision: Precision | None = None  # None: the device's default (Precision.for_device)
+    synthetic: SyntheticPool | None = None  # mixed into each student minibatch (kernels.synthetic)
 
     def __post_init__(self) -> None:
         self.precision = self.precision or Precision.for_device(self.device)
@@ -65,8 +67,10 @@ def prepare(cfg: RunConfig, device: torch.device, shards: Shards | None = None) 
     dataset, teacher_set, distill_set = data_mod.build_splits(cfg.data)
     mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
+    source = data_mod.synthetic_source(cfg.data, dataset)
+    pool = None if source is None else SyntheticPool(source[1].to(device), *source[0].ratio)
     return Prepared(dataset, teacher_set.to(device), distill_set.to(device), dataset.test.to(device),
-                    device, mean, std, shards or Shards())
+                    device, mean, std, shards or Shards(), synthetic=pool)
 
 
 def build_model(train: TrainConfig, prepared: Prepared) -> nn.Module:

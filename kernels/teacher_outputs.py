@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kernels.augment import Augmenter
+from kernels.catalog import is_synthetic
 from kernels.config import SLOTS_PER_DEVICE_ENV, RunConfig
 from kernels.events import EventCallback, Log
 from kernels.teacher_cache import CacheFile, CacheUnavailable, MemberTable, TeacherCache, tensor_digest, weights_digest
@@ -89,6 +90,9 @@ def plan_teacher_cache(cfg: RunConfig, augment: Augmenter, n_examples: int, clas
     spec = cfg.distill
     if spec.teacher_cache == "off":
         return _online("teacher cache off (distill.teacher_cache = 'off'): the teacher runs online")
+    if any(is_synthetic(item) for item in cfg.data.extra):
+        return _online("teacher online: synthetic rows are drawn afresh into every minibatch (a "
+                       "'synthetic:' extra item), not a finite set of views")
     if not augment.finite_views:
         online = ", ".join(n for n in augment.names if n not in ("crop", "hflip", "vflip"))
         return _online(f"teacher online: {online} draws continuous or cross-example randomness (no finite views)")

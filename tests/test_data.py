@@ -239,7 +239,7 @@ def test_every_catalog_dataset_has_a_loader():
     from kernels import data
 
     assert set(DATASETS) == set(data._TORCHVISION) | {"digits", "imagefolder"}
-    assert set(EXTRA_KINDS) - {"noise", "tensors"} <= set(data._TORCHVISION)
+    assert set(EXTRA_KINDS) - {"noise", "tensors", "synthetic"} <= set(data._TORCHVISION)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_short_specs_resolve_to_digits_defaults(text):
     assert s.teacher.model_dump(exclude={"final_lr"}) == {k: v for k, v in DIGITS_TEACHER.items() if k != "final_lr"}
     assert s.student.model_dump(exclude={"final_lr"}) == DIGITS_STUDENT
     assert s.distill.model_dump() == dict(loss="kl", temperature=4.0, alpha=0.0, augment=["crop"], mixup_alpha=1.0,
-                                          teacher_cache="auto", teacher_cache_mb=0)
+                                          teacher_cache="auto", teacher_cache_mb=0, synthetic_temperature=None)
     assert "hflip" not in s.teacher.augment
     assert s.eval.every is None  # worked out per phase from its epochs (kernels.config.resolve_eval_every)
 

@@ -280,6 +280,9 @@ class DistillSpec(_Section):
     # (kernels.teacher_cache); "auto" decides per run and says why in the run's events.
     teacher_cache: Annotated[Str, _one_of(catalog.TEACHER_CACHE, "teacher_cache")] = "auto"
     teacher_cache_mb: NonNegInt = 0   # the cache's memory budget; 0: half the free GPU / a quarter of RAM
+    # τ of the rows a "synthetic:" extra item mixes into each minibatch; unset: `temperature`
+    # (the paper's released code distilled its GAN rows at τ = 1).
+    synthetic_temperature: Optional[PositiveFloat] = None
 
 
 class EngineSpec(_Section):
@@ -381,7 +384,8 @@ class Spec(_Section):
         distill = DistillConfig(loss=di.loss, temperature=di.temperature, alpha=di.alpha,
                                 augment=tuple(di.augment), mixup_alpha=di.mixup_alpha,
                                 init=st.init, init_lambda=st.init_lambda, teacher_cache=di.teacher_cache,
-                                teacher_cache_mb=di.teacher_cache_mb)
+                                teacher_cache_mb=di.teacher_cache_mb,
+                                synthetic_temperature=di.synthetic_temperature or 0.0)
         engine = EngineConfig(compile=s.engine.compile, sync_batch_norm=s.engine.sync_batch_norm)
         # The student sees the distillation data, so its augmentation is distill.augment.
         return RunConfig(data=data, teacher=train(t, t.augment), student=train(st, di.augment, student_lr_scale),
@@ -548,6 +552,9 @@ def _consistency(spec: Spec) -> _Problem | None:
                         "student.scale_lr_by_init", s.scale_lr_by_init)
     if d.extra_only and not d.extra:
         return _Problem("needs data.extra (the student would have no data)", "data.extra_only", d.extra_only)
+    if sum(catalog.is_synthetic(item) for item in d.extra) > 1:
+        return _Problem("holds at most one 'synthetic:' item (a run mixes one pool; merge the files)",
+                        "data.extra", d.extra)
     if d.teacher_subset_per_seed and not d.teacher_subset:
         return _Problem("needs data.teacher_subset > 0", "data.teacher_subset_per_seed",
                         d.teacher_subset_per_seed)
@@ -661,12 +668,12 @@ def expand_sweep(spec: Spec, source: str = "spec") -> list[Spec]:
 
 def check_files(points: list[Spec], source: str = "spec") -> None:
     """SpecError unless the files the runs will read are there now: `data.extra` items
-    `tensors:PATH` name a readable file. Called when runs are launched, not on every spec read: a
+    `tensors:PATH` and `synthetic:PATH:ratio=S:R` name a readable file. Called when runs are launched, not on every spec read: a
     stored spec of a finished run stays valid after its file moves, and a preset lists files the
     user provides later."""
     for item in dict.fromkeys(item for point in points for item in point.data.extra):
         parsed = catalog.parse_extra(item)
-        if parsed.kind != "tensors":
+        if parsed.kind not in ("tensors", "synthetic"):
             continue
         path = Path(str(parsed.value)).expanduser()
         if not path.is_file():
@@ -694,6 +701,8 @@ def _identity(spec: Spec) -> dict:
     # How the compute runs, not what it computes: the cache is exact and compiling changes no math.
     del payload["engine"]["compile"], payload["distill"]["teacher_cache"], payload["distill"]["teacher_cache_mb"]
     data = payload["data"]
+    if not any(catalog.is_synthetic(item) for item in data["extra"]):  # it then changes nothing
+        payload["distill"].pop("synthetic_temperature", None)
     del data["download"]
     if data["dataset"] != "imagefolder":
         del data["root"]

@@ -51,9 +51,14 @@ MEANINGS: dict[str, str] = {
     "data.student_splits": "The parts the student distils on, e.g. `[1]` or `[0, 1]`.",
     "data.extra": "Extra distillation-only data, each item one of `<dataset>:N` (N training images "
                   "of another data set; `emnist` draws from EMNIST `byclass`, 697,932 images), "
-                  "`noise:p` (replace each image by uniform noise with probability p) or "
-                  "`tensors:PATH` (a saved uint8 image tensor; the file must exist and be readable "
-                  "when the run is launched).",
+                  "`noise:p` (replace each image by uniform noise with probability p), "
+                  "`tensors:PATH` (append a saved uint8 image tensor once, as a fixed pool that is "
+                  "augmented like the real images) or `synthetic:PATH:ratio=S:R` (per-minibatch "
+                  "mixing: every student minibatch of B real rows gets round(B·S/R) rows drawn afresh "
+                  "from the tensor in PATH, not augmented; `ratio=1:4` makes a fifth of each batch "
+                  "synthetic, the paper's GAN arm; at most one such item; the teacher then runs "
+                  "online). Files must exist and be readable when the run is launched; the file "
+                  "format is the same for both.",
     "data.extra_only": "`true`: the student distils on the `extra` data alone, not on the training "
                        "set (the paper's E1 EMNIST arms).",
     "teacher.model": "Teacher architecture.",
@@ -105,6 +110,11 @@ MEANINGS: dict[str, str] = {
                                 "still exact at every temperature); over even that the teacher stays "
                                 "online. 0: half the free GPU memory on CUDA, a quarter of the RAM "
                                 "on CPU.",
+    "distill.synthetic_temperature": "τ for the rows a `synthetic:` item of `data.extra` mixes into "
+                                     "each minibatch (the real rows keep `temperature`); unset: "
+                                     "`temperature`. The paper's released code used 1 for its GAN "
+                                     "rows. Ignored, and left out of the run's identity, without a "
+                                     "`synthetic:` item.",
     "eval.every": "Epochs between test evaluations. Unset: worked out per phase from its epochs, "
                   "every epoch up to 30 epochs, beyond that about 30 evaluations (every 10 at "
                   "300); the last epoch is always evaluated.",
