@@ -380,7 +380,7 @@ class EditorScreen(Screen):
                     yield Static("", id="editor-preview")
             with TabPane("TOML", id="tab-toml"):
                 yield TextArea("", id="editor-toml", compact=True)
-        yield Static("", id="editor-field-help", classes="hidden")  # the focused field's help
+        yield Static("", id="editor-field-help")  # the focused field's help
         yield Static("", id="editor-status")
         yield Footer()
 
@@ -540,9 +540,10 @@ class EditorScreen(Screen):
         """The focused field's help on the line above the status (the sweep box: the sweep's)."""
         wid = getattr(event.widget, "id", None) or ""
         path = self._path_of(wid) if wid.startswith("f-") else "sweep" if wid == "editor-sweep" else None
-        box = self.query_one("#editor-field-help", Static)
-        box.update(plain(f"{path}: {field_help(path)}" if path else ""))
-        box.set_class(path is None, "hidden")
+        # Three lines, always there: no layout pass on each move (the form has ~50 fields to place
+        # again); the longest meanings are cut at 80 columns (docs/spec.md has them whole).
+        help_text = plain(f"{path}: {field_help(path)}" if path else "")
+        self.query_one("#editor-field-help", Static).update(help_text, layout=False)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         wid = event.input.id or ""
