@@ -108,7 +108,9 @@ FIG3_POLICIES = {BASELINE, BASELINE + ("rotate",), BASELINE + ("vflip",), BASELI
                  BASELINE + ("rotate", "vflip", "colorjitter"), BASELINE + ("mixup",)}
 FIG5_POLICIES = FIG3_POLICIES - {BASELINE + ("mixup",)}
 EMNIST_BYCLASS = 697_932
-GAN = "tensors:~/.cache/kdtui/data/cifar100-gan-{}.pt"
+# Fig. 1 / Fig. 3's GAN data, mixed per minibatch (App. A.1): S synthetic images per 4 real ones, from
+# one pool file; Fig. 1's amounts 12.5k..50k an epoch on CIFAR-100's 50k images are S = 1..4.
+GAN = "synthetic:~/.cache/kdtui/data/cifar100-gan-50000.pt:ratio={}:4"
 HALVES = {"split": 0.5, "teacher_split": 0, "student_splits": {(0,), (1,), (0, 1)}}
 D0 = {"split": 0.5, "teacher_split": 0, "student_splits": {(0,)}}
 ADAM_LR = 0.01        # the tiny-scale search's pick, recorded in the e6b header
@@ -122,18 +124,18 @@ def _arms(teacher: str, members, students) -> set:
 # Keys left out take DEFAULTS (the CIFAR-100 recipe at temperature 4 with the baseline augmentation).
 DEFAULTS = dict(dataset="cifar100", teacher_epochs={200}, student_epochs={300}, seeds=3, temperatures={4.0},
                 augment={BASELINE}, extra={()}, extra_only=False, split=None, norm="batch",
-                optimizer="sgd", init={"random"})
+                optimizer="sgd", init={"random"}, synthetic_temperature=None)
 PAPER = {
     "e1": dict(dataset="mnist", arms=_arms("lenet5", [1], ["lenet5"]), teacher_epochs={100},
                augment={("crop",)}, extra_only=True, teacher_subset=(200, True),
                extra={("mnist:60000",)} | {(f"emnist:{round(EMNIST_BYCLASS * f)}",) for f in (0.25, 0.5, 1.0)}),
     "e2": dict(arms=_arms("resnet56", [1, 3], ["resnet56"]),
-               extra={()} | {(GAN.format(n),) for n in (12500, 25000, 37500, 50000)}),
+               extra={()} | {(GAN.format(n),) for n in (1, 2, 3, 4)}, synthetic_temperature=1.0),
     # Fig. 3's noise bar resamples images as noise in every minibatch (p = 0.2): an augmentation
     "e3": dict(arms=_arms("resnet56", [5], ["resnet56"]), temperatures={1.0, 4.0},
                augment=FIG3_POLICIES | {BASELINE + ("uniform-noise",)}),
     "e3-data": dict(arms=_arms("resnet56", [5], ["resnet56"]), temperatures={1.0, 4.0},
-                    extra={(), (GAN.format(50000),), ("svhn:10000",)}),
+                    extra={(), (GAN.format(1),), ("svhn:10000",)}, synthetic_temperature=1.0),
     "e4a": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56"]), split=HALVES),
     "e4b": dict(arms=_arms("resnet56", [3], ["resnet56"]), split=HALVES, temperatures={1.0, 4.0, 8.0, 16.0}),
     "e5": dict(arms=_arms("resnet56", [1, 3, 5], ["resnet56"]), augment=FIG5_POLICIES),
@@ -172,6 +174,7 @@ def _profile(preset_id: str) -> dict:
         weight_decay=one({p.student.weight_decay for p in points}), student_lr=one({p.student.lr for p in points}),
         teacher_lr=one({p.teacher.lr for p in points}), independent=one({p.eval.independent for p in points}),
         cka=one({p.eval.cka for p in points}),
+        synthetic_temperature=one({p.distill.synthetic_temperature for p in points}),
         teacher_subset=(d.teacher_subset, d.teacher_subset_per_seed),
         teacher_nesterov=one({p.teacher.nesterov for p in points}),
         run_count=len(points),
@@ -217,12 +220,14 @@ def test_every_paper_preset_is_in_the_table_and_says_its_figure_panel():
     assert all(groups.index(g) == i or groups[i - 1] == g for i, g in enumerate(groups))
 
 
-def test_gan_files_are_one_per_size_and_documented():
-    tensors = [item for extra in load_preset("e2", "paper").sweep["data.extra"] for item in extra]
-    assert len(set(tensors)) == len(tensors), "one file per size: a tensors item cannot subsample"
+def test_gan_arms_mix_one_documented_pool_per_minibatch():
+    items = {item for extra in load_preset("e2", "paper").sweep["data.extra"] for item in extra}
+    assert {item.split(":ratio=")[0] for item in items} == {"synthetic:~/.cache/kdtui/data/cifar100-gan-50000.pt"}
     header = preset_text("e2", "paper")
     assert "torch.save" in header and "(N, 3, 32, 32)" in header and "uint8" in header
-    assert "12500, 25000, 37500, 50000" in header
+    assert "12.5k, 25k, 37.5k and 50k" in header and "tensors:PATH" in header  # the choice, and the other reading
+    for preset_id in ("e2", "e3-data"):
+        assert "synthetic_temperature = 1.0" in preset_text(preset_id, "paper")
 
 def test_paper_datasets_are_the_papers():
     for preset in list_presets():
