@@ -309,6 +309,15 @@ def test_hash_is_of_the_resolved_spec():
     assert spec_hash(_spec()) == spec_hash(_spec("[teacher]\nbatch_size = 32\n")) == spec_hash(_spec().resolved())
 
 
+def test_compiling_changes_no_identity_but_dropping_the_last_batch_does():
+    eager, compiled = _spec(), _spec("[engine]\ncompile = 'max-autotune'\n")
+    graphs = _spec("[engine]\ncompile = 'reduce-overhead'\n")
+    assert spec_hash(compiled) == spec_hash(eager) and teacher_key(compiled, 0) == teacher_key(eager, 0)
+    # reduce-overhead trains without each epoch's last batch: other runs, other teachers
+    assert spec_hash(graphs) != spec_hash(eager) and group_hash(graphs) != group_hash(eager)
+    assert teacher_key(graphs, 0) != teacher_key(eager, 0)
+
+
 def test_extra_items_stored_canonical_so_spelling_cannot_split_hashes():
     spaced = _spec("[data]\nextra = ['svhn: 100', ' noise : 0.25 ', 'tensors: gan samples.pt ']\n")
     tight = _spec("[data]\nextra = ['svhn:100', 'noise:0.25', 'tensors:gan samples.pt']\n")

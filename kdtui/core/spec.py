@@ -698,8 +698,11 @@ def _identity(spec: Spec) -> dict:
     """
     payload = spec.resolved().model_dump(mode="json", exclude_none=True)
     del payload["name"], payload["device"]
-    # How the compute runs, not what it computes: the cache is exact and compiling changes no math.
-    del payload["engine"]["compile"], payload["distill"]["teacher_cache"], payload["distill"]["teacher_cache_mb"]
+    # How the compute runs, not what it computes: the cache is exact and compiling changes no math,
+    # except that CUDA graphs need one batch shape, so reduce-overhead drops each epoch's last batch.
+    if payload["engine"].pop("compile") == "reduce-overhead":
+        payload["engine"]["last_batch"] = "dropped"
+    del payload["distill"]["teacher_cache"], payload["distill"]["teacher_cache_mb"]
     data = payload["data"]
     if not any(catalog.is_synthetic(item) for item in data["extra"]):  # it then changes nothing
         payload["distill"].pop("synthetic_temperature", None)
@@ -747,5 +750,8 @@ def teacher_key(spec: Spec, member_index: int) -> str:
     data = {k: v for k, v in identity["data"].items() if k not in _STUDENT_ONLY_DATA}
     # /2: the pre-activation ResNet's projection shortcut now takes the raw x and VGG-16 has the
     # paper's classifier; teachers stored under /1 have other weights for the same spec.
-    return _digest({"kind": "kdtui-teacher/2", "teacher": teacher, "data": data,
-                    "member_seed": member_seed(resolved.seed, member_index)})
+    key = {"kind": "kdtui-teacher/2", "teacher": teacher, "data": data,
+           "member_seed": member_seed(resolved.seed, member_index)}
+    if "last_batch" in identity["engine"]:  # only then, so every other teacher keeps its stored key
+        key["last_batch"] = identity["engine"]["last_batch"]
+    return _digest(key)
