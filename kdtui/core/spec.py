@@ -279,7 +279,7 @@ class DistillSpec(_Section):
     # Teacher outputs per (example, view), computed once and shared by every run of the same teacher
     # (kernels.teacher_cache); "auto" decides per run and says why in the run's events.
     teacher_cache: Annotated[Str, _one_of(catalog.TEACHER_CACHE, "teacher_cache")] = "auto"
-    teacher_cache_mb: NonNegInt = 0   # the cache's memory budget; 0: half the free GPU / a quarter of RAM
+    teacher_cache_mb: NonNegInt = 0   # the cache's memory budget; 0: a share of the device per slot
     # τ of the rows a "synthetic:" extra item mixes into each minibatch; unset: `temperature`
     # (the paper's released code distilled its GAN rows at τ = 1).
     synthetic_temperature: Optional[PositiveFloat] = None

@@ -108,8 +108,9 @@ MEANINGS: dict[str, str] = {
     "distill.teacher_cache_mb": "Memory budget of the teacher cache in MiB. Each member's outputs "
                                 "are kept when they fit; else only the ensemble's (m times smaller, "
                                 "still exact at every temperature); over even that the teacher stays "
-                                "online. 0: half the free GPU memory on CUDA, a quarter of the RAM "
-                                "on CPU.",
+                                "online. 0: half the device's total memory on CUDA, a quarter of the "
+                                "RAM on CPU, split evenly between the runs the queue places on "
+                                "that device.",
     "distill.synthetic_temperature": "τ for the rows a `synthetic:` item of `data.extra` mixes into "
                                      "each minibatch (the real rows keep `temperature`); unset: "
                                      "`temperature`. The paper's released code used 1 for its GAN "
@@ -125,7 +126,9 @@ MEANINGS: dict[str, str] = {
                 "each ResNet stage (`cka_stage1` … `cka_stage3`, on the first 2,000 test images).",
     "engine.compile": "Compile the training step's model with `torch.compile`. `reduce-overhead` (CUDA graphs) "
                       "drops each epoch's last, smaller batch, so every step has one shape and each phase "
-                      "captures one graph; train metrics count the rows trained, evaluation every example.",
+                      "captures one graph; train metrics count the rows trained, evaluation every example. "
+                      "Compiling is not part of a run's identity (spec hash, teacher key), except "
+                      "`reduce-overhead`, whose dropped batches change what is trained.",
     "engine.sync_batch_norm": "With `kdtui run --nproc N` on CUDA: batch-norm statistics over every "
                               "process's rows (SyncBatchNorm) instead of each process's own.",
 }
