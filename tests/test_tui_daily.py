@@ -254,6 +254,16 @@ async def test_editor_source_follows_a_path_load_and_f_keys_focus_their_tab(ws, 
         await wait_for(pilot, lambda: app.focused is editor.query_one("#editor-toml", TextArea), what="F4: the TOML")
         await pilot.press("f2")
         await wait_for(pilot, lambda: app.focused is editor.query_one(f"#{widget_id('name')}"), what="F2: the form")
+        # from a field, the next tab (ctrl+pagedown) takes the cursor along: left in the form, it moved
+        # to the next field and the tabs followed it back to the form
+        await pilot.press("ctrl+pagedown")
+        await pilot.pause(0.3)
+        assert tabs.active == "tab-sweep" and app.focused is editor.query_one("#editor-sweep")
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: app.focused is editor.query_one(f"#{widget_id('name')}"), what="F2 again")
+        await pilot.click("#--content-tab-tab-toml")   # a click: the tabs bar takes the focus, the tab stays
+        await pilot.pause(0.5)
+        assert tabs.active == "tab-toml"
 
 
 def spec_doc_meaning(path: str) -> str:

@@ -595,6 +595,11 @@ class EditorScreen(Screen):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = event.pane.id
+        focused = self.focused
+        if focused is not None and any(isinstance(a, TabPane) and a.id != pane for a in focused.ancestors):
+            # A tab picked (a click) with the cursor in a pane going out of sight: the focus would
+            # move on inside that pane, and the tabs follow it back.
+            self.query_one(self.FOCUS_IN_TAB[pane]).focus()
         if pane == "tab-toml" and self._toml_dirty:
             self._toml_dirty = False
             self._loaded_text = tomli_w.dumps(self.data)
@@ -670,8 +675,10 @@ class EditorScreen(Screen):
         self.query_one(self.FOCUS_IN_TAB[pane]).focus()
 
     def action_next_tab(self, step: int) -> None:
+        # With the cursor in it too: left in a field of the pane going out of sight, the focus moved
+        # to the next field of that pane, and the tabs followed it back.
         tabs = self.query_one(TabbedContent)
-        tabs.active = self.TABS[(self.TABS.index(tabs.active) + step) % len(self.TABS)]
+        self.action_tab(self.TABS[(self.TABS.index(tabs.active) + step) % len(self.TABS)])
 
     def action_back(self) -> None:
         from kdtui.tui.screens.modals import ConfirmScreen
