@@ -431,9 +431,6 @@ class EditorScreen(Screen):
         self.run_worker(work, thread=True, group="editor-sources", exit_on_error=False)
 
     def on_sources_listed(self, message: SourcesListed) -> None:
-        select = self.query_one("#editor-source", Select)
-        # Filled by the editor, not picked by the user: no Select.Changed. The same list again
-        # (most opens) is left as it is; rebuilding the picker's list costs a frame.
         options = message.options
         if self._loaded_source.startswith("spec:"):  # a file: listed under the name the list gives it
             self._loaded_source = _same_file(options, self._loaded_source[5:]) or self._loaded_source
@@ -444,6 +441,8 @@ class EditorScreen(Screen):
     def _show_sources(self, options: list[tuple[str, str]]) -> None:
         """The picker's list, and the loaded source picked in it (none when it is not listed)."""
         select = self.query_one("#editor-source", Select)
+        # Filled by the editor, not picked by the user: no Select.Changed. The same list again
+        # (most opens) is left as it is; rebuilding the picker's list costs a frame.
         with self.prevent(Select.Changed):
             if options != self._options:
                 self._options = options

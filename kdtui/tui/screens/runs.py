@@ -106,7 +106,7 @@ def _annotations(record: dict) -> str:
 
 
 def _name_cell(record: dict, width: int) -> Text:
-    """' digits-temp · τ=8.0 seed=1  #baseline best so far': a sweep point by its label (the base
+    """' digits-temp · τ=8.0 seed=1  #baseline  best so far': a sweep point by its label (the base
     is cut, never the values), then its tags and note, dim, in the room the label leaves."""
     cell = Text(" " + point_label(printable(record.get("name", "")), width), no_wrap=True, overflow="ellipsis")
     extras = _annotations(record)
