@@ -13,9 +13,18 @@ def ensemble_log_probs(member_logits: torch.Tensor) -> torch.Tensor:
     """(m, n, C) member logits -> (n, C) log of the mean of member probabilities."""
     if member_logits.dim() != 3:
         raise ValueError(f"member_logits must have shape (m, n, C), got {tuple(member_logits.shape)}")
-    m = member_logits.shape[0]
     log_probs = torch.log_softmax(at_least_fp32(member_logits), dim=-1)
-    return torch.logsumexp(log_probs, dim=0) - math.log(m)
+    # The log-sum-exp over members is written out elementwise, in member order, rather than as
+    # torch.logsumexp(dim=0): a reduction's rounding depends on the batch's shape, and a teacher cache
+    # must hand back, for a row, the bits the online teacher computes for it in any batch.
+    top = log_probs[0]
+    for member in log_probs[1:]:
+        top = torch.maximum(top, member)
+    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # a class no member allows stays -inf
+    total = torch.exp(log_probs[0] - shift)
+    for member in log_probs[1:]:
+        total = total + torch.exp(member - shift)
+    return torch.log(total) + shift - math.log(len(log_probs))
 
 
 def ensemble_prediction(member_logits: list[torch.Tensor]) -> torch.Tensor:

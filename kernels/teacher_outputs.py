@@ -179,7 +179,8 @@ def open_teacher_outputs(cfg: RunConfig, prepared, ensemble: nn.Module, teachers
         # The ordered member set: another ensemble, or these members in another order (the log-mean-exp
         # sums in member order), never reads this table. τ is not in the key: the table holds the
         # ensemble's output before τ (see kernels.teacher_cache), so every τ may read it.
-        key = "ensemble[" + " ; ".join(keys) + "]|float32"
+        # /2: tables stored before the ensemble's output became row-exact (kernels.ensemble) are not read.
+        key = "ensemble/2[" + " ; ".join(keys) + "]|float32"
         tables = [MemberTable.empty(key, n * views, classes, torch.float32, device)]
         files = [_cache_file(teachers[0].cache_dir, key, "ensemble", notes) if persistent else None]
     images = prepared.distill_set.images
