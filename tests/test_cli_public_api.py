@@ -70,6 +70,26 @@ def test_help_is_typers_and_lists_every_public_noun():
     assert "[sweep]" in result.stdout
 
 
+def test_help_lists_each_noun_by_the_first_line_of_its_own_help_without_importing_it():
+    """`kdtui --help` reads the summaries table (no noun module is imported to list it); the table
+    must say what each command's own help says first, or the two drift apart."""
+    import subprocess
+    import sys
+
+    from kdtui.cli import CommandLine, app
+
+    root = typer.main.get_command(app)
+    ctx = typer.Context(root)
+    assert set(CommandLine.summaries) == set(PUBLIC_NOUNS)
+    for name in PUBLIC_NOUNS:
+        own = root.get_command(ctx, name).help.strip().splitlines()[0]
+        assert CommandLine.summaries[name] == own, name
+    probe = ("import sys; sys.argv = ['kdtui', '--help']\nfrom kdtui.cli import main\ntry: main()\n"
+             "except SystemExit: pass\nprint(sorted(m for m in sys.modules if m.startswith('kdtui.cli.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['kdtui.cli.common']"
+
+
 def test_show_completion_prints_a_script_for_kdtui():
     result = kdtui("--show-completion", "bash")
     assert result.returncode == 0, result.stderr

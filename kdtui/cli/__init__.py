@@ -2,7 +2,7 @@
 
 One module per noun (run, runs, queue, presets, teachers, report, doctor, serve), each a typer app,
 under one root group, plus the hidden entry points of the processes kdtui starts (internal); each
-module is imported only when its command runs (or `--help` lists it). It is typer through its public
+module is imported only when its command runs (`--help` lists them from a table of summaries). It is typer through its public
 API: typed options, a lazy TyperGroup, shell completion (`kdtui --install-completion`), and usage
 errors caught in `main` to print one line. Exit codes (as the README says): 0 success, 1 run failed,
 2 bad input, 130 interrupted. Nothing here imports torch at module level: only `run`, `runs resume`
@@ -30,6 +30,16 @@ class CommandLine(LazyGroup):
         "doctor": "kdtui.cli.doctor:app", "serve": "kdtui.cli.serve:app",
         "worker": "kdtui.cli.internal:worker", "ddp-rank": "kdtui.cli.internal:ddp_rank",
         "ray-driver": "kdtui.cli.internal:ray_driver",
+    }
+    summaries = {
+        "run": "Run an experiment spec (every point of its [sweep] grid).",
+        "runs": "Find, follow, compare and export runs.",
+        "queue": "The device slots (who holds each) and the runs waiting for one, first in line first.",
+        "presets": "The paper's experiments as ready-made specs.",
+        "teachers": "The teacher store: trained teachers and their output caches, shared by every run.",
+        "report": "Figures (PNG) and a mean ± std table (Markdown) in <workspace>/reports/<name>/.",
+        "doctor": "What matters on a remote box: torch and CUDA, the terminal's colours, the workspace.",
+        "serve": "Serve the terminal app to a browser (textual-serve); reach it through `ssh -L`.",
     }
 
 

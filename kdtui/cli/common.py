@@ -110,9 +110,17 @@ def show_help_without_command(ctx: typer.Context) -> None:
 class LazyGroup(TyperGroup):
     """A TyperGroup that imports a command's module when that command is asked for, so `kdtui runs
     list` never imports `run`, `doctor` and the rest. `lazy` (set by a subclass) maps each name to
-    "module:attribute", a typer app, in the order `--help` lists them."""
+    "module:attribute", a typer app, in the order `--help` lists them; `summaries` gives each listed
+    command's line in `--help` (the first line of its own help, which a test holds it to), so the
+    listing imports no command module."""
 
     lazy: dict[str, str] = {}
+    summaries: dict[str, str] = {}
+
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
+        rows = [(name, self.summaries[name]) for name in self.lazy if name in self.summaries]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return super().list_commands(ctx) + [name for name in self.lazy if name not in self.commands]
