@@ -172,3 +172,30 @@ def test_follow_stop_callback_ends_a_dead_run(tmp_path):
 
     events = list(follow(path, poll=0.01, stop=gone))
     assert [type(e) for e in events] == [PhaseStart]
+
+
+def test_a_fifo_in_place_of_the_log_is_refused_not_waited_on(tmp_path):
+    """A FIFO planted as events.jsonl: opening it for reading would wait for a writer forever (the
+    app's streaming thread with it); the reader refuses it as not a regular file instead."""
+    import os
+    import threading
+
+    from kdtui.core.eventlog import EventLogUnreadable, read_all
+
+    path = tmp_path / "events.jsonl"
+    os.mkfifo(path)
+    outcomes = []
+
+    def read():
+        for attempt in (lambda: EventReader(path).read_new(), lambda: read_all(path)):
+            try:
+                attempt()
+                outcomes.append("read")
+            except EventLogUnreadable as e:
+                outcomes.append(str(e))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "the reader is blocked on the FIFO"
+    assert len(outcomes) == 2 and all("not a regular file" in o and str(path) in o for o in outcomes)

@@ -180,7 +180,7 @@ class EventReader:
 
     def read_new(self) -> list[Event]:
         try:
-            with open(self.path, "rb") as f:
+            with _open_log(self.path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.offset:
                     self.offset = 0
@@ -210,13 +210,20 @@ class EventLogUnreadable(OSError):
     line naming the file."""
 
 
+def _open_log(path: str | Path):
+    """The log opened for reading if it is a regular file; opened without blocking, so a FIFO planted
+    in its place cannot hang the reader (EventLogUnreadable instead)."""
+    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise EventLogUnreadable(errno.EINVAL, "not a regular file: not read as a run's event log", str(path))
+    return f
+
+
 def _read_bounded(path: str | Path) -> bytes:
-    """The bytes of a regular file of at most MAX_LOG_BYTES; opened without blocking (a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise EventLogUnreadable(errno.EINVAL, "not a regular file: not read as a run's event log", str(path))
+    """The bytes of a regular file of at most MAX_LOG_BYTES."""
+    with _open_log(path) as f:
+        st = os.fstat(f.fileno())
         if st.st_size > MAX_LOG_BYTES:
             raise EventLogUnreadable(errno.EFBIG, f"{st.st_size / 2**20:.0f} MiB, over the {MAX_LOG_BYTES / 2**20:.0f} "
                                                   "MiB an event log is read up to: not read", str(path))
