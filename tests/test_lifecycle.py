@@ -117,6 +117,16 @@ def test_reading_a_workspace_with_stale_runs_writes_nothing(stale_workspace):
     assert lifecycle.reconcile(RunStore(ws)) == []
 
 
+def test_a_dead_run_whose_log_cannot_be_read_settles_as_interrupted_naming_the_log(stale_workspace):
+    ws, lost, _ = stale_workspace
+    ws.events_path(lost).unlink(missing_ok=True)
+    os.mkfifo(ws.events_path(lost))  # a FIFO where the log should be: never read, never waited on
+    assert lost in lifecycle.reconcile(RunStore(ws))
+    settled = RunStore(ws).get(lost)
+    assert settled["status"] == "interrupted"
+    assert "event log cannot be read" in settled["error"] and "not a regular file" in settled["error"]
+
+
 def test_show_reads_and_list_settles(stale_workspace):
     ws, lost, _ = stale_workspace
     before = snapshot(ws.root)

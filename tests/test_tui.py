@@ -651,6 +651,25 @@ async def test_mark_two_runs_compare_and_export(ws):
         assert md_path.read_text().startswith("| group |")
 
 
+async def test_compare_shows_a_run_whose_event_log_cannot_be_read_and_says_why(ws):
+    seeds = ids_by_seed(ws)
+    log = ws / seeds[0] / "events.jsonl"
+    log.unlink()
+    os.mkfifo(log)  # a FIFO planted as the log: neither read nor waited on
+    app = make_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, rows=2)
+        await pilot.press("space", "m", "c")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen,
+                                what="compare")
+        await wait_for(pilot, lambda: screen.comparison is not None and len(screen.records) == 2,
+                       what="both runs compared")
+        curves = screen.query_one("#compare-test", Curves)
+        assert sorted(len(xs) for _, xs, _ in curves.series) == [0, 3]  # only the readable run has points
+        await wait_for(pilot, lambda: any("not a regular file" in n.message and str(log) in n.message
+                                          for n in app._notifications), what="the reason, naming the log")
+
+
 async def test_compare_more_than_six_runs_puts_the_labels_in_a_legend_table(ws):
     """Seven sweep points (copies of a real run with other temperatures, its events included):
     the plots carry no legend, a table under them names each curve by colour and marker."""

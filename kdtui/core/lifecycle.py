@@ -166,8 +166,12 @@ def _stale_changes(records: Iterable[dict], workspace: Workspace) -> dict[str, d
             events_path = workspace.events_path(run_id)
         except ValueError:
             continue
-        final = eventlog.read_final(events_path)
         now = time.time()
+        try:
+            final = eventlog.read_final(events_path)
+        except OSError as exc:  # a log that cannot be read (a FIFO or folder in its place, too large)
+            changes[run_id] = {"status": INTERRUPTED, "finished": now, "error": f"its event log cannot be read: {exc}"}
+            continue
         if final is None:
             changes[run_id] = {"status": INTERRUPTED, "finished": now}
             continue

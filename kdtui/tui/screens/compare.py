@@ -77,13 +77,19 @@ class CompareScreen(Screen):
             from kdtui.core.registry import RunStore, record_with_history
 
             store = RunStore(workspace)
-            records, missing = [], []
+            records, missing, unreadable = [], [], []
             for run_id in ids:
                 try:
                     records.append(record_with_history(store, workspace, run_id))
                 except KeyError:
                     missing.append(run_id)
-            self.post_message(RecordsRead(records, f"gone: {', '.join(missing)}" if missing else ""))
+                except OSError as exc:  # its event log cannot be read: the record without curves
+                    record = store.get(run_id)
+                    if record is not None:
+                        records.append({**record, "history": []})
+                    unreadable.append(str(exc))
+            problems = ([f"gone: {', '.join(missing)}"] if missing else []) + unreadable
+            self.post_message(RecordsRead(records, "; ".join(problems)))
         self.run_worker(read, thread=True, group="compare-read", exclusive=True, exit_on_error=False)
 
     def on_records_read(self, message: RecordsRead) -> None:
