@@ -74,6 +74,21 @@ def test_fp32_exact_turns_tf32_off_through_fp32_precision_and_restores_it():
         matmul.fp32_precision, conv.fp32_precision = before
 
 
+def test_fp32_exact_uses_only_fp32_precision_where_it_exists_on_any_torch(monkeypatch):
+    """The same rule as above on every torch (the test above needs torch >= 2.9): settings that have
+    only the new API, and no legacy flag to touch, are turned to "ieee" and restored."""
+    from types import SimpleNamespace
+
+    matmul = SimpleNamespace(fp32_precision="tf32")
+    cudnn = SimpleNamespace(conv=SimpleNamespace(fp32_precision="tf32"))
+    monkeypatch.setattr(torch.backends, "cuda", SimpleNamespace(matmul=matmul))
+    monkeypatch.setattr(torch.backends, "cudnn", cudnn)
+    with fp32_exact():
+        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("ieee", "ieee")
+        assert not hasattr(matmul, "allow_tf32") and not hasattr(cudnn, "allow_tf32")  # never mixed
+    assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("tf32", "tf32")
+
+
 def test_fp32_exact_uses_the_legacy_flags_where_fp32_precision_does_not_exist(monkeypatch):
     from types import SimpleNamespace
 
