@@ -67,26 +67,13 @@ async def test_every_screen_s_footer_shows_its_labels_whole_at_80x24(ws):
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, rows=len(RUNS))
         assert footer_fits(app) == []
-        await pilot.press("enter")
-        await on_screen(pilot, LiveScreen)
-        await pilot.pause(0.2)
-        assert footer_fits(app) == []
-        await pilot.press("v")
-        await on_screen(pilot, LogScreen)
-        await pilot.pause(0.2)
-        assert footer_fits(app) == []
-        await pilot.press("escape", "escape")
-        await on_screen(pilot, RunsScreen)
-        await pilot.press("w")
-        await on_screen(pilot, QueueScreen)
-        await pilot.pause(0.2)
-        assert footer_fits(app) == []
-        await pilot.press("escape")
-        await on_screen(pilot, RunsScreen)
-        await pilot.press("space", "space", "c")
-        await on_screen(pilot, CompareScreen)
-        await pilot.pause(0.2)
-        assert footer_fits(app) == []
+        for keys, screen in ((("enter",), LiveScreen), (("v",), LogScreen), (("escape", "escape"), RunsScreen),
+                             (("w",), QueueScreen), (("escape",), RunsScreen),
+                             (("space", "space", "c"), CompareScreen)):
+            await pilot.press(*keys)
+            await on_screen(pilot, screen)
+            await pilot.pause(0.2)
+            assert footer_fits(app) == [], screen.__name__
         await pilot.press("escape")
         await on_screen(pilot, RunsScreen)
         await pilot.press("l")
