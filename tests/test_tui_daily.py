@@ -54,11 +54,18 @@ async def on_screen(pilot, kind):
 
 # -- build 12: the footer at 80x24 -----------------------------------------------------------------
 
-def footer_fits(app) -> list[str]:
-    """The shown keys whose label the footer (the last line, left of the palette's key) lacks whole."""
-    keys = screen_text(app).splitlines()[-1].split("▏")[0]
+def footer_line(app) -> str:
+    """The footer's keys: the last line of the screen, left of the palette's key."""
+    return screen_text(app).splitlines()[-1].split("▏")[0]
+
+
+async def footer_fits(pilot) -> list[str]:
+    """The shown keys whose label the footer lacks whole, once the footer has drawn (it recomposes a
+    frame after its screen's bindings change)."""
+    app = pilot.app
+    keys = await wait_for(pilot, lambda: "f1 Help" in footer_line(app) and footer_line(app), what="the footer")
     shown = {b.binding.description for b in app.screen.active_bindings.values() if b.binding.show and b.enabled}
-    assert shown and "f1 Help" in keys
+    assert shown
     return sorted(description for description in shown if f" {description}  " not in keys + "  ")
 
 
@@ -66,20 +73,20 @@ async def test_every_screen_s_footer_shows_its_labels_whole_at_80x24(ws):
     app = make_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, rows=len(RUNS))
-        assert footer_fits(app) == []
+        assert await footer_fits(pilot) == []
         for keys, screen in ((("enter",), LiveScreen), (("v",), LogScreen), (("escape", "escape"), RunsScreen),
                              (("w",), QueueScreen), (("escape",), RunsScreen),
                              (("space", "space", "c"), CompareScreen)):
             await pilot.press(*keys)
             await on_screen(pilot, screen)
             await pilot.pause(0.2)
-            assert footer_fits(app) == [], screen.__name__
+            assert await footer_fits(pilot) == [], screen.__name__
         await pilot.press("escape")
         await on_screen(pilot, RunsScreen)
         await pilot.press("l")
         editor = await on_screen(pilot, EditorScreen)
         await wait_for(pilot, lambda: "valid" in editor.status_text, what="the default spec")
-        assert footer_fits(app) == []
+        assert await footer_fits(pilot) == []
 
 
 # -- build 8: copy and locate ------------------------------------------------------------------------
