@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,14 +46,20 @@ def kdtui(*args: str | os.PathLike, timeout: float = TIMEOUT_S, cwd: str | os.Pa
                           env=cli_env(**(env_extra or {})), cwd=cwd, **popen)
 
 
-def start_kdtui(*args: str | os.PathLike, log_dir: Path, name: str) -> subprocess.Popen:
-    """Start `kdtui ARGS...` without waiting; output goes to files (a pipe nobody reads could block)."""
+def start_kdtui(*args: str | os.PathLike, log_dir: Path, name: str, ctrl_c: bool = True) -> subprocess.Popen:
+    """Start `kdtui ARGS...` without waiting; output goes to files (a pipe nobody reads could block).
+
+    The process gets SIGINT at its default, as a terminal's foreground job does, even when this test
+    run was itself started with SIGINT ignored (a CI script's `cmd &`): an ignored signal stays ignored
+    across exec, a caught one is reset to its default. `ctrl_c=False` starts it with SIGINT ignored."""
     out = open(log_dir / f"{name}.out", "w")
     err = open(log_dir / f"{name}.err", "w")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler if ctrl_c else signal.SIG_IGN)
     try:
         return subprocess.Popen([*KDTUI, *map(str, args)], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 text=True, env=cli_env())
     finally:
+        signal.signal(signal.SIGINT, previous)
         out.close()
         err.close()
 

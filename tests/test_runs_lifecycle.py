@@ -197,3 +197,20 @@ def test_missing_dataset_fails_naming_the_folder(ws, tmp_path):
     assert len(errors) == 1 and str(root) in errors[0]
     assert "Traceback" not in result.stderr
     assert list(root.iterdir()) == []             # download = false: nothing fetched or written
+
+
+
+def test_ctrl_c_stops_a_run_started_with_sigint_ignored(ws, long_spec, uninterrupted, tmp_path):
+    """A script's `kdtui run SPEC &` (or CI's shell) starts it with SIGINT ignored. A run catches SIGINT
+    while it trains whatever its start, so the moments before and between must not drop it either."""
+    known = {r["id"] for r in RunStore(ws).all()}
+    proc = start_kdtui("run", long_spec, "--workspace", ws, log_dir=tmp_path, name="ignored", ctrl_c=False)
+    try:
+        run_id = wait_for(lambda: new_run_id(ws, known), interval=0.01, what="the run to be registered")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert RunStore(ws).get(run_id)["status"] == "stopped"
+    assert "Traceback" not in (tmp_path / "ignored.err").read_text()

@@ -12,7 +12,7 @@ import typer
 from kdtui.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JsonOption, WorkspaceOption, err, fail, finish,
                               fmt_number, noun, open_store, out, pids_text, print_json, resolve)
 from kdtui.core.events import ACTIVE_STATUSES, DONE, STOPPED
-from kdtui.core.procs import DeferredInterrupt
+from kdtui.core.procs import DeferredInterrupt, make_ctrl_c_live
 from kdtui.core.workspace import Workspace
 from kdtui.runs.executors import Executor, Started
 
@@ -96,6 +96,7 @@ def command(
         check_files(points, source)
     except SpecError as exc:
         raise fail(str(exc))
+    make_ctrl_c_live()  # from here on a Ctrl-C stops what this command registers
     ws, store = open_store(workspace, create=True)  # the one command that may make a new workspace
     slurm = _slurm_options(ws, gpus_per_run, slurm_given) if executor == "slurm" else None  # before registering
     from kdtui.runs.service import RunService, ServiceError

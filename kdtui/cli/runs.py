@@ -35,6 +35,7 @@ from kdtui.cli.common import (
 from kdtui.core.ages import age_text
 from kdtui.core.events import ACTIVE_STATUSES, DONE, QUEUED, STATUSES
 from kdtui.core.names import printable
+from kdtui.core.procs import make_ctrl_c_live
 from kdtui.core.record import shown_metrics
 from kdtui.core.vocabulary import metric_label, metric_order, teacher_label
 from kdtui.core.workspace import Workspace, is_run_id_prefix
@@ -424,6 +425,7 @@ def runs_resume(run_id: RunId, workspace: WorkspaceOption = None,
     settle_stale(store)  # act on statuses as they are: a run whose process died is interrupted
     record = resolve(store, run_id)
     service = RunService(ws, store)
+    make_ctrl_c_live()  # from here on a Ctrl-C stops the resumed run
     try:
         if detach:
             pids = service.resume_detached([record])

@@ -61,6 +61,16 @@ def pid_alive(pid: Any, started: Any = None) -> bool:
     return True
 
 
+def make_ctrl_c_live() -> None:
+    """Let SIGINT raise KeyboardInterrupt here even if this process was started with it ignored, as a
+    script's `kdtui run SPEC &` is (a shell without job control does that). A run catches SIGINT while
+    it trains whatever its start (a Ray cancel arrives that way too), so a foreground command must
+    not drop it in the moments between the run's handlers."""
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class DeferredInterrupt:
     """Ctrl-C inside this block is raised as KeyboardInterrupt at `check()` (and on leaving the
     block), never in the middle of a registry write or an import."""
